@@ -1,0 +1,67 @@
+/* tessera-impl.h: what the files of core/ share and nobody else includes.
+ *
+ * The tape node layout, helpers that ops use to record themselves and to reach their input
+ * gradients, the OpenMP thread helpers, and the bf16 switch of the matmul. Not a public API:
+ * names here start with ts__.
+ */
+#ifndef TESSERA_IMPL_H
+#define TESSERA_IMPL_H
+
+#include "tessera.h"
+
+#include <string.h>
+
+/* A tape node: which op made out from which inputs, and what its backward needs.
+ * Saved tensors live in the step arena with everything else of the step. */
+#define TS__MAX_IN 4
+struct ts_node {
+    ts_op op;
+    void (*backward)(ts_ctx *c, ts_node *n);
+    ts_tensor *out;
+    ts_tensor *in[TS__MAX_IN];
+    int nin;
+    ts_tensor *saved[4];  /* op-specific: e.g. layernorm's mean and rstd */
+    int64_t i[8];         /* op-specific integer arguments */
+    float f[4];           /* op-specific float arguments */
+    void *p;              /* op-specific pointer (e.g. a permutation array in the arena) */
+};
+
+/* True when an op with these inputs must be recorded. */
+int ts__needs_grad(const ts_ctx *c, int nin, const ts_tensor *const *in);
+/* Record node for out when ts__needs_grad; returns NULL otherwise. Inputs that are NULL are
+ * skipped. The node is zeroed except op, backward, out, in. */
+ts_node *ts__record(ts_ctx *c, ts_op op, void (*backward)(ts_ctx *, ts_node *), ts_tensor *out,
+                    int nin, const ts_tensor *const *in);
+#define TS__RECORD(c, op, bw, out, ...)                                                      \
+    ts__record((c), (op), (bw), (out), (int)(sizeof((const ts_tensor *[]){ __VA_ARGS__ }) /  \
+                                             sizeof(ts_tensor *)),                           \
+               (const ts_tensor *const[]){ __VA_ARGS__ })
+/* The gradient buffer of t for accumulation (+=), or NULL when t does not need one.
+ * Activation grads are allocated zeroed in the step arena on first use. */
+float *ts__grad(ts_ctx *c, ts_tensor *t);
+
+/* Internal allocation of a tensor header (no data) in the step arena. */
+ts_tensor *ts__header(ts_ctx *c, ts_dtype dtype, int ndim, const int64_t *shape);
+
+/* Product of shape[from..to). */
+static inline int64_t ts__prod(const int64_t *shape, int from, int to) {
+    int64_t p = 1;
+    for (int i = from; i < to; i++) p *= shape[i];
+    return p;
+}
+
+/* Abort with both shapes when a and b differ. */
+void ts__check_same_shape(const char *op, const ts_tensor *a, const ts_tensor *b);
+/* Abort unless t is a CPU f32 tensor. */
+void ts__check_f32(const char *op, const ts_tensor *t);
+
+/* Matmul kernel on raw pointers (row-major, batched by count with strides). Used by ops that
+ * need a product inside (attention, conv). C = alpha * op(A) @ op(B) + beta * C. */
+void ts__gemm(ts_ctx *c, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+              const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+              int64_t ldc);
+
+/* Free the CPU backend's primitive cache of a context (called by ts_ctx_free). */
+void ts__cpu_cache_free(void *cache);
+
+#endif

@@ -1,0 +1,476 @@
+/* tessera.h: the public core of tessera.
+ *
+ * Tensors, the two arenas (parameters and step), the context that every op takes first, the
+ * autograd tape, the op functions, nn building blocks, optimizers and schedules, safetensors
+ * checkpoints, recipes and the trainer loop. Everything here is usable from C11 alone; the CUDA
+ * backend plugs in behind the same functions.
+ *
+ * What this header deliberately is not: a general array library. There are no strided views;
+ * every tensor is contiguous, and an op that needs another layout materialises it (permute is
+ * an op with a backward like any other).
+ *
+ * Shape letters used in comments: B batch, T tokens, C channels/width, H heads, D head width,
+ * M/K/N matrix dims, V vocabulary, K classes where it is a loss.
+ *
+ * Errors: programming errors (a shape mismatch inside an op) stop with TS_CHECK, printing file
+ * and line. Everything that comes from outside (files, recipes, data) returns a ts_status and
+ * leaves a message in a ts_err that names the file, key or sample at fault.
+ */
+#ifndef TESSERA_H
+#define TESSERA_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------------------------------- */
+/* Status codes and errors                                                                  */
+
+/* One table gives the codes and their messages, so the two cannot drift. */
+#define TS_STATUS_LIST(X)                                                                    \
+    X(TS_OK, "ok")                                                                           \
+    X(TS_ERR_IO, "input/output error")                                                       \
+    X(TS_ERR_FORMAT, "malformed file")                                                       \
+    X(TS_ERR_MISMATCH, "does not match the model")                                           \
+    X(TS_ERR_RECIPE, "invalid recipe")                                                       \
+    X(TS_ERR_USAGE, "invalid usage")                                                         \
+    X(TS_ERR_NOMEM, "out of memory")                                                         \
+    X(TS_ERR_DATA, "invalid data")                                                           \
+    X(TS_ERR_UNSUPPORTED, "not supported by this build")                                    \
+    X(TS_ERR_INTERRUPTED, "interrupted")
+
+typedef enum {
+#define TS__STATUS_ENUM(name, msg) name,
+    TS_STATUS_LIST(TS__STATUS_ENUM)
+#undef TS__STATUS_ENUM
+    TS_STATUS_COUNT
+} ts_status;
+
+/* The short message of a status code ("malformed file"). Never NULL. */
+const char *ts_status_str(ts_status s);
+
+/* The last error of an operation: its code and a message naming the file, key or sample. */
+typedef struct ts_err {
+    ts_status code;
+    char msg[1024];
+} ts_err;
+
+/* Record an error in e (which may be NULL) and return code. printf-style message. */
+ts_status ts_fail(ts_err *e, ts_status code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Stop the program with file:line and the message when cond is false (programming errors). */
+#define TS_CHECK(cond, ...)                                                                  \
+    do {                                                                                     \
+        if (!(cond)) ts__check_failed(__FILE__, __LINE__, #cond, __VA_ARGS__);               \
+    } while (0)
+void ts__check_failed(const char *file, int line, const char *cond, const char *fmt, ...)
+    __attribute__((noreturn, format(printf, 4, 5)));
+
+/* ---------------------------------------------------------------------------------------- */
+/* Logging: the one global is the sink.                                                    */
+
+typedef enum { TS_LOG_DEBUG, TS_LOG_INFO, TS_LOG_WARN, TS_LOG_ERROR } ts_log_level;
+typedef void (*ts_log_sink)(ts_log_level level, const char *msg, void *user);
+void ts_log_set_sink(ts_log_sink sink, void *user); /* NULL restores stderr */
+void ts_log_set_level(ts_log_level min_level);
+void ts_log(ts_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---------------------------------------------------------------------------------------- */
+/* Dtypes, devices, tensors                                                                  */
+
+typedef enum { TS_F32, TS_BF16, TS_F16, TS_I32, TS_I64, TS_U8, TS_DTYPE_COUNT } ts_dtype;
+typedef enum { TS_CPU, TS_CUDA } ts_device;
+
+size_t ts_dtype_size(ts_dtype t);
+const char *ts_dtype_name(ts_dtype t);  /* safetensors spelling: "F32", "BF16", ... */
+int ts_dtype_from_name(const char *name, ts_dtype *out); /* 0 on success */
+
+#define TS_MAX_DIMS 6
+
+typedef struct ts_node ts_node;
+typedef struct ts_tensor ts_tensor;
+
+/* A contiguous tensor. Tensors made by ops live in the step arena of their context;
+ * parameters live in the parameter arena. Nobody frees a tensor by itself. */
+struct ts_tensor {
+    ts_dtype dtype;
+    ts_device device;
+    int ndim;
+    int64_t shape[TS_MAX_DIMS];
+    int64_t numel;
+    void *data;
+    ts_tensor *grad;     /* same shape, f32; NULL until backward reaches it (params: preset) */
+    ts_node *node;       /* the tape node that produced this tensor, NULL for leaves */
+    int requires_grad;   /* leaves: set by the owner; op outputs: any input requires grad */
+    const char *name;    /* dotted parameter name, NULL for activations */
+};
+
+static inline float *ts_f32(const ts_tensor *t) { return (float *)t->data; }
+static inline int32_t *ts_i32(const ts_tensor *t) { return (int32_t *)t->data; }
+static inline int64_t ts_dim(const ts_tensor *t, int i) { return t->shape[i < 0 ? t->ndim + i : i]; }
+
+/* bf16 conversions (round to nearest even; NaN stays NaN). */
+static inline uint16_t ts_f32_to_bf16(float f) {
+    union { float f; uint32_t u; } v = { f };
+    if ((v.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((v.u >> 16) | 0x40u);
+    uint32_t lsb = (v.u >> 16) & 1u;
+    return (uint16_t)((v.u + 0x7fffu + lsb) >> 16);
+}
+static inline float ts_bf16_to_f32(uint16_t h) {
+    union { uint32_t u; float f; } v = { (uint32_t)h << 16 };
+    return v.f;
+}
+
+/* "(2, 3, 4)" into buf; returns buf. For error messages. */
+const char *ts_shape_str(const ts_tensor *t, char *buf, size_t n);
+int ts_same_shape(const ts_tensor *a, const ts_tensor *b);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Arenas                                                                                   */
+
+/* A bump allocator made of blocks. Allocations are 64-byte aligned. Reset keeps the memory;
+ * after the first reset the blocks are merged into one block of the high-water size, so later
+ * steps of the same shape never call malloc. Growth after that is logged once. */
+typedef struct ts_arena ts_arena;
+ts_arena *ts_arena_new(const char *name, size_t initial_bytes);
+void ts_arena_free(ts_arena *a); /* NULL is a no-op */
+void *ts_arena_alloc(ts_arena *a, size_t bytes);
+void ts_arena_reset(ts_arena *a);
+size_t ts_arena_used(const ts_arena *a);
+size_t ts_arena_high_water(const ts_arena *a); /* peak bytes in use since creation */
+size_t ts_arena_capacity(const ts_arena *a);
+size_t ts_arena_mallocs(const ts_arena *a);   /* how many blocks were ever malloc'ed */
+
+/* ---------------------------------------------------------------------------------------- */
+/* RNG: a counter-based stream (splitmix64 seeding a xoshiro256**), saved in checkpoints.   */
+
+typedef struct ts_rng { uint64_t s[4]; } ts_rng;
+void ts_rng_seed(ts_rng *r, uint64_t seed);
+uint64_t ts_rng_next(ts_rng *r);
+float ts_rng_uniform(ts_rng *r);            /* [0, 1) */
+float ts_rng_normal(ts_rng *r);             /* N(0, 1), Box-Muller */
+
+/* ---------------------------------------------------------------------------------------- */
+/* Context and tape                                                                          */
+
+typedef enum { TS_PREC_F32, TS_PREC_BF16 } ts_precision;
+
+typedef struct ts_tape {
+    ts_node **nodes; /* in step arena */
+    int64_t n, cap;
+} ts_tape;
+
+/* Everything an op needs: where its outputs go, whether to record, which device, which RNG.
+ * One context per model replica; none of it is global. */
+typedef struct ts_ctx {
+    ts_arena *step;        /* activations and temporaries of one step */
+    ts_tape tape;
+    ts_device device;
+    ts_rng rng;            /* dropout, masking */
+    int grad_enabled;      /* record ops on the tape */
+    int training;          /* dropout, batch norm statistics, drop-path */
+    int nthreads;          /* OpenMP threads for this context */
+    ts_precision precision; /* matmul precision: f32, or bf16 inputs with f32 accumulation */
+    ts_err err;
+    void *cpu_cache;       /* the CPU backend's primitives, created once per shape */
+} ts_ctx;
+
+/* Make a context with a step arena of initial_bytes (grows on the first step). */
+ts_ctx *ts_ctx_new(ts_device device, size_t initial_bytes, uint64_t seed);
+void ts_ctx_free(ts_ctx *c);
+/* Drop every activation and the tape: call after the optimizer step and after inference. */
+void ts_ctx_reset(ts_ctx *c);
+
+/* A new uninitialised tensor in the step arena. */
+ts_tensor *ts_new(ts_ctx *c, ts_dtype dtype, int ndim, const int64_t *shape);
+ts_tensor *ts_new_f32(ts_ctx *c, int ndim, const int64_t *shape);
+ts_tensor *ts_zeros(ts_ctx *c, ts_dtype dtype, int ndim, const int64_t *shape);
+ts_tensor *ts_new_like(ts_ctx *c, const ts_tensor *t);
+/* Shape helpers: ts_new_f32v(c, 3, (int64_t[]){B, T, C}) reads better with this macro: */
+#define TS_SHAPE(...) ((const int64_t[]){ __VA_ARGS__ })
+#define TS_NDIM(...) ((int)(sizeof((int64_t[]){ __VA_ARGS__ }) / sizeof(int64_t)))
+/* Copy host data into a new f32 tensor in the step arena. */
+ts_tensor *ts_from_f32(ts_ctx *c, int ndim, const int64_t *shape, const float *src);
+
+/* Walk the tape from loss (a scalar) backwards, accumulating into every grad on the way.
+ * Parameter grads accumulate across calls (gradient accumulation); zero them with
+ * ts_params_zero_grad. loss must have been produced with grad enabled. */
+void ts_backward(ts_ctx *c, ts_tensor *loss);
+/* The same walk from any tensor y with upstream gradient dy (same shape as y, f32). */
+void ts_backward_with(ts_ctx *c, ts_tensor *y, const ts_tensor *dy);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Ops. Every op takes the context first, allocates its output in the step arena and, when
+ * grad is enabled and an input requires grad, records a tape node. The op table (ts_op_*)
+ * names every op once; tests check that each has a gradient-check row.                    */
+
+#define TS_OP_LIST(X)                                                                        \
+    X(MATMUL, "matmul")                                                                      \
+    X(ADD, "add")                                                                            \
+    X(SUB, "sub")                                                                            \
+    X(MUL, "mul")                                                                            \
+    X(SCALE, "scale")                                                                        \
+    X(SUM, "sum")                                                                            \
+    X(MEAN, "mean")                                                                          \
+    X(RESHAPE, "reshape")                                                                    \
+    X(PERMUTE, "permute")                                                                    \
+    X(CONCAT, "concat")                                                                      \
+    X(SLICE, "slice")                                                                        \
+    X(EMBEDDING, "embedding")                                                                \
+    X(INDEX_SELECT, "index_select")                                                          \
+    X(LAYERNORM, "layernorm")                                                                \
+    X(GELU, "gelu")                                                                          \
+    X(GELU_TANH, "gelu_tanh")                                                                \
+    X(BIAS_GELU, "bias_gelu")                                                                \
+    X(QUICK_GELU, "quick_gelu")                                                              \
+    X(SOFTMAX, "softmax")                                                                    \
+    X(LOG_SOFTMAX, "log_softmax")                                                            \
+    X(CROSS_ENTROPY, "cross_entropy")                                                        \
+    X(BATCHNORM1D, "batchnorm1d")                                                            \
+    X(ATTENTION, "attention")                                                                \
+    X(DROPOUT, "dropout")                                                                    \
+    X(L2_NORMALIZE, "l2_normalize")                                                          \
+    X(CONV2D, "conv2d")                                                                      \
+    X(DWCONV2D, "dwconv2d")                                                                  \
+    X(RELU, "relu")
+
+typedef enum {
+#define TS__OP_ENUM(name, str) TS_OP_##name,
+    TS_OP_LIST(TS__OP_ENUM)
+#undef TS__OP_ENUM
+    TS_OP_COUNT
+} ts_op;
+const char *ts_op_name(ts_op op);
+
+/* matmul flags */
+enum { TS_TRANS_A = 1, TS_TRANS_B = 2 };
+
+/* y = op(a) @ op(b) (+ bias).
+ * a: (..., M, K) or (..., K, M) with TS_TRANS_A; b: (K, N), or (..., K, N) with the same leading
+ * dims as a (batched); with TS_TRANS_B b is (N, K) / (..., N, K). bias: (N) or NULL.
+ * Returns (..., M, N). Transposes go to the library; nothing is materialised. */
+ts_tensor *ts_matmul(ts_ctx *c, const ts_tensor *a, const ts_tensor *b, int flags);
+ts_tensor *ts_linear(ts_ctx *c, const ts_tensor *x, const ts_tensor *w, const ts_tensor *bias);
+/* linear as torch.nn.functional.linear: x (..., K), w (N, K), bias (N) or NULL -> (..., N) */
+
+/* Elementwise with broadcasting over leading dims: b's shape equals a trailing part of a's
+ * shape (b may also be a one-element tensor). Output has a's shape. */
+ts_tensor *ts_add(ts_ctx *c, const ts_tensor *a, const ts_tensor *b);
+ts_tensor *ts_sub(ts_ctx *c, const ts_tensor *a, const ts_tensor *b);
+ts_tensor *ts_mul(ts_ctx *c, const ts_tensor *a, const ts_tensor *b);
+ts_tensor *ts_scale(ts_ctx *c, const ts_tensor *a, float s); /* s * a */
+ts_tensor *ts_relu(ts_ctx *c, const ts_tensor *a);
+
+/* Reductions. dim = -1 .. ndim-1 reduces that dim (kept out of the shape); TS_ALL reduces to a
+ * scalar of shape (1). */
+enum { TS_ALL = 1000 };
+ts_tensor *ts_sum(ts_ctx *c, const ts_tensor *a, int dim);
+ts_tensor *ts_mean(ts_ctx *c, const ts_tensor *a, int dim);
+
+/* Shape ops. reshape keeps the data (numel must match; one -1 allowed). permute materialises
+ * the new layout: perm[i] is the input dim that becomes output dim i. */
+ts_tensor *ts_reshape(ts_ctx *c, const ts_tensor *a, int ndim, const int64_t *shape);
+ts_tensor *ts_permute(ts_ctx *c, const ts_tensor *a, const int *perm);
+ts_tensor *ts_transpose(ts_ctx *c, const ts_tensor *a, int d0, int d1);
+ts_tensor *ts_concat(ts_ctx *c, ts_tensor *const *xs, int n, int dim);
+ts_tensor *ts_slice(ts_ctx *c, const ts_tensor *a, int dim, int64_t start, int64_t end);
+
+/* Embedding lookup: table (V, C), ids i32 of any shape (...) -> (..., C). */
+ts_tensor *ts_embedding(ts_ctx *c, const ts_tensor *table, const ts_tensor *ids);
+/* index_select along dim with i32 indices (n) -> a's shape with shape[dim] = n. */
+ts_tensor *ts_index_select(ts_ctx *c, const ts_tensor *a, int dim, const ts_tensor *idx);
+
+/* Layernorm over the last dim: x (..., C), w and b (C) or NULL. */
+ts_tensor *ts_layernorm(ts_ctx *c, const ts_tensor *x, const ts_tensor *w, const ts_tensor *b,
+                        float eps);
+ts_tensor *ts_gelu(ts_ctx *c, const ts_tensor *x);       /* exact erf form */
+ts_tensor *ts_gelu_tanh(ts_ctx *c, const ts_tensor *x);  /* tanh approximation */
+ts_tensor *ts_bias_gelu(ts_ctx *c, const ts_tensor *x, const ts_tensor *bias); /* gelu(x+b) */
+ts_tensor *ts_quick_gelu(ts_ctx *c, const ts_tensor *x); /* x * sigmoid(1.702 x) */
+ts_tensor *ts_softmax(ts_ctx *c, const ts_tensor *x);     /* over the last dim */
+ts_tensor *ts_log_softmax(ts_ctx *c, const ts_tensor *x); /* over the last dim */
+/* Mean softmax cross-entropy of logits (N, K) against i32 targets (N); targets equal to
+ * ignore_index are left out of the mean; label smoothing as torch defines it. Returns (1). */
+ts_tensor *ts_cross_entropy(ts_ctx *c, const ts_tensor *logits, const ts_tensor *targets,
+                            int ignore_index, float label_smoothing);
+/* Batch norm over (N, C). In training mode uses batch statistics and updates running_mean and
+ * running_var (unbiased) with momentum; in eval mode uses the running statistics. */
+ts_tensor *ts_batchnorm1d(ts_ctx *c, const ts_tensor *x, const ts_tensor *w, const ts_tensor *b,
+                          ts_tensor *running_mean, ts_tensor *running_var, float momentum,
+                          float eps);
+/* Scaled dot-product attention, one fused op. q (B, H, Tq, D), k and v (B, H, Tk, D).
+ * causal: position i attends to j <= i. key_pad: NULL or u8/i32 (B, Tk), nonzero = padding
+ * (masked out). scale <= 0 means 1/sqrt(D). Returns (B, H, Tq, D). */
+ts_tensor *ts_attention(ts_ctx *c, const ts_tensor *q, const ts_tensor *k, const ts_tensor *v,
+                        int causal, const ts_tensor *key_pad, float scale);
+/* Inverted dropout with probability p; identity when not training or p == 0. */
+ts_tensor *ts_dropout(ts_ctx *c, const ts_tensor *x, float p);
+/* x / max(||x||_2, eps) over the last dim. */
+ts_tensor *ts_l2_normalize(ts_ctx *c, const ts_tensor *x, float eps);
+/* conv2d, NCHW: x (B, Cin, H, W), w (Cout, Cin, kh, kw), bias (Cout) or NULL. */
+ts_tensor *ts_conv2d(ts_ctx *c, const ts_tensor *x, const ts_tensor *w, const ts_tensor *bias,
+                     int stride, int padding);
+/* depthwise conv2d, NCHW: x (B, C, H, W), w (C, 1, kh, kw), bias (C) or NULL. */
+ts_tensor *ts_dwconv2d(ts_ctx *c, const ts_tensor *x, const ts_tensor *w, const ts_tensor *bias,
+                       int stride, int padding);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Parameters: one arena for data, gradients and optimizer state.                           */
+
+typedef enum {
+    TS_INIT_ZEROS, TS_INIT_ONES, TS_INIT_NORMAL, TS_INIT_UNIFORM, TS_INIT_CONST
+} ts_init_kind;
+typedef struct ts_init { ts_init_kind kind; float a, b; } ts_init; /* normal: std=a; uniform: [a,b) */
+#define TS_INIT_N(std) ((ts_init){ TS_INIT_NORMAL, (std), 0.0f })
+#define TS_INIT_U(lo, hi) ((ts_init){ TS_INIT_UNIFORM, (lo), (hi) })
+#define TS_INIT_0 ((ts_init){ TS_INIT_ZEROS, 0.0f, 0.0f })
+#define TS_INIT_1 ((ts_init){ TS_INIT_ONES, 0.0f, 0.0f })
+
+/* Parameter flags */
+enum {
+    TS_PARAM_NO_DECAY = 1,  /* excluded from weight decay (norms, biases, embeddings) */
+    TS_PARAM_BUFFER = 2,    /* not trained (running statistics): no grad, no optimizer */
+};
+
+/* The set of parameters of a model. Modules register parameters (name, shape, init) while the
+ * model is built; ts_params_finalize allocates one block for all data, grads and two optimizer
+ * state slots, then initialises the data from the seed. Tensors returned by ts_param have no
+ * data until finalize. */
+typedef struct ts_params ts_params;
+ts_params *ts_params_new(void);
+void ts_params_free(ts_params *p);
+ts_tensor *ts_param(ts_params *p, const char *name, int ndim, const int64_t *shape, ts_init init,
+                    int flags);
+ts_status ts_params_finalize(ts_params *p, uint64_t seed, ts_err *err);
+int ts_params_count(const ts_params *p);
+ts_tensor *ts_params_get(const ts_params *p, int i);
+ts_tensor *ts_params_find(const ts_params *p, const char *name);
+int ts_params_flags(const ts_params *p, int i);
+float *ts_params_state(const ts_params *p, int i, int slot); /* slot 0/1: optimizer moments */
+int64_t ts_params_numel(const ts_params *p, int trainable_only);
+void ts_params_zero_grad(ts_params *p);
+size_t ts_params_bytes(const ts_params *p);
+/* A printf-style name builder for modules: ts_pname(buf, "%s.attn.in_proj_weight", prefix). */
+const char *ts_pname(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* ---------------------------------------------------------------------------------------- */
+/* nn blocks (plain functions, no vtables)                                                  */
+
+typedef enum { TS_ACT_GELU, TS_ACT_GELU_TANH, TS_ACT_QUICK_GELU, TS_ACT_RELU } ts_act;
+
+typedef struct ts_nn_linear { ts_tensor *w; /* (out, in) */ ts_tensor *b; /* (out) or NULL */ } ts_nn_linear;
+void ts_nn_linear_init(ts_nn_linear *m, ts_params *p, const char *prefix, int in, int out, int bias);
+ts_tensor *ts_nn_linear_forward(ts_ctx *c, const ts_nn_linear *m, const ts_tensor *x);
+
+typedef struct ts_nn_layernorm { ts_tensor *w, *b; /* (C) */ float eps; } ts_nn_layernorm;
+void ts_nn_layernorm_init(ts_nn_layernorm *m, ts_params *p, const char *prefix, int dim, float eps);
+ts_tensor *ts_nn_layernorm_forward(ts_ctx *c, const ts_nn_layernorm *m, const ts_tensor *x);
+
+/* MLP as open_clip names it: c_fc (C -> hidden), activation, c_proj (hidden -> C). */
+typedef struct ts_nn_mlp { ts_nn_linear fc, proj; ts_act act; } ts_nn_mlp;
+void ts_nn_mlp_init(ts_nn_mlp *m, ts_params *p, const char *prefix, int dim, int hidden, ts_act act);
+ts_tensor *ts_nn_mlp_forward(ts_ctx *c, const ts_nn_mlp *m, const ts_tensor *x);
+
+/* Multi-head attention with the packed projection of torch.nn.MultiheadAttention:
+ * in_proj_weight (3C, C), in_proj_bias (3C), out_proj.weight (C, C), out_proj.bias (C). */
+typedef struct ts_nn_mha {
+    ts_tensor *in_w, *in_b;
+    ts_nn_linear out;
+    int dim, heads;
+} ts_nn_mha;
+void ts_nn_mha_init(ts_nn_mha *m, ts_params *p, const char *prefix, int dim, int heads);
+/* x (B, T, C) self-attention; key_pad NULL or (B, T) nonzero = padding. */
+ts_tensor *ts_nn_mha_forward(ts_ctx *c, const ts_nn_mha *m, const ts_tensor *x, int causal,
+                             const ts_tensor *key_pad);
+
+/* Pre-norm transformer block (open_clip's ResidualAttentionBlock):
+ * x = x + drop_path(attn(ln_1(x))); x = x + drop_path(mlp(ln_2(x))). */
+typedef struct ts_nn_block {
+    ts_nn_layernorm ln_1, ln_2;
+    ts_nn_mha attn;
+    ts_nn_mlp mlp;
+    float drop_path;
+} ts_nn_block;
+void ts_nn_block_init(ts_nn_block *m, ts_params *p, const char *prefix, int dim, int heads,
+                      float mlp_ratio, ts_act act, float ln_eps, float drop_path);
+ts_tensor *ts_nn_block_forward(ts_ctx *c, const ts_nn_block *m, const ts_tensor *x, int causal,
+                               const ts_tensor *key_pad);
+/* Stochastic depth per sample: in training, zero a sample's branch with probability p and
+ * scale survivors by 1/(1-p). x (B, ...). */
+ts_tensor *ts_nn_drop_path(ts_ctx *c, const ts_tensor *x, float p);
+
+/* Positional embeddings (fixed tables written into out, row-major). */
+void ts_pos_embed_sincos_1d(float *out /* (T, C) */, int T, int C);
+void ts_pos_embed_sincos_2d(float *out /* (gh*gw, C) */, int gh, int gw, int C, int cls_token);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Optimizers and schedules                                                                  */
+
+typedef enum { TS_OPTIM_ADAMW, TS_OPTIM_SGD } ts_optim_kind;
+typedef struct ts_optim_cfg {
+    ts_optim_kind kind;
+    float lr, beta1, beta2, eps, weight_decay, momentum;
+} ts_optim_cfg;
+typedef struct ts_optim {
+    ts_optim_cfg cfg;
+    int64_t t; /* steps taken */
+} ts_optim;
+void ts_optim_init(ts_optim *o, const ts_optim_cfg *cfg);
+/* One update of every trainable parameter with learning rate lr. Decay is skipped for
+ * parameters flagged TS_PARAM_NO_DECAY. */
+void ts_optim_step(ts_optim *o, ts_params *p, float lr);
+/* Scale all grads so their global L2 norm is at most max_norm; returns the norm before. */
+float ts_clip_grad_norm(ts_params *p, float max_norm);
+
+typedef enum { TS_SCHED_CONSTANT, TS_SCHED_COSINE, TS_SCHED_LINEAR } ts_sched_kind;
+typedef struct ts_sched {
+    ts_sched_kind kind;
+    float base_lr, min_lr;
+    int64_t warmup, total;
+} ts_sched;
+/* LR at step (0-based): linear warmup from base_lr/warmup, then constant / cosine / linear decay
+ * to min_lr at total. */
+float ts_sched_lr(const ts_sched *s, int64_t step);
+
+/* ---------------------------------------------------------------------------------------- */
+/* safetensors                                                                               */
+
+/* A read safetensors file: its tensors by name, metadata strings. Data is owned by the file. */
+typedef struct ts_st_file ts_st_file;
+typedef struct ts_st_entry {
+    const char *name;
+    ts_dtype dtype;
+    int ndim;
+    int64_t shape[TS_MAX_DIMS];
+    const void *data;
+    size_t nbytes;
+} ts_st_entry;
+ts_status ts_st_read(const char *path, ts_st_file **out, ts_err *err);
+void ts_st_close(ts_st_file *f);
+int ts_st_count(const ts_st_file *f);
+const ts_st_entry *ts_st_get(const ts_st_file *f, int i);
+const ts_st_entry *ts_st_find(const ts_st_file *f, const char *name);
+const char *ts_st_meta(const ts_st_file *f, const char *key); /* NULL when absent */
+
+/* Writing: collect entries, then write atomically (temporary file, fsync, rename). The data
+ * pointers must stay valid until ts_st_write returns. */
+typedef struct ts_st_writer ts_st_writer;
+ts_st_writer *ts_st_writer_new(void);
+void ts_st_writer_free(ts_st_writer *w);
+void ts_st_writer_add(ts_st_writer *w, const char *name, ts_dtype dtype, int ndim,
+                      const int64_t *shape, const void *data);
+void ts_st_writer_meta(ts_st_writer *w, const char *key, const char *value);
+ts_status ts_st_write(ts_st_writer *w, const char *path, ts_err *err);
+
+/* Write a file atomically: data to path.tmp.PID, fsync, rename over path, fsync the folder. */
+ts_status ts_write_atomic(const char *path, const void *data, size_t n, ts_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TESSERA_H */
