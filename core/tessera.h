@@ -470,6 +470,74 @@ ts_status ts_st_write(ts_st_writer *w, const char *path, ts_err *err);
 /* Write a file atomically: data to path.tmp.PID, fsync, rename over path, fsync the folder. */
 ts_status ts_write_atomic(const char *path, const void *data, size_t n, ts_err *err);
 
+/* ---------------------------------------------------------------------------------------- */
+/* Recipes: YAML files (libyaml) with one parse function per section.                       */
+
+/* A loaded recipe: the YAML tree with the file name and the line of every node, plus the
+ * command-line overrides applied to it. Sections are read into config structs by key tables;
+ * every default applied is written back into the tree, so ts_recipe_dump gives the resolved
+ * recipe that is saved beside each checkpoint. */
+typedef struct ts_recipe ts_recipe;
+
+ts_status ts_recipe_load(const char *path, ts_recipe **out, ts_err *err);
+/* The same from text in memory; name stands for the file name in messages. */
+ts_status ts_recipe_parse(const char *text, const char *name, ts_recipe **out, ts_err *err);
+void ts_recipe_free(ts_recipe *r); /* NULL is a no-op */
+const char *ts_recipe_path(const ts_recipe *r);
+/* Apply one override "a.b.c=value"; the value is read as YAML (a scalar, or a flow list such as
+ * [1, 2]). Missing maps on the way are created; whether the key is allowed is checked when its
+ * section is parsed, and the message then says it came from --set. */
+ts_status ts_recipe_set(ts_recipe *r, const char *assignment, ts_err *err);
+
+typedef enum {
+    TS_KEY_INT,        /* int64_t */
+    TS_KEY_FLOAT,      /* double */
+    TS_KEY_BOOL,       /* int: true/false, yes/no, on/off */
+    TS_KEY_STRING,     /* const char *, owned by the recipe */
+    TS_KEY_ENUM,       /* int: index into choices */
+    TS_KEY_INT_LIST,   /* ts_int_list */
+    TS_KEY_FLOAT_LIST, /* ts_float_list */
+} ts_key_type;
+
+#define TS_LIST_MAX 32
+typedef struct ts_int_list { int n; int64_t v[TS_LIST_MAX]; } ts_int_list;
+typedef struct ts_float_list { int n; double v[TS_LIST_MAX]; } ts_float_list;
+
+/* One key of a section: its name, type, where it goes in the config struct, its default as
+ * YAML text (NULL: required) and, for enums, the NULL-terminated list of choices. */
+typedef struct ts_key {
+    const char *name;
+    ts_key_type type;
+    size_t offset;
+    const char *def;
+    const char *const *choices;
+    const char *help;
+} ts_key;
+#define TS_KEY(type_, struct_, field, def_, help_) \
+    { #field, type_, offsetof(struct_, field), def_, NULL, help_ }
+#define TS_KEY_CHOICE(struct_, field, def_, choices_, help_) \
+    { #field, TS_KEY_ENUM, offsetof(struct_, field), def_, choices_, help_ }
+
+/* Read the map at the dotted path section ("train", "model.text") into cfg by the key table.
+ * Errors (TS_ERR_RECIPE), each naming file:line and the dotted key: a key not in the table
+ * (listing the valid ones), a value of the wrong type or out of the choices (listing them), a
+ * required key that is missing, a section that is not a map. A missing section is an empty
+ * map (all defaults). */
+ts_status ts_recipe_section(ts_recipe *r, const char *section, const ts_key *keys, int nkeys,
+                            void *cfg, ts_err *err);
+/* Check that the map at section (NULL or "" = top level) has only the named keys
+ * (NULL-terminated); an unknown one is an error naming file:line and the valid names. */
+ts_status ts_recipe_only(const ts_recipe *r, const char *section, const char *const *names,
+                         ts_err *err);
+int ts_recipe_has(const ts_recipe *r, const char *path);
+/* The scalar at path as text, or NULL when absent or not a scalar. */
+const char *ts_recipe_str(const ts_recipe *r, const char *path);
+/* "file:line" of the node at path (or of the file when absent), for messages. */
+const char *ts_recipe_where(const ts_recipe *r, const char *path, char *buf, size_t n);
+/* The resolved recipe as YAML text; malloc'ed, the caller frees. Loading it again gives the
+ * same configuration. */
+char *ts_recipe_dump(const ts_recipe *r);
+
 #ifdef __cplusplus
 }
 #endif
