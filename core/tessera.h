@@ -94,6 +94,7 @@ int ts_dtype_from_name(const char *name, ts_dtype *out); /* 0 on success */
 
 typedef struct ts_node ts_node;
 typedef struct ts_tensor ts_tensor;
+typedef struct ts_recipe ts_recipe;
 
 /* A contiguous tensor. Tensors made by ops live in the step arena of their context;
  * parameters live in the parameter arena. Nobody frees a tensor by itself. */
@@ -237,7 +238,8 @@ void ts_backward_with(ts_ctx *c, ts_tensor *y, const ts_tensor *dy);
     X(L2_NORMALIZE, "l2_normalize")                                                          \
     X(CONV2D, "conv2d")                                                                      \
     X(DWCONV2D, "dwconv2d")                                                                  \
-    X(RELU, "relu")
+    X(RELU, "relu")                                                                          \
+    X(DROP_PATH, "drop_path")
 
 typedef enum {
 #define TS__OP_ENUM(name, str) TS_OP_##name,
@@ -469,6 +471,82 @@ ts_status ts_st_write(ts_st_writer *w, const char *path, ts_err *err);
 
 /* Write a file atomically: data to path.tmp.PID, fsync, rename over path, fsync the folder. */
 ts_status ts_write_atomic(const char *path, const void *data, size_t n, ts_err *err);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Checkpoints                                                                               */
+
+/* A run directory holds checkpoints/step_NNNNNNNN/ folders, each with model.safetensors (every
+ * parameter and buffer by name, metadata "tessera.format": "1"), optim.safetensors (moments by
+ * parameter name, "NAME.exp_avg", "NAME.exp_avg_sq" or "NAME.momentum_buffer"), state.json (step,
+ * RNG, data position) and recipe.yaml (the resolved recipe), and checkpoints/latest naming the
+ * newest complete one. A checkpoint is written into a temporary folder, every file fsync'ed, the
+ * folder renamed into place and only then latest replaced (atomically), so a crash at any moment
+ * leaves the previous checkpoint whole. Older checkpoints beyond keep are removed. */
+typedef struct ts_ckpt_meta { const char *key, *value; } ts_ckpt_meta;
+ts_status ts_ckpt_save(const char *run_dir, int64_t step, const ts_params *p, const ts_optim *o,
+                       const char *state_json, const char *recipe_yaml, const ts_ckpt_meta *meta,
+                       int nmeta, int keep, ts_err *err);
+/* The folder of the newest complete checkpoint of run_dir (or run_dir itself when it is a
+ * checkpoint folder) into out. TS_ERR_IO when there is none. */
+ts_status ts_ckpt_find(const char *dir, char *out, size_t n, ts_err *err);
+/* Load parameters by name from a safetensors file. Every parameter must be present with the same
+ * shape (F32, BF16 or F16 in the file); unexpected tensors are errors too unless allow_extra.
+ * Every mismatch is reported by name in one message; nothing is changed when any is found. */
+ts_status ts_ckpt_load_model(ts_params *p, const char *path, int allow_extra, ts_err *err);
+ts_status ts_ckpt_load_optim(ts_params *p, ts_optim *o, const char *path, ts_err *err);
+/* Read a whole text file (malloc'ed, NUL-terminated). */
+ts_status ts_read_text(const char *path, char **out, ts_err *err);
+
+/* ---------------------------------------------------------------------------------------- */
+/* The trainer                                                                               */
+
+/* Named scalars of one step or one evaluation (loss, accuracy, ...). */
+#define TS_METRICS_MAX 16
+typedef struct ts_metrics {
+    int n;
+    const char *name[TS_METRICS_MAX]; /* static strings */
+    double value[TS_METRICS_MAX];
+} ts_metrics;
+void ts_metrics_set(ts_metrics *m, const char *name, double value);
+
+/* What the trainer trains: parameters, a deterministic data stream and a loss. The trainer knows
+ * nothing else of the model. loss() builds micro-batch number pos of the stream (the same pos
+ * gives the same batch, which is what makes resuming exact), runs the model and returns a scalar;
+ * NULL with err set on a data error. eval() (optional) fills metrics with grad disabled. */
+typedef struct ts_task ts_task;
+struct ts_task {
+    const char *type;
+    ts_params *params;
+    int64_t batch_size;   /* samples per micro-batch */
+    ts_tensor *(*loss)(ts_task *t, ts_ctx *c, int64_t pos, ts_metrics *m, ts_err *err);
+    ts_status (*eval)(ts_task *t, ts_ctx *c, ts_metrics *m, ts_err *err);
+    void (*free)(ts_task *t);
+    void *impl;
+};
+
+typedef struct ts_train_cfg {
+    int64_t steps, accum, log_every, eval_every, ckpt_every, keep, seed, threads;
+    const char *out_dir;
+    int precision;     /* 0 f32, 1 bf16 */
+    int deterministic;
+} ts_train_cfg;
+typedef struct ts_optim_recipe {
+    int name;          /* 0 adamw, 1 sgd */
+    double lr, min_lr, beta1, beta2, eps, weight_decay, momentum, clip_grad_norm;
+    int schedule;      /* 0 cosine, 1 linear, 2 constant */
+    int64_t warmup;
+} ts_optim_recipe;
+ts_status ts_train_parse(ts_recipe *r, ts_train_cfg *train, ts_optim_recipe *optim, ts_err *err);
+
+typedef struct ts_train_opts {
+    const char *resume;                /* run or checkpoint folder, or NULL */
+    volatile int *stop;                /* set by a signal handler: save and return */
+    int progress;                      /* redraw one progress line (a terminal) */
+} ts_train_opts;
+/* Run the training loop of the recipe on task. Returns TS_OK at the end of the run,
+ * TS_ERR_INTERRUPTED after saving a checkpoint when *stop was set, or an error. */
+ts_status ts_train(ts_recipe *r, const ts_train_cfg *train, const ts_optim_recipe *optim,
+                   ts_task *task, const ts_train_opts *opts, ts_err *err);
 
 /* ---------------------------------------------------------------------------------------- */
 /* Recipes: YAML files (libyaml) with one parse function per section.                       */

@@ -1,0 +1,20 @@
+/* cli.h: the factory, the one place that knows every `type:` a recipe may name.
+ *
+ * The command line asks the factory for a task built from the recipe's model and data sections;
+ * the trainer then runs it without knowing what it is. A new model or objective is one file plus
+ * one row in the factory's table.
+ */
+#ifndef TS_CLI_H
+#define TS_CLI_H
+
+#include "tessera.h"
+
+/* Build the task the recipe describes (its model and data sections), with parameters registered
+ * and initialised from seed. Unknown types are errors that list the valid ones. */
+ts_status ts_factory_task(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *err);
+void ts_task_free(ts_task *t); /* NULL is a no-op */
+
+/* The built-in synthetic sequence task (quickstart-seq). */
+ts_status ts_task_seq_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *err);
+
+#endif

@@ -1,0 +1,371 @@
+/* trainer.c: the training loop.
+ *
+ * One step: for each of accum micro-batches, the task builds batch number data_position and
+ * returns a loss, backward accumulates into the parameter grads and the step arena is reset;
+ * then grad-norm clipping, the optimizer step at the scheduled learning rate, logging, evaluation
+ * and checkpoints at their intervals. The state that makes a resumed run the same run is saved
+ * with every checkpoint: the step, the data position, the context's RNG, the optimizer moments.
+ * In deterministic mode (fixed thread count) a resumed run gives bitwise the losses of a run that
+ * never stopped.
+ *
+ * The trainer knows nothing of models or objectives: it sees a ts_task. It does not install
+ * signal handlers either: the command line does, and sets *opts->stop.
+ */
+#include "tessera-impl.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- recipe sections ---- */
+
+static const char *const precisions[] = { "f32", "bf16", NULL };
+static const ts_key train_keys[] = {
+    TS_KEY(TS_KEY_INT, ts_train_cfg, steps, NULL, "optimizer steps in the run"),
+    TS_KEY(TS_KEY_INT, ts_train_cfg, accum, "1", "micro-batches accumulated per step"),
+    TS_KEY(TS_KEY_INT, ts_train_cfg, log_every, "10", "steps between log lines"),
+    TS_KEY(TS_KEY_INT, ts_train_cfg, eval_every, "0", "steps between evaluations (0: at the end)"),
+    TS_KEY(TS_KEY_INT, ts_train_cfg, ckpt_every, "0", "steps between checkpoints (0: at the end)"),
+    TS_KEY(TS_KEY_INT, ts_train_cfg, keep, "3", "checkpoints kept (0: all)"),
+    TS_KEY(TS_KEY_INT, ts_train_cfg, seed, "0", "seed of the model and the data stream"),
+    TS_KEY(TS_KEY_INT, ts_train_cfg, threads, "0", "OpenMP threads (0: all cores)"),
+    TS_KEY(TS_KEY_STRING, ts_train_cfg, out_dir, "runs/default", "run folder"),
+    TS_KEY_CHOICE(ts_train_cfg, precision, "f32", precisions, "matmul precision"),
+    TS_KEY(TS_KEY_BOOL, ts_train_cfg, deterministic, "true", "same losses on every run"),
+};
+
+static const char *const optimizers[] = { "adamw", "sgd", NULL };
+static const char *const schedules[] = { "cosine", "linear", "constant", NULL };
+static const ts_key optim_keys[] = {
+    { "name", TS_KEY_ENUM, offsetof(ts_optim_recipe, name), "adamw", optimizers, "optimizer" },
+    TS_KEY(TS_KEY_FLOAT, ts_optim_recipe, lr, NULL, "peak learning rate"),
+    TS_KEY(TS_KEY_FLOAT, ts_optim_recipe, min_lr, "0", "learning rate at the end of the decay"),
+    TS_KEY(TS_KEY_FLOAT, ts_optim_recipe, beta1, "0.9", "AdamW beta1"),
+    TS_KEY(TS_KEY_FLOAT, ts_optim_recipe, beta2, "0.999", "AdamW beta2"),
+    TS_KEY(TS_KEY_FLOAT, ts_optim_recipe, eps, "1e-8", "AdamW epsilon"),
+    TS_KEY(TS_KEY_FLOAT, ts_optim_recipe, weight_decay, "0.0", "decoupled weight decay"),
+    TS_KEY(TS_KEY_FLOAT, ts_optim_recipe, momentum, "0.9", "SGD momentum"),
+    TS_KEY(TS_KEY_FLOAT, ts_optim_recipe, clip_grad_norm, "0", "global grad-norm clip (0: off)"),
+    TS_KEY_CHOICE(ts_optim_recipe, schedule, "cosine", schedules, "learning-rate schedule"),
+    TS_KEY(TS_KEY_INT, ts_optim_recipe, warmup, "0", "linear warmup steps"),
+};
+
+ts_status ts_train_parse(ts_recipe *r, ts_train_cfg *train, ts_optim_recipe *optim,
+                         ts_err *err) {
+    memset(train, 0, sizeof *train);
+    memset(optim, 0, sizeof *optim);
+    ts_status st = ts_recipe_section(r, "train", train_keys,
+                                     (int)(sizeof train_keys / sizeof train_keys[0]), train, err);
+    if (st) return st;
+    st = ts_recipe_section(r, "optim", optim_keys, (int)(sizeof optim_keys / sizeof optim_keys[0]),
+                           optim, err);
+    if (st) return st;
+    char where[512];
+    if (train->steps <= 0)
+        return ts_fail(err, TS_ERR_RECIPE, "%s: train.steps must be positive",
+                       ts_recipe_where(r, "train.steps", where, sizeof where));
+    if (train->accum <= 0)
+        return ts_fail(err, TS_ERR_RECIPE, "%s: train.accum must be positive",
+                       ts_recipe_where(r, "train.accum", where, sizeof where));
+    if (!(optim->lr > 0))
+        return ts_fail(err, TS_ERR_RECIPE, "%s: optim.lr must be positive",
+                       ts_recipe_where(r, "optim.lr", where, sizeof where));
+    return TS_OK;
+}
+
+void ts_metrics_set(ts_metrics *m, const char *name, double value) {
+    for (int i = 0; i < m->n; i++)
+        if (!strcmp(m->name[i], name)) {
+            m->value[i] = value;
+            return;
+        }
+    TS_CHECK(m->n < TS_METRICS_MAX, "more than %d metrics", TS_METRICS_MAX);
+    m->name[m->n] = name;
+    m->value[m->n++] = value;
+}
+
+/* ---- run state ---- */
+
+typedef struct run {
+    const ts_train_cfg *cfg;
+    ts_task *task;
+    ts_ctx *c;
+    ts_optim opt;
+    ts_sched sched;
+    int64_t step, data_pos;
+    char dir[4096];
+    FILE *metrics;
+    char *recipe_yaml;
+} run;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static char *state_json(const run *R) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "format", 1);
+    cJSON_AddNumberToObject(o, "step", (double)R->step);
+    cJSON_AddNumberToObject(o, "data_position", (double)R->data_pos);
+    cJSON_AddNumberToObject(o, "seed", (double)R->cfg->seed);
+    cJSON *rng = cJSON_AddArrayToObject(o, "rng");
+    for (int i = 0; i < 4; i++) {
+        char hex[32];
+        snprintf(hex, sizeof hex, "%016llx", (unsigned long long)R->c->rng.s[i]);
+        cJSON_AddItemToArray(rng, cJSON_CreateString(hex));
+    }
+    cJSON_AddStringToObject(o, "task", R->task->type);
+    char *s = cJSON_Print(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+static ts_status load_state(run *R, const char *path, ts_err *err) {
+    char *text;
+    ts_status st = ts_read_text(path, &text, err);
+    if (st) return st;
+    cJSON *o = cJSON_Parse(text);
+    free(text);
+    cJSON *step = cJSON_GetObjectItem(o, "step"), *pos = cJSON_GetObjectItem(o, "data_position");
+    cJSON *rng = cJSON_GetObjectItem(o, "rng");
+    if (!o || !cJSON_IsNumber(step) || !cJSON_IsNumber(pos) || !cJSON_IsArray(rng) ||
+        cJSON_GetArraySize(rng) != 4) {
+        cJSON_Delete(o);
+        return ts_fail(err, TS_ERR_FORMAT, "%s: not a tessera train state (needs step, "
+                       "data_position and rng)", path);
+    }
+    R->step = (int64_t)step->valuedouble;
+    R->data_pos = (int64_t)pos->valuedouble;
+    for (int i = 0; i < 4; i++) {
+        cJSON *h = cJSON_GetArrayItem(rng, i);
+        if (!cJSON_IsString(h)) {
+            cJSON_Delete(o);
+            return ts_fail(err, TS_ERR_FORMAT, "%s: rng[%d] is not a hex string", path, i);
+        }
+        R->c->rng.s[i] = strtoull(h->valuestring, NULL, 16);
+    }
+    cJSON_Delete(o);
+    return TS_OK;
+}
+
+static ts_status save(run *R, ts_err *err) {
+    char *st = state_json(R);
+    char steps[32];
+    snprintf(steps, sizeof steps, "%lld", (long long)R->cfg->steps);
+    ts_ckpt_meta meta[] = { { "tessera.task", R->task->type }, { "train.steps", steps } };
+    ts_status s = ts_ckpt_save(R->dir, R->step, R->task->params, &R->opt, st, R->recipe_yaml,
+                               meta, 2, (int)R->cfg->keep, err);
+    free(st);
+    if (!s) ts_log(TS_LOG_INFO, "checkpoint: %s/checkpoints/step_%08lld", R->dir,
+                   (long long)R->step);
+    return s;
+}
+
+static ts_status prepare_dir(run *R, ts_err *err) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s", R->dir);
+    for (char *p = tmp + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            mkdir(tmp, 0755);
+            *p = '/';
+        }
+    if (mkdir(R->dir, 0755) != 0 && errno != EEXIST)
+        return ts_fail(err, TS_ERR_IO, "run folder %s: cannot create: %s (set train.out_dir)",
+                       R->dir, strerror(errno));
+    snprintf(tmp, sizeof tmp, "%s/recipe.yaml", R->dir);
+    ts_status st = ts_write_atomic(tmp, R->recipe_yaml, strlen(R->recipe_yaml), err);
+    if (st) return ts_fail(err, TS_ERR_IO, "run folder %s is not writable: %s", R->dir, err->msg);
+    snprintf(tmp, sizeof tmp, "%s/metrics.jsonl", R->dir);
+    R->metrics = fopen(tmp, "a");
+    if (!R->metrics)
+        return ts_fail(err, TS_ERR_IO, "%s: cannot open for writing: %s", tmp, strerror(errno));
+    return TS_OK;
+}
+
+static void write_metrics(run *R, const char *kind, const ts_metrics *m, double lr, double sps) {
+    fprintf(R->metrics, "{\"step\": %lld, \"kind\": \"%s\"", (long long)R->step, kind);
+    if (lr >= 0) fprintf(R->metrics, ", \"lr\": %.8g, \"samples_per_s\": %.4g", lr, sps);
+    for (int i = 0; i < m->n; i++) fprintf(R->metrics, ", \"%s\": %.8g", m->name[i], m->value[i]);
+    fprintf(R->metrics, "}\n");
+    fflush(R->metrics);
+}
+
+static void fmt_metrics(char *buf, size_t n, const ts_metrics *m) {
+    size_t k = 0;
+    buf[0] = 0;
+    for (int i = 0; i < m->n && k < n; i++)
+        k += (size_t)snprintf(buf + k, n - k, " | %s %.4f", m->name[i], m->value[i]);
+}
+
+static ts_status evaluate(run *R, ts_err *err) {
+    if (!R->task->eval) return TS_OK;
+    ts_ctx *c = R->c;
+    ts_rng keep = c->rng; /* evaluation must not shift the training stream */
+    c->grad_enabled = 0;
+    c->training = 0;
+    ts_metrics m = { 0 };
+    ts_status st = R->task->eval(R->task, c, &m, err);
+    ts_ctx_reset(c);
+    c->grad_enabled = 1;
+    c->training = 1;
+    c->rng = keep;
+    if (st) return st;
+    char line[512];
+    fmt_metrics(line, sizeof line, &m);
+    ts_log(TS_LOG_INFO, "eval step %lld%s", (long long)R->step, line);
+    write_metrics(R, "eval", &m, -1, 0);
+    return TS_OK;
+}
+
+static void fmt_eta(char *buf, size_t n, double s) {
+    if (s < 0 || s > 1e7) snprintf(buf, n, "?");
+    else if (s >= 3600) snprintf(buf, n, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
+    else if (s >= 60) snprintf(buf, n, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
+    else snprintf(buf, n, "%.0fs", s);
+}
+
+ts_status ts_train(ts_recipe *r, const ts_train_cfg *cfg, const ts_optim_recipe *oc,
+                   ts_task *task, const ts_train_opts *opts, ts_err *err) {
+    run R = { 0 };
+    R.cfg = cfg;
+    R.task = task;
+    ts_status st = TS_OK;
+    if (cfg->threads > 0) omp_set_num_threads((int)cfg->threads);
+    if (cfg->deterministic) omp_set_dynamic(0);
+
+    ts_optim_cfg ocfg = { oc->name == 0 ? TS_OPTIM_ADAMW : TS_OPTIM_SGD, (float)oc->lr,
+                          (float)oc->beta1, (float)oc->beta2, (float)oc->eps,
+                          (float)oc->weight_decay, (float)oc->momentum };
+    ts_optim_init(&R.opt, &ocfg);
+    R.sched = (ts_sched){ oc->schedule == 0 ? TS_SCHED_COSINE
+                          : oc->schedule == 1 ? TS_SCHED_LINEAR : TS_SCHED_CONSTANT,
+                          (float)oc->lr, (float)oc->min_lr, oc->warmup, cfg->steps };
+    R.c = ts_ctx_new(TS_CPU, 16u << 20, (uint64_t)cfg->seed * 0x9e3779b97f4a7c15ull + 1);
+    R.c->precision = cfg->precision == 1 ? TS_PREC_BF16 : TS_PREC_F32;
+
+    /* where the run lives: the resumed run's folder, or train.out_dir */
+    char ck[4096];
+    if (opts && opts->resume) {
+        if ((st = ts_ckpt_find(opts->resume, ck, sizeof ck, err))) goto done;
+        /* RUN/checkpoints/step_N -> RUN */
+        snprintf(R.dir, sizeof R.dir, "%s", ck);
+        char *slash = strstr(R.dir, "/checkpoints/");
+        if (slash) *slash = 0;
+        else snprintf(R.dir, sizeof R.dir, "%s", cfg->out_dir);
+    } else {
+        snprintf(R.dir, sizeof R.dir, "%s", cfg->out_dir);
+    }
+    R.recipe_yaml = ts_recipe_dump(r);
+    if ((st = prepare_dir(&R, err))) goto done;
+
+    if (opts && opts->resume) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/model.safetensors", ck);
+        if ((st = ts_ckpt_load_model(task->params, path, 0, err))) goto done;
+        snprintf(path, sizeof path, "%s/optim.safetensors", ck);
+        if ((st = ts_ckpt_load_optim(task->params, &R.opt, path, err))) goto done;
+        snprintf(path, sizeof path, "%s/state.json", ck);
+        if ((st = load_state(&R, path, err))) goto done;
+        ts_log(TS_LOG_INFO, "resumed from %s at step %lld", ck, (long long)R.step);
+    }
+    ts_log(TS_LOG_INFO, "training %s: %lld parameters (%.1f MiB with grads and optimizer state), "
+           "%lld steps of %lld x %lld samples, run folder %s", task->type,
+           (long long)ts_params_numel(task->params, 1),
+           (double)ts_params_bytes(task->params) / (1 << 20), (long long)cfg->steps,
+           (long long)cfg->accum, (long long)task->batch_size, R.dir);
+
+    /* an evaluation before the first step shows where learning starts (chance) */
+    if (R.step == 0 && cfg->eval_every > 0)
+        if ((st = evaluate(&R, err))) goto done;
+    double t_start = now_s(), t_log = t_start;
+    int64_t step0 = R.step, log_steps = 0;
+    double loss_acc = 0;
+    ts_metrics last = { 0 };
+    while (R.step < cfg->steps) {
+        if (opts && opts->stop && *opts->stop) {
+            ts_log(TS_LOG_INFO, "interrupted at step %lld: saving a checkpoint",
+                   (long long)R.step);
+            if ((st = save(&R, err))) goto done;
+            st = ts_fail(err, TS_ERR_INTERRUPTED, "interrupted at step %lld; resume with "
+                         "--resume %s", (long long)R.step, R.dir);
+            goto done;
+        }
+        float lr = ts_sched_lr(&R.sched, R.step);
+        ts_params_zero_grad(task->params);
+        double step_loss = 0;
+        for (int64_t a = 0; a < cfg->accum; a++) {
+            ts_metrics m = { 0 };
+            ts_tensor *loss = task->loss(task, R.c, R.data_pos, &m, err);
+            if (!loss) {
+                st = err->code ? err->code : TS_ERR_DATA;
+                goto done;
+            }
+            R.data_pos++;
+            float lv = ts_f32(loss)[0];
+            if (!isfinite(lv)) {
+                st = ts_fail(err, TS_ERR_DATA, "loss is %g at step %lld (micro-batch %lld): "
+                             "training diverged; lower optim.lr or set optim.clip_grad_norm", lv,
+                             (long long)R.step, (long long)R.data_pos - 1);
+                goto done;
+            }
+            if (cfg->accum > 1) loss = ts_scale(R.c, loss, 1.0f / (float)cfg->accum);
+            ts_backward(R.c, loss);
+            step_loss += lv / (double)cfg->accum;
+            for (int i = 0; i < m.n; i++)
+                ts_metrics_set(&last, m.name[i], (a ? last.value[i] : 0) + m.value[i] /
+                               (double)cfg->accum);
+            ts_ctx_reset(R.c);
+        }
+        float gnorm = ts_clip_grad_norm(task->params, (float)oc->clip_grad_norm);
+        ts_optim_step(&R.opt, task->params, lr);
+        R.step++;
+        loss_acc += step_loss;
+        log_steps++;
+        if (R.step == step0 + 1)
+            ts_log(TS_LOG_INFO, "step arena: peak %.1f MiB after the first step",
+                   (double)ts_arena_high_water(R.c->step) / (1 << 20));
+        double t = now_s();
+        if (R.step % cfg->log_every == 0 || R.step == cfg->steps) {
+            double sps = (double)(log_steps * cfg->accum * task->batch_size) / (t - t_log);
+            double per_step = (t - t_start) / (double)(R.step - step0);
+            char eta[32], extra[256];
+            fmt_eta(eta, sizeof eta, per_step * (double)(cfg->steps - R.step));
+            ts_metrics m = last;
+            ts_metrics_set(&m, "loss", loss_acc / (double)log_steps);
+            ts_metrics_set(&m, "grad_norm", gnorm);
+            fmt_metrics(extra, sizeof extra, &last);
+            if (opts && opts->progress) fprintf(stderr, "\r\033[K");
+            ts_log(TS_LOG_INFO, "step %lld/%lld | loss %.4f%s | lr %.2e | %.0f samples/s | ETA %s",
+                   (long long)R.step, (long long)cfg->steps, loss_acc / (double)log_steps, extra,
+                   lr, sps, eta);
+            write_metrics(&R, "train", &m, lr, sps);
+            loss_acc = 0;
+            log_steps = 0;
+            t_log = t;
+        } else if (opts && opts->progress) {
+            fprintf(stderr, "\r\033[Kstep %lld/%lld | loss %.4f", (long long)R.step,
+                    (long long)cfg->steps, step_loss);
+        }
+        if (cfg->eval_every > 0 && R.step % cfg->eval_every == 0 && R.step < cfg->steps)
+            if ((st = evaluate(&R, err))) goto done;
+        if (cfg->ckpt_every > 0 && R.step % cfg->ckpt_every == 0 && R.step < cfg->steps)
+            if ((st = save(&R, err))) goto done;
+    }
+    if ((st = evaluate(&R, err))) goto done;
+    if ((st = save(&R, err))) goto done;
+    ts_log(TS_LOG_INFO, "done: %lld steps in %.1f s; step arena peak %.1f MiB", (long long)R.step,
+           now_s() - t_start, (double)ts_arena_high_water(R.c->step) / (1 << 20));
+done:
+    if (R.metrics) fclose(R.metrics);
+    free(R.recipe_yaml);
+    ts_ctx_free(R.c);
+    return st;
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install what a fresh Debian 12 / Ubuntu machine is missing to build and test tessera.
+# Idempotent: packages already present are left alone, and apt is not touched when none is missing.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake pkg-config      # the build
+  libdnnl-dev                           # oneDNN: matrix products and convolutions
+  libyaml-dev libcjson-dev              # recipes, checkpoint headers and train state
+  libcmocka-dev                         # unit tests
+  python3 python3-torch python3-numpy   # the PyTorch reference of the parity tests
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "install-deps: installing ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

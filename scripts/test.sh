@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Run the whole test suite: install what is missing, build, and run ctest twice, once on the
+# release build and once on a build with AddressSanitizer and UndefinedBehaviorSanitizer.
+# Extra arguments go to ctest (e.g. -R parity).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+jobs="$(nproc)"
+
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
+cmake --build build -j"$jobs"
+(cd build && ctest --output-on-failure -j"$jobs" "$@")
+
+# The sanitizer build: leaks and undefined behaviour fail the tests.
+cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=Debug -DTESSERA_SANITIZE=ON -DTESSERA_CUDA=OFF
+cmake --build build-sanitize -j"$jobs"
+(cd build-sanitize && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+   ctest --output-on-failure -j"$jobs" -LE no-sanitize "$@")
