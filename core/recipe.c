@@ -178,11 +178,12 @@ typedef struct reader {
     const char *name;   /* the file name, or the assignment key for --set values */
     node_origin origin; /* FROM_FILE, or FROM_SET / FROM_DEFAULT for single values */
     ts_status code;     /* TS_ERR_RECIPE for files, TS_ERR_USAGE for --set */
+    const char *text;   /* the text being read, quoted in messages about single values */
     int depth;
     ts_err *err;
 } reader;
 
-/* A message at a mark of the text: file:line:col in a file, the column in a value. */
+/* A message at a mark of the text: file:line:col in a file; for a single value, the value. */
 static ts_status read_fail(reader *rd, yaml_mark_t m, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static ts_status read_fail(reader *rd, yaml_mark_t m, const char *fmt, ...) {
@@ -194,7 +195,8 @@ static ts_status read_fail(reader *rd, yaml_mark_t m, const char *fmt, ...) {
     if (rd->origin == FROM_FILE)
         return ts_fail(rd->err, rd->code, "%s:%zu:%zu: %s", rd->name, m.line + 1, m.column + 1,
                        msg);
-    return ts_fail(rd->err, rd->code, "%s: %s (column %zu)", rd->name, msg, m.column + 1);
+    (void)m;
+    return ts_fail(rd->err, rd->code, "%s: %s, in the value '%.200s'", rd->name, msg, rd->text);
 }
 
 static ts_status syntax_error(reader *rd) {
@@ -204,6 +206,8 @@ static ts_status syntax_error(reader *rd) {
         return ts_fail(rd->err, rd->code, "%s: invalid text at byte %zu: %s", rd->name,
                        y->problem_offset, y->problem ? y->problem : "unreadable");
     const char *problem = y->problem ? y->problem : "invalid YAML";
+    if (y->context && rd->origin != FROM_FILE)
+        return read_fail(rd, y->problem_mark, "%s (%s)", problem, y->context);
     if (y->context)
         return read_fail(rd, y->problem_mark, "%s (%s at line %zu)", problem, y->context,
                          y->context_mark.line + 1);
@@ -290,9 +294,11 @@ static ts_status parse_map(reader *rd, yaml_event_t *start, const char *path, no
         char sub[PATH_MAX_LEN];
         join(sub, sizeof sub, path, key ? key : "");
         const entry *dup = key ? map_find(map, key) : NULL;
-        if (!s && dup)
+        if (!s && dup && rd->origin == FROM_FILE)
             s = read_fail(rd, ev.start_mark, "duplicate key %s (first at line %d, again at line %d)",
                           sub, dup->line, line);
+        else if (!s && dup)
+            s = read_fail(rd, ev.start_mark, "duplicate key %s", sub);
         yaml_event_delete(&ev);
         if (s) goto fail;
 
@@ -377,7 +383,7 @@ fail:
 /* Read one value (an override or a default) as YAML; empty text is an empty plain scalar. */
 static ts_status parse_value(const char *text, const char *name, node_origin origin,
                              const char *set, ts_status code, node **out, ts_err *err) {
-    reader rd = { .name = name, .origin = origin, .code = code, .err = err };
+    reader rd = { .name = name, .origin = origin, .code = code, .text = text, .err = err };
     node *v = NULL;
     ts_status s = parse_stream(&rd, text, &v);
     if (s) return s;
@@ -505,7 +511,9 @@ static ts_status child_map(ts_recipe *r, node *map, const char *key, size_t len,
         return TS_OK;
     }
     if (e && !is_null_scalar(e->val)) return TS_OK;
-    node *m = node_new(NODE_MAP, origin, e ? e->val->line : 0, set);
+    /* A null keeps where it came from; a new map gets the caller's origin. */
+    node *m = e ? node_new(NODE_MAP, e->val->origin, e->val->line, e->val->set)
+                : node_new(NODE_MAP, origin, 0, set);
     if (!m) return nomem(err);
     if (e) {
         if (bury(r, e->val)) goto oom;
@@ -934,7 +942,7 @@ ts_status ts_recipe_section(ts_recipe *r, const char *section, const ts_key *key
     ts_status s = section_map(r, section, 1, &map, err);
     if (s) return s;
 
-    const char *names[256];
+    const char *names[256] = { 0 };
     TS_CHECK(nkeys >= 0 && nkeys <= 256, "a key table has %d keys (at most 256)", nkeys);
     for (int i = 0; i < nkeys; i++) names[i] = keys[i].name;
     if ((s = check_keys(r, map, section, names, nkeys, err))) return s;
@@ -982,7 +990,7 @@ static void put(strbuf *b, const char *s, size_t len) {
     b->p[b->n] = 0;
 }
 
-static void puts_(strbuf *b, const char *s) { put(b, s, strlen(s)); }
+static void put_str(strbuf *b, const char *s) { put(b, s, strlen(s)); }
 
 static void indent(strbuf *b, int n) {
     for (int i = 0; i < n; i++) put(b, " ", 1);
@@ -1017,7 +1025,7 @@ static int needs_quotes(const char *s, int plain) {
 /* A scalar, in double quotes with escapes when it needs them. */
 static void put_scalar(strbuf *b, const char *s, int plain) {
     if (!needs_quotes(s, plain)) {
-        puts_(b, s);
+        put_str(b, s);
         return;
     }
     put(b, "\"", 1);
@@ -1028,7 +1036,7 @@ static void put_scalar(strbuf *b, const char *s, int plain) {
         else if (*p == '\t') snprintf(esc, sizeof esc, "\\t");
         else if (*p < 0x20 || *p == 0x7f) snprintf(esc, sizeof esc, "\\x%02x", *p);
         else snprintf(esc, sizeof esc, "%c", *p);
-        puts_(b, esc);
+        put_str(b, esc);
     }
     put(b, "\"", 1);
 }
@@ -1040,19 +1048,19 @@ static void dump_node(strbuf *b, const node *v, int ind, int parent_default);
 static void dump_value(strbuf *b, const node *v, int ind, int parent_default) {
     const char *mark = (v->origin == FROM_DEFAULT && !parent_default) ? "  # default" : "";
     if (v->kind == NODE_SCALAR && v->plain && !v->text[0]) {
-        puts_(b, mark); /* a null stays a null */
+        put_str(b, mark); /* a null stays a null */
         put(b, "\n", 1);
         return;
     }
     if (v->kind == NODE_SCALAR || v->n == 0) {
         put(b, " ", 1);
         if (v->kind == NODE_SCALAR) put_scalar(b, v->text, v->plain);
-        else puts_(b, v->kind == NODE_MAP ? "{}" : "[]");
-        puts_(b, mark);
+        else put_str(b, v->kind == NODE_MAP ? "{}" : "[]");
+        put_str(b, mark);
         put(b, "\n", 1);
         return;
     }
-    puts_(b, mark);
+    put_str(b, mark);
     put(b, "\n", 1);
     dump_node(b, v, ind, v->origin == FROM_DEFAULT);
 }
@@ -1075,7 +1083,7 @@ static void dump_node(strbuf *b, const node *v, int ind, int parent_default) {
 char *ts_recipe_dump(const ts_recipe *r) {
     if (!r) return NULL;
     strbuf b = { 0 };
-    if (r->root->n == 0) puts_(&b, "{}\n");
+    if (r->root->n == 0) put_str(&b, "{}\n");
     else dump_node(&b, r->root, 0, 0);
     if (b.oom) {
         free(b.p);

@@ -14,7 +14,7 @@
 
 #include "tessera.h"
 
-#define ROW_MAX_IN 8
+#define ROW_MAX_IN 16
 
 typedef struct test_row {
     const char *name;

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "rows.h"
@@ -35,7 +36,10 @@ static double compare(const char *what, const ts_tensor *ours, const ts_st_entry
                     (long long)ours->numel, (long long)n, ts_shape_str(ours, s1, sizeof s1));
         return INFINITY;
     }
-    const float *a = ts_f32(ours), *b = ref_e->data;
+    /* safetensors data is packed, not aligned: copy the reference before reading floats */
+    float *b = malloc((size_t)n * sizeof(float));
+    memcpy(b, ref_e->data, (size_t)n * sizeof(float));
+    const float *a = ts_f32(ours);
     double maxdiff = 0, maxref = 0;
     int64_t worst = 0;
     for (int64_t i = 0; i < n; i++) {
@@ -50,6 +54,7 @@ static double compare(const char *what, const ts_tensor *ours, const ts_st_entry
     if (!(rel < 1e-4))
         print_error("  %s: element %lld is %.8g, torch %.8g\n", what, (long long)worst,
                     a[worst], b[worst]);
+    free(b);
     return rel;
 }
 
