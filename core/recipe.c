@@ -221,6 +221,8 @@ static ts_status next_event(reader *rd, yaml_event_t *ev) {
 
 static ts_status parse_node(reader *rd, yaml_event_t *ev, const char *path, node **out);
 
+/* A scalar keeps its text and whether it was plain: only plain text can be a number or a
+ * bool, so "10" in quotes stays a string, as YAML says. */
 static ts_status parse_scalar(reader *rd, yaml_event_t *ev, node **out) {
     const char *text = (const char *)ev->data.scalar.value;
     size_t len = ev->data.scalar.length;
@@ -235,6 +237,7 @@ static ts_status parse_scalar(reader *rd, yaml_event_t *ev, node **out) {
     return TS_OK;
 }
 
+/* A sequence: any nodes until the end event; path names the items in messages (a.b[2]). */
 static ts_status parse_seq(reader *rd, yaml_event_t *start, const char *path, node **out) {
     node *seq = node_new(NODE_SEQ, rd->origin, (int)start->start_mark.line + 1, NULL);
     if (!seq) return nomem(rd->err);
@@ -265,6 +268,8 @@ fail:
     return s;
 }
 
+/* A map: pairs of a scalar key and any node until the end event. A key seen twice is an
+ * error at the second one that names both lines. */
 static ts_status parse_map(reader *rd, yaml_event_t *start, const char *path, node **out) {
     node *map = node_new(NODE_MAP, rd->origin, (int)start->start_mark.line + 1, NULL);
     if (!map) return nomem(rd->err);
@@ -553,7 +558,7 @@ static ts_status section_map(ts_recipe *r, const char *section, int create, node
         } else {
             char where[PATH_MAX_LEN + 64];
             return ts_fail(err, TS_ERR_RECIPE, "%s: %.*s must be a map of keys, got %s",
-                           entry_where(r, e, where, sizeof where), (int)(p - section + len),
+                           entry_where(r, e, where, sizeof where), (int)((size_t)(p - section) + len),
                            section, kind_name(e->val));
         }
         map = next;
@@ -586,6 +591,10 @@ static ts_status set_fail(ts_status code, ts_err *err, const char *assignment, c
     return ts_fail(err, code, "--set %s: %s", assignment, why);
 }
 
+/* The key is split at the first '=', so the value may hold '=' itself. The value is read as
+ * YAML by the same reader as files; every node of it remembers the key of the assignment, which
+ * is how later messages say "--set optim.lr" instead of a file line. An existing value keeps
+ * its place in its map, so the dump keeps the order of the file. */
 ts_status ts_recipe_set(ts_recipe *r, const char *assignment, ts_err *err) {
     const char *eq = strchr(assignment, '=');
     if (!eq) return set_fail(TS_ERR_USAGE, err, assignment, "expected key=value");
@@ -660,6 +669,7 @@ fail:
 
 /* Edit distance with adjacent transpositions (optimal string alignment), capped at 9. */
 static int edit_distance(const char *a, const char *b) {
+    /* d[i][j] is the distance between the first i bytes of a and the first j bytes of b. */
     size_t na = strlen(a), nb = strlen(b);
     if (na > 62 || nb > 62) return 9;
     int d[64][64];
@@ -876,7 +886,8 @@ static ts_status read_enum(const ts_recipe *r, const ts_key *k, const node *v, c
                    name_list(k->choices, n, list, sizeof list), hint);
 }
 
-/* Convert the value v of key k and store it at dst (cfg + offset). */
+/* Convert the value v of key k and store it at dst (cfg + offset). Nothing is stored when the
+ * value is wrong, and strings point into the tree, which the recipe owns. */
 static ts_status read_key(const ts_recipe *r, const ts_key *k, const node *v, const char *path,
                           void *dst, ts_err *err) {
     int64_t i = 0;
@@ -936,6 +947,9 @@ static ts_status apply_default(ts_recipe *r, node *map, const ts_key *k, const c
     return TS_OK;
 }
 
+/* Unknown keys are checked first, so that a misspelt key is reported as such rather than as
+ * the required key it was meant to be. Then the keys are read in table order; defaults are
+ * appended to the section in the same order. */
 ts_status ts_recipe_section(ts_recipe *r, const char *section, const ts_key *keys, int nkeys,
                             void *cfg, ts_err *err) {
     node *map = NULL;
@@ -1007,7 +1021,10 @@ static int looks_typed(const char *s) {
     return read_int(s, &i) != -1 || read_float(s, &f) != -1 || (s[0] == '0' && s[1] == 'x');
 }
 
-/* Whether text cannot be written as a plain scalar and read back the same. */
+/* Whether text cannot be written as a plain scalar and read back the same. A plain scalar of
+ * the file is written plain again (a number stays a number); a quoted one is quoted again only
+ * when plain text would read as a number, bool or null. Indicators at the start, ": " and '#'
+ * anywhere, outer spaces and control characters always need quotes. */
 static int needs_quotes(const char *s, int plain) {
     size_t n = strlen(s);
     if (!n) return 1;

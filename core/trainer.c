@@ -193,7 +193,8 @@ static ts_status prepare_dir(run *R, ts_err *err) {
 static void write_metrics(run *R, const char *kind, const ts_metrics *m, double lr, double sps) {
     fprintf(R->metrics, "{\"step\": %lld, \"kind\": \"%s\"", (long long)R->step, kind);
     if (lr >= 0) fprintf(R->metrics, ", \"lr\": %.8g, \"samples_per_s\": %.4g", lr, sps);
-    for (int i = 0; i < m->n; i++) fprintf(R->metrics, ", \"%s\": %.8g", m->name[i], m->value[i]);
+    for (int i = 0; i < m->n; i++) /* 9 digits: a float read back is the same float */
+        fprintf(R->metrics, ", \"%s\": %.9g", m->name[i], m->value[i]);
     fprintf(R->metrics, "}\n");
     fflush(R->metrics);
 }

@@ -58,17 +58,19 @@ typedef struct attn_geom {
 } attn_geom;
 
 /* exp(x) for x <= 0 (and -inf), written so that GCC vectorises the loops that call it: range
- * reduction x = n ln2 + r with |r| <= ln2/2, Cephes' polynomial for exp(r) (a relative error of
- * a few float roundings), and 2^n assembled in the exponent bits. Below -87 it returns 0,
- * which is what a probability that small is in float32 anyway. */
+ * reduction x = n ln2 + r with |r| <= ln2/2 (n rounded by the 1.5 * 2^23 trick, because GCC 12
+ * does not vectorise floorf for every target), Cephes' polynomial for exp(r) (relative error
+ * below 1e-7), and 2^n assembled in the exponent bits. Below -87 it returns 0, which is what a
+ * probability that small is in float32 anyway. */
 static inline float exp_neg(float x) {
     x = x < -87.0f ? -87.0f : x;
-    float n = __builtin_floorf(x * 1.44269504f + 0.5f);
+    float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f; /* round to nearest: 1.5 * 2^23 */
     float r = x - n * 0.693359375f + n * 2.12194440e-4f;
     float p = ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r +
                 4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    union { int32_t i; float f; } u = { (int32_t)(n + 127.0f) << 23 };
+    union { int32_t i; float f; } u;
+    u.i = ((int32_t)n + 127) << 23;
     return x <= -87.0f ? 0.0f : p * u.f;
 }
 
@@ -122,6 +124,7 @@ static void forward_block(ts_ctx *fc, const attn_geom *g, int64_t bh, int64_t qb
         if (!score_block(fc, g, b, Q, K, i0, nq, j0, nk, S)) continue;
         for (int64_t ii = 0; ii < nq; ii++) {
             float *s = S + ii * BK, mx = m[ii];
+#pragma omp simd reduction(max : mx)
             for (int64_t jj = 0; jj < nk; jj++) mx = s[jj] > mx ? s[jj] : mx;
             if (mx == -INFINITY) { /* nothing visible in this row yet: p = 0 */
                 memset(s, 0, (size_t)nk * sizeof(float));
