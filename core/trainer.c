@@ -265,7 +265,6 @@ ts_status ts_train(ts_recipe *r, const ts_train_cfg *cfg, const ts_optim_recipe 
         snprintf(R.dir, sizeof R.dir, "%s", cfg->out_dir);
     }
     R.recipe_yaml = ts_recipe_dump(r);
-    if ((st = prepare_dir(&R, err))) goto done;
 
     if (opts && opts->resume) {
         char path[4200];
@@ -277,6 +276,8 @@ ts_status ts_train(ts_recipe *r, const ts_train_cfg *cfg, const ts_optim_recipe 
         if ((st = load_state(&R, path, err))) goto done;
         ts_log(TS_LOG_INFO, "resumed from %s at step %lld", ck, (long long)R.step);
     }
+    /* only now, with the checkpoint read and checked, is anything written */
+    if ((st = prepare_dir(&R, err))) goto done;
     ts_log(TS_LOG_INFO, "training %s: %lld parameters (%.1f MiB with grads and optimizer state), "
            "%lld steps of %lld x %lld samples, run folder %s", task->type,
            (long long)ts_params_numel(task->params, 1),

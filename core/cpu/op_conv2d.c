@@ -64,8 +64,8 @@ static void valid_cols(const conv_geom *g, int64_t kj, int64_t *lo, int64_t *hi)
 
 /* col (Kc, P) from one image x (Cin, H, W): col[(c, ki, kj), (oh, ow)] =
  * x[c, oh*stride - pad + ki, ow*stride - pad + kj], zero outside the image. */
-static void im2col(const conv_geom *g, const float *x, float *col, int par) {
-#pragma omp parallel for if (par) schedule(static)
+static void im2col(const conv_geom *g, const float *x, float *col, int nt) {
+#pragma omp parallel for if (nt > 1) num_threads(nt) schedule(static)
     for (int64_t r = 0; r < g->Kc; r++) {
         int64_t c = r / (g->kh * g->kw), ki = r / g->kw % g->kh, kj = r % g->kw;
         int64_t lo, hi, s = g->stride;
@@ -92,9 +92,9 @@ static void im2col(const conv_geom *g, const float *x, float *col, int par) {
 
 /* dx (Cin, H, W) += col2im(dcol (Kc, P)), the adjoint of im2col. Rows of one input channel
  * are summed by one thread, so the parallel loop runs over channels. */
-static void col2im(const conv_geom *g, const float *dcol, float *dx, int par) {
+static void col2im(const conv_geom *g, const float *dcol, float *dx, int nt) {
     int64_t kk = g->kh * g->kw, s = g->stride;
-#pragma omp parallel for if (par) schedule(static)
+#pragma omp parallel for if (nt > 1) num_threads(nt) schedule(static)
     for (int64_t c = 0; c < g->Cin; c++) {
         float *dxc = dx + c * g->H * g->W;
         for (int64_t r = c * kk; r < (c + 1) * kk; r++) {
@@ -122,6 +122,23 @@ static int by_image(const conv_geom *g, int nt) {
 
 /* ---- backward ---- */
 
+/* Image b's share of the gradients: dw (Cout, Kc) += dy_b (Cout, P) @ col_b^T (P, Kc), and
+ * dx_b += col2im(w^T (Kc, Cout) @ dy_b (Cout, P)). col is 2 (Kc, P) of scratch. */
+static void image_backward(ts_ctx *c, const conv_geom *g, int64_t b, const float *X,
+                           const float *Wt, const float *dY, float *dX, float *dW, float *col,
+                           int nt) {
+    float *dcol = col + g->Kc * g->P;
+    const float *dYb = dY + b * g->Cout * g->P;
+    if (dW) {
+        im2col(g, X + b * g->Cin * g->H * g->W, col, nt);
+        ts__gemm(c, 0, 1, g->Cout, g->Kc, g->P, 1.0f, dYb, g->P, col, g->P, 1.0f, dW, g->Kc);
+    }
+    if (dX) {
+        ts__gemm(c, 1, 0, g->Kc, g->P, g->Cout, 1.0f, Wt, g->Kc, dYb, g->P, 0.0f, dcol, g->P);
+        col2im(g, dcol, dX + b * g->Cin * g->H * g->W, nt);
+    }
+}
+
 static void conv2d_backward(ts_ctx *c, ts_node *n) {
     ts_tensor *x = n->in[0], *w = n->in[1], *bias = n->nin > 2 ? n->in[2] : NULL;
     conv_geom g = geometry(x, w, bias, (int)n->i[0], (int)n->i[1]);
@@ -137,9 +154,6 @@ static void conv2d_backward(ts_ctx *c, ts_node *n) {
         dWpart = ts_arena_alloc(c->step, (size_t)nt * (size_t)(g.Cout * g.Kc) * sizeof(float));
         memset(dWpart, 0, (size_t)nt * (size_t)(g.Cout * g.Kc) * sizeof(float));
     }
-    ts_ctx fc = *c; /* gemms inside a parallel region stay in float32 and off the arena */
-    if (img) fc.precision = TS_PREC_F32;
-
     if (dB) { /* dbias[o] += sum over images and pixels of dy */
 #pragma omp parallel for num_threads(nt) schedule(static)
         for (int64_t o = 0; o < g.Cout; o++) {
@@ -152,20 +166,17 @@ static void conv2d_backward(ts_ctx *c, ts_node *n) {
         }
     }
     if (!dX && !dW) return;
-#pragma omp parallel for if (img) num_threads(nt) schedule(static)
-    for (int64_t b = 0; b < g.B; b++) {
-        int t = img ? omp_get_thread_num() : 0;
-        float *cb = col + (size_t)t * 2 * colsz, *dcb = cb + colsz;
-        const float *dYb = dY + b * g.Cout * g.P;
-        if (dW) { /* dw (Cout, Kc) += dy_b (Cout, P) @ col_b^T (P, Kc) */
-            im2col(&g, X + b * g.Cin * g.H * g.W, cb, !img);
-            float *dst = img ? dWpart + (size_t)t * (size_t)(g.Cout * g.Kc) : dW;
-            ts__gemm(&fc, 0, 1, g.Cout, g.Kc, g.P, 1.0f, dYb, g.P, cb, g.P, 1.0f, dst, g.Kc);
+    if (img) {
+        ts_ctx fc = *c; /* gemms inside a parallel region stay in float32 and off the arena */
+        fc.precision = TS_PREC_F32;
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t b = 0; b < g.B; b++) {
+            size_t t = (size_t)omp_get_thread_num();
+            float *dWt = dW ? dWpart + t * (size_t)(g.Cout * g.Kc) : NULL;
+            image_backward(&fc, &g, b, X, Wt, dY, dX, dWt, col + t * 2 * colsz, 1);
         }
-        if (dX) { /* dcol (Kc, P) = w^T (Kc, Cout) @ dy_b (Cout, P); dx_b += col2im(dcol) */
-            ts__gemm(&fc, 1, 0, g.Kc, g.P, g.Cout, 1.0f, Wt, g.Kc, dYb, g.P, 0.0f, dcb, g.P);
-            col2im(&g, dcb, dX + b * g.Cin * g.H * g.W, !img);
-        }
+    } else {
+        for (int64_t b = 0; b < g.B; b++) image_backward(c, &g, b, X, Wt, dY, dX, dW, col, nt);
     }
     if (dWpart) {
         int64_t nw = g.Cout * g.Kc;
@@ -180,6 +191,19 @@ static void conv2d_backward(ts_ctx *c, ts_node *n) {
 
 /* ---- the op ---- */
 
+/* y_b (Cout, P) = w (Cout, Kc) @ col_b (Kc, P) (+ bias) for image b; col is (Kc, P) scratch,
+ * nt the threads that im2col may use (1 inside a parallel region). */
+static void image_forward(ts_ctx *c, const conv_geom *g, int64_t b, const float *X,
+                          const float *Wt, const float *bb, float *Y, float *col, int nt) {
+    float *Yb = Y + b * g->Cout * g->P;
+    if (bb)
+        for (int64_t o = 0; o < g->Cout; o++)
+            for (int64_t p = 0; p < g->P; p++) Yb[o * g->P + p] = bb[o];
+    im2col(g, X + b * g->Cin * g->H * g->W, col, nt);
+    ts__gemm(c, 0, 0, g->Cout, g->P, g->Kc, 1.0f, Wt, g->Kc, col, g->P, bb ? 1.0f : 0.0f, Yb,
+             g->P);
+}
+
 ts_tensor *ts_conv2d(ts_ctx *c, const ts_tensor *x, const ts_tensor *w, const ts_tensor *bias,
                      int stride, int padding) {
     conv_geom g = geometry(x, w, bias, stride, padding);
@@ -189,19 +213,16 @@ ts_tensor *ts_conv2d(ts_ctx *c, const ts_tensor *x, const ts_tensor *w, const ts
     int nt = nthreads(c), img = by_image(&g, nt);
     size_t colsz = (size_t)(g.Kc * g.P);
     float *col = ts_arena_alloc(c->step, (size_t)(img ? nt : 1) * colsz * sizeof(float));
-    ts_ctx fc = *c; /* gemms inside a parallel region stay in float32 and off the arena */
-    if (img) fc.precision = TS_PREC_F32;
-#pragma omp parallel for if (img) num_threads(nt) schedule(static)
-    for (int64_t b = 0; b < g.B; b++) {
-        float *cb = col + (size_t)(img ? omp_get_thread_num() : 0) * colsz;
-        float *Yb = Y + b * g.Cout * g.P;
-        if (bb)
-            for (int64_t o = 0; o < g.Cout; o++)
-                for (int64_t p = 0; p < g.P; p++) Yb[o * g.P + p] = bb[o];
-        /* y_b (Cout, P) = w (Cout, Kc) @ col_b (Kc, P) (+ bias) */
-        im2col(&g, X + b * g.Cin * g.H * g.W, cb, !img);
-        ts__gemm(&fc, 0, 0, g.Cout, g.P, g.Kc, 1.0f, Wt, g.Kc, cb, g.P, bb ? 1.0f : 0.0f, Yb,
-                 g.P);
+    if (img) {
+        ts_ctx fc = *c; /* gemms inside a parallel region stay in float32 and off the arena */
+        fc.precision = TS_PREC_F32;
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t b = 0; b < g.B; b++)
+            image_forward(&fc, &g, b, X, Wt, bb, Y, col + (size_t)omp_get_thread_num() * colsz, 1);
+    } else {
+        /* One image at a time, every thread inside im2col and the gemm. (Not an inactive
+         * "parallel if (0)" region: oneDNN would then open nested teams that keep spinning.) */
+        for (int64_t b = 0; b < g.B; b++) image_forward(c, &g, b, X, Wt, bb, Y, col, nt);
     }
     ts_node *n = bias ? TS__RECORD(c, TS_OP_CONV2D, conv2d_backward, y, x, w, bias)
                       : TS__RECORD(c, TS_OP_CONV2D, conv2d_backward, y, x, w);

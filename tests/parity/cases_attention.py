@@ -43,11 +43,11 @@ def pad_mask(dtype, B, T, padded):
 
 # The same masks as rows_attention.c.
 def pad_u8(b, j):
-    return j >= 60 if b == 0 else (j < 64 or j >= 67) if b == 1 else True
+    return j >= 130 if b == 0 else (j < 128 or j >= 135) if b == 1 else True
 
 
 def pad_i32(b, j):
-    return b == 0 and (5 <= j < 10 or j >= 65)
+    return b == 0 and (5 <= j < 10 or j >= 135)
 
 
 def pad_causal(b, j):
@@ -55,18 +55,18 @@ def pad_causal(b, j):
 
 
 CASES = [
-    ("attention", lambda g: qkv(g, 2, 2, 70, 70, 8), lambda q, k, v: attention(q, k, v)),
-    ("attention_causal", lambda g: qkv(g, 2, 2, 70, 70, 8),
+    ("attention", lambda g: qkv(g, 2, 2, 140, 140, 8), lambda q, k, v: attention(q, k, v)),
+    ("attention_causal", lambda g: qkv(g, 2, 2, 140, 140, 8),
      lambda q, k, v: attention(q, k, v, causal=True)),
     ("attention_keypad",
-     lambda g: qkv(g, 3, 1, 70, 70, 8) + [pad_mask(torch.uint8, 3, 70, pad_u8)],
+     lambda g: qkv(g, 3, 1, 140, 140, 8) + [pad_mask(torch.uint8, 3, 140, pad_u8)],
      lambda q, k, v, m: attention(q, k, v, key_pad=m)),
     ("attention_causal_keypad",
-     lambda g: qkv(g, 2, 1, 70, 70, 8) + [pad_mask(torch.uint8, 2, 70, pad_causal)],
+     lambda g: qkv(g, 2, 1, 140, 140, 8) + [pad_mask(torch.uint8, 2, 140, pad_causal)],
      lambda q, k, v, m: attention(q, k, v, causal=True, key_pad=m)),
     ("attention_cross",
-     lambda g: qkv(g, 2, 2, 20, 70, 8) + [pad_mask(torch.int32, 2, 70, pad_i32)],
+     lambda g: qkv(g, 2, 2, 20, 140, 8) + [pad_mask(torch.int32, 2, 140, pad_i32)],
      lambda q, k, v, m: attention(q, k, v, key_pad=m)),
-    ("attention_scale", lambda g: qkv(g, 1, 1, 70, 70, 8),
+    ("attention_scale", lambda g: qkv(g, 1, 1, 140, 140, 8),
      lambda q, k, v: attention(q, k, v, scale=0.2)),
 ]

@@ -1,7 +1,8 @@
 /* Rows for the fused attention op: plain, causal, key padding (u8, with a batch whose keys are
- * all padding), causal with padding, Tq != Tk with i32 padding, and a custom scale. T = 70 is
- * more than one 64-row block of queries and of keys, so the blockwise softmax and the block
- * skipping of the causal mask are exercised; D is small to keep the gradient check cheap. */
+ * all padding), causal with padding, Tq != Tk with i32 padding, and a custom scale. T = 140 is
+ * more than one block of queries (64) and of keys (128), with short last blocks, so the online
+ * softmax across key blocks and the block skipping of the causal mask are exercised; D is small
+ * to keep the gradient check cheap. */
 #include "../rows.h"
 
 static ts_tensor *pad_mask(ts_ctx *c, ts_dtype dt, int64_t B, int64_t T,
@@ -23,18 +24,18 @@ static void qkv(ts_ctx *c, ts_rng *r, ts_tensor **in, int64_t B, int64_t H, int6
     in[2] = row_randn(c, r, 4, TS_SHAPE(B, H, Tk, D), 1.0f, 1);
 }
 
-/* Batch 0 pads its last 10 keys, batch 1 the whole first key block and its last 3, batch 2
+/* Batch 0 pads its last 10 keys, batch 1 the whole first key block and its last 5, batch 2
  * every key (its rows must come out zero, not NaN). The Python cases build the same masks. */
 static int pad_u8(int64_t b, int64_t j) {
-    return b == 0 ? j >= 60 : b == 1 ? (j < 64 || j >= 67) : 1;
+    return b == 0 ? j >= 130 : b == 1 ? (j < 128 || j >= 135) : 1;
 }
-/* Tq != Tk: batch 0 pads keys 5..9 and 65.., batch 1 nothing. */
-static int pad_i32(int64_t b, int64_t j) { return b == 0 && ((j >= 5 && j < 10) || j >= 65); }
+/* Tq != Tk: batch 0 pads keys 5..9 and 135.., batch 1 nothing. */
+static int pad_i32(int64_t b, int64_t j) { return b == 0 && ((j >= 5 && j < 10) || j >= 135); }
 /* With the causal mask: batch 0 pads keys 0..2, so queries 0..2 see nothing at all. */
 static int pad_causal(int64_t b, int64_t j) { return b == 0 && j < 3; }
 
 static int mk_attn(ts_ctx *c, ts_rng *r, ts_tensor **in) {
-    qkv(c, r, in, 2, 2, 70, 70, 8);
+    qkv(c, r, in, 2, 2, 140, 140, 8);
     return 3;
 }
 static ts_tensor *fn_attn(ts_ctx *c, ts_tensor **in) {
@@ -45,8 +46,8 @@ static ts_tensor *fn_attn_causal(ts_ctx *c, ts_tensor **in) {
 }
 
 static int mk_attn_pad(ts_ctx *c, ts_rng *r, ts_tensor **in) {
-    qkv(c, r, in, 3, 1, 70, 70, 8);
-    in[3] = pad_mask(c, TS_U8, 3, 70, pad_u8);
+    qkv(c, r, in, 3, 1, 140, 140, 8);
+    in[3] = pad_mask(c, TS_U8, 3, 140, pad_u8);
     return 4;
 }
 static ts_tensor *fn_attn_pad(ts_ctx *c, ts_tensor **in) {
@@ -54,8 +55,8 @@ static ts_tensor *fn_attn_pad(ts_ctx *c, ts_tensor **in) {
 }
 
 static int mk_attn_causal_pad(ts_ctx *c, ts_rng *r, ts_tensor **in) {
-    qkv(c, r, in, 2, 1, 70, 70, 8);
-    in[3] = pad_mask(c, TS_U8, 2, 70, pad_causal);
+    qkv(c, r, in, 2, 1, 140, 140, 8);
+    in[3] = pad_mask(c, TS_U8, 2, 140, pad_causal);
     return 4;
 }
 static ts_tensor *fn_attn_causal_pad(ts_ctx *c, ts_tensor **in) {
@@ -63,14 +64,14 @@ static ts_tensor *fn_attn_causal_pad(ts_ctx *c, ts_tensor **in) {
 }
 
 static int mk_attn_cross(ts_ctx *c, ts_rng *r, ts_tensor **in) {
-    qkv(c, r, in, 2, 2, 20, 70, 8);
-    in[3] = pad_mask(c, TS_I32, 2, 70, pad_i32);
+    qkv(c, r, in, 2, 2, 20, 140, 8);
+    in[3] = pad_mask(c, TS_I32, 2, 140, pad_i32);
     return 4;
 }
 
 /* One (batch, head) pair: the backward takes its two-pass path (blocks spread over threads). */
 static int mk_attn_scale(ts_ctx *c, ts_rng *r, ts_tensor **in) {
-    qkv(c, r, in, 1, 1, 70, 70, 8);
+    qkv(c, r, in, 1, 1, 140, 140, 8);
     return 3;
 }
 static ts_tensor *fn_attn_scale(ts_ctx *c, ts_tensor **in) {
