@@ -18,4 +18,9 @@ echo "accuracy at step $s0: $acc0, at step $s1: $acc1; loss $loss0 -> $loss1"
 test -f "$WORK/qs/checkpoints/step_00000300/model.safetensors" || fail "no final checkpoint"
 test -f "$WORK/qs/recipe.yaml" || fail "no resolved recipe in the run folder"
 grep -q "eval_batches: 8" "$WORK/qs/checkpoints/step_00000300/recipe.yaml" || fail "resolved recipe lacks defaults"
+
+# the checkpoint loads into PyTorch modules named as open_clip names them, strictly
+/usr/bin/python3 "$SRC/tests/parity/load_checkpoint.py" \
+  "$WORK/qs/checkpoints/step_00000300/model.safetensors" 64 2 4 16 12 \
+  || fail "PyTorch could not load the checkpoint"
 pass "quickstart learned: token accuracy $acc0 -> $acc1"

@@ -106,8 +106,12 @@ static void plane_backward(const dw_geom *g, const float *x, const float *w, con
                 valid_cols(g, off, &lo, &hi);
                 if (dw) {
                     float acc = 0.0f;
+                    if (s == 1) {
 #pragma omp simd reduction(+ : acc)
-                    for (int64_t ow = lo; ow < hi; ow++) acc += dyr[ow] * xr[ow * s + off];
+                        for (int64_t ow = lo; ow < hi; ow++) acc += dyr[ow] * xr[ow + off];
+                    } else {
+                        for (int64_t ow = lo; ow < hi; ow++) acc += dyr[ow] * xr[ow * s + off];
+                    }
                     dw[ki * g->kw + kj] += acc;
                 }
                 if (dxr) {
@@ -139,6 +143,7 @@ static void dwconv2d_backward(ts_ctx *c, ts_node *n) {
                            dW ? dW + ch * kk : NULL);
             if (dB) {
                 float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
                 for (int64_t p = 0; p < out_sz; p++) acc += dY[po + p];
                 dB[ch] += acc;
             }
