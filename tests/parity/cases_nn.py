@@ -4,6 +4,7 @@ The attention cases go through torch.nn.functional.multi_head_attention_forward,
 behind torch.nn.MultiheadAttention; the block is open_clip's ResidualAttentionBlock written out:
 x + attn(ln_1(x)), then + mlp(ln_2(x)) with c_fc, activation, c_proj.
 """
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -83,7 +84,32 @@ def run_optim(make_opt):
     return fn
 
 
+def sincos_1d(dim, pos):
+    """MAE's get_1d_sincos_pos_embed_from_grid, in numpy as MAE writes it."""
+    omega = np.arange(dim // 2, dtype=np.float64) / (dim / 2.0)
+    omega = 1.0 / 10000 ** omega
+    out = np.einsum("m,d->md", pos.reshape(-1).astype(np.float64), omega)
+    return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+
+def sincos_2d(dim, gh, gw, cls_token):
+    """MAE's get_2d_sincos_pos_embed: meshgrid(w, h), first half from grid[0]."""
+    grid = np.meshgrid(np.arange(gw, dtype=np.float32), np.arange(gh, dtype=np.float32))
+    grid = np.stack(grid, axis=0).reshape([2, 1, gh, gw])
+    emb = np.concatenate([sincos_1d(dim // 2, grid[0]), sincos_1d(dim // 2, grid[1])], axis=1)
+    if cls_token:
+        emb = np.concatenate([np.zeros([1, dim]), emb], axis=0)
+    return torch.from_numpy(emb.astype(np.float32))
+
+
+def placeholder(g):
+    return [torch.zeros(1)]
+
+
 CASES = [
+    ("pos_sincos_1d", placeholder, lambda _: torch.from_numpy(
+        sincos_1d(12, np.arange(7, dtype=np.float32)).astype(np.float32))),
+    ("pos_sincos_2d_cls", placeholder, lambda _: sincos_2d(16, 3, 4, True)),
     ("nn_mlp_gelu", mlp_inputs, mlp(F.gelu)),
     ("nn_mlp_quick_gelu", mlp_inputs, mlp(quick_gelu)),
     ("nn_mha", mha_inputs, mha),

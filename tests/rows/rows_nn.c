@@ -134,7 +134,24 @@ static ts_tensor *fn_sgd(ts_ctx *c, ts_tensor **in) {
     return run_optim(c, in, cfg, 0);
 }
 
+/* ---- fixed sin-cos position tables (the input is a placeholder: the tables take none) ---- */
+
+static ts_tensor *fn_sincos_1d(ts_ctx *c, ts_tensor **in) {
+    (void)in;
+    ts_tensor *y = ts_new_f32(c, 2, TS_SHAPE(7, 12));
+    ts_pos_embed_sincos_1d(ts_f32(y), 7, 12);
+    return y;
+}
+static ts_tensor *fn_sincos_2d(ts_ctx *c, ts_tensor **in) {
+    (void)in;
+    ts_tensor *y = ts_new_f32(c, 2, TS_SHAPE(1 + 3 * 4, 16));
+    ts_pos_embed_sincos_2d(ts_f32(y), 3, 4, 16, 1);
+    return y;
+}
+
 const test_row rows_nn[] = {
+    { "pos_sincos_1d", -1, NULL, fn_sincos_1d, 0, 1 },
+    { "pos_sincos_2d_cls", -1, NULL, fn_sincos_2d, 0, 1 },
     { "drop_path", TS_OP_DROP_PATH, mk_drop_path, fn_drop_path, 0, 0 },
     { "nn_mlp_gelu", -1, mk_mlp, fn_mlp_gelu, 0, 1 },
     { "nn_mlp_quick_gelu", -1, mk_mlp, fn_mlp_quick, 0, 1 },
