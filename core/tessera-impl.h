@@ -55,8 +55,12 @@ void ts__check_same_shape(const char *op, const ts_tensor *a, const ts_tensor *b
 /* Abort unless t is a CPU f32 tensor. */
 void ts__check_f32(const char *op, const ts_tensor *t);
 
-/* Matmul kernel on raw pointers (row-major, batched by count with strides). Used by ops that
- * need a product inside (attention, conv). C = alpha * op(A) @ op(B) + beta * C. */
+/* Matmul kernel on raw pointers (row-major). Used by ops that need a product inside
+ * (attention, conv). C = alpha * op(A) @ op(B) + beta * C.
+ * Thread safety: in float32 precision it is dnnl_sgemm and may be called from inside an OpenMP
+ * parallel region (it then runs on the calling thread). In bf16 precision it allocates in the
+ * step arena and fills the context's primitive cache, so it must not be called from parallel
+ * code: such callers pass a copy of the context with precision TS_PREC_F32. */
 void ts__gemm(ts_ctx *c, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
               const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
               int64_t ldc);

@@ -220,8 +220,7 @@ ts_tensor *ts_conv2d(ts_ctx *c, const ts_tensor *x, const ts_tensor *w, const ts
         for (int64_t b = 0; b < g.B; b++)
             image_forward(&fc, &g, b, X, Wt, bb, Y, col + (size_t)omp_get_thread_num() * colsz, 1);
     } else {
-        /* One image at a time, every thread inside im2col and the gemm. (Not an inactive
-         * "parallel if (0)" region: oneDNN would then open nested teams that keep spinning.) */
+        /* One image at a time, every thread inside im2col and the gemm. */
         for (int64_t b = 0; b < g.B; b++) image_forward(c, &g, b, X, Wt, bb, Y, col, nt);
     }
     ts_node *n = bias ? TS__RECORD(c, TS_OP_CONV2D, conv2d_backward, y, x, w, bias)
