@@ -91,19 +91,14 @@ void ts_nn_mha_init(ts_nn_mha *m, ts_params *p, const char *prefix, int dim, int
 
 ts_tensor *ts_nn_mha_forward(ts_ctx *c, const ts_nn_mha *m, const ts_tensor *x, int causal,
                              const ts_tensor *key_pad) {
-    int64_t B = ts_dim(x, 0), T = ts_dim(x, 1), C = m->dim, H = m->heads, D = C / H;
+    int64_t C = m->dim, H = m->heads;
     char s[96];
     TS_CHECK(x->ndim == 3 && ts_dim(x, 2) == C, "attention: x is %s, expected (B, T, %lld)",
              ts_shape_str(x, s, sizeof s), (long long)C);
+    /* The attention reads q, k and v straight out of the packed projection and writes the heads
+     * side by side, so no permute or slice copies are made (op_attention.c). */
     ts_tensor *qkv = ts_linear(c, x, m->in_w, m->in_b);                 /* (B, T, 3C) */
-    qkv = ts_reshape(c, qkv, 5, TS_SHAPE(B, T, 3, H, D));
-    qkv = ts_permute(c, qkv, (const int[]){ 2, 0, 3, 1, 4 });           /* (3, B, H, T, D) */
-    ts_tensor *q = ts_reshape(c, ts_slice(c, qkv, 0, 0, 1), 4, TS_SHAPE(B, H, T, D));
-    ts_tensor *k = ts_reshape(c, ts_slice(c, qkv, 0, 1, 2), 4, TS_SHAPE(B, H, T, D));
-    ts_tensor *v = ts_reshape(c, ts_slice(c, qkv, 0, 2, 3), 4, TS_SHAPE(B, H, T, D));
-    ts_tensor *o = ts_attention(c, q, k, v, causal, key_pad, 0.0f);     /* (B, H, T, D) */
-    o = ts_permute(c, o, (const int[]){ 0, 2, 1, 3 });                  /* (B, T, H, D) */
-    o = ts_reshape(c, o, 3, TS_SHAPE(B, T, C));
+    ts_tensor *o = ts__attention_packed(c, qkv, H, causal, key_pad, 0.0f); /* (B, T, C) */
     return ts_nn_linear_forward(c, &m->out, o);
 }
 

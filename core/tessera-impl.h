@@ -65,6 +65,14 @@ void ts__gemm(ts_ctx *c, int trans_a, int trans_b, int64_t M, int64_t N, int64_t
               const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
               int64_t ldc);
 
+/* Scaled-dot-product attention straight on torch's packed in_proj output, for nn's MHA:
+ * qkv (B, T, 3C) with columns [q | k | v], heads side by side in each (C = heads * D);
+ * returns y (B, T, C), heads side by side. The same as slicing q, k, v out, permuting each to
+ * (B, H, T, D), ts_attention and permuting back, without those copies. Records an ATTENTION
+ * node whose input is qkv. key_pad, causal and scale as ts_attention. */
+ts_tensor *ts__attention_packed(ts_ctx *c, const ts_tensor *qkv, int64_t heads, int causal,
+                                const ts_tensor *key_pad, float scale);
+
 /* Free the CPU backend's primitive cache of a context (called by ts_ctx_free). */
 void ts__cpu_cache_free(void *cache);
 

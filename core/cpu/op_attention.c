@@ -12,8 +12,15 @@
  * dropout on the probabilities, and the products always run in float32, whatever the context's
  * matmul precision, because converting small blocks to bf16 costs more than it saves.
  *
+ * Two layouts share the kernels. ts_attention takes q, k and v as separate (B, H, T, D) tensors.
+ * ts__attention_packed, which nn's multi-head attention calls, reads them straight out of the
+ * packed in_proj output (B, T, 3C), columns [q | k | v] with the heads side by side in each
+ * (C = H * D), and writes y as (B, T, C), which is what the out_proj wants: no permute, slice or
+ * reshape copies of q, k, v or y (and none of their gradients) exist. The kernels only see a
+ * base pointer and a row stride per head, so both layouts run the same code.
+ *
  * Shapes: q (B, H, Tq, D), k and v (B, H, Tk, D), key_pad (B, Tk) u8 or i32 with nonzero =
- * padding, y (B, H, Tq, D), lse (B, H, Tq).
+ * padding, y (B, H, Tq, D), lse (B, H, Tq); packed: qkv (B, T, 3C), y (B, T, C).
  */
 #include "../tessera-impl.h"
 
@@ -42,21 +49,46 @@
  * all masked has l = 0: its output is zero and every p_ij of it is zero, so it gets no
  * gradient. */
 
-/* Block sizes: a 64 x 128 score block is 32 KiB, and with the q, k, v and dy blocks of D = 64
- * the working set of one pair stays inside L2. (64 x 64 was 10-20% slower at T = 197, where its
- * last key block has 5 keys; 64 x 256 was no faster.) */
-enum { BQ = 64, BK = 128 };
+/* Block sizes: a 64 x 256 score block is 64 KiB, and with the q, k, v and dy blocks of D = 64
+ * the working set of one pair stays inside L2. At T = 197 (ViT-B/16, ViT-S/16) every row then
+ * meets all its keys in one block. (Measured on a 2-core Zen 5 with the transformer-block
+ * benchmark: 64 x 128 was about 1.5 ms per step slower in forward + backward, 32 x 256 slower,
+ * 128 x 256 no faster.) */
+enum { BQ = 64, BK = 256 };
 
 static int nthreads(const ts_ctx *c) { return c->nthreads > 0 ? c->nthreads : omp_get_max_threads(); }
 
-/* The geometry of one call, shared by forward and backward. */
+/* The geometry of one call, shared by forward and backward. Element (b, h, t, d) of q sits at
+ * b * q_sb + h * q_sh + q_col + t * q_ld + d of its buffer; k and v share one layout (k_*),
+ * with their own column offsets, and y and dy another (y_*). Gradients have the layout of the
+ * tensor they belong to. */
 typedef struct attn_geom {
     int64_t B, H, Tq, Tk, D;
     int64_t nqb, nkb; /* query and key blocks */
     int causal;
     float scale;
     const ts_tensor *pad; /* (B, Tk) u8 or i32, or NULL */
+    int64_t q_sb, q_sh, q_ld, q_col;
+    int64_t k_sb, k_sh, k_ld, k_col, v_col;
+    int64_t y_sb, y_sh, y_ld;
 } attn_geom;
+
+/* The buffers of one call; per head, head_bufs moves every pointer to that head's row 0. */
+typedef struct attn_bufs {
+    const float *q, *k, *v, *dy;
+    float *y, *dq, *dk, *dv; /* any of the grads may be NULL */
+} attn_bufs;
+
+static attn_bufs head_bufs(const attn_geom *g, const attn_bufs *a, int64_t bh) {
+    int64_t b = bh / g->H, h = bh % g->H;
+    int64_t qo = b * g->q_sb + h * g->q_sh + g->q_col;
+    int64_t ko = b * g->k_sb + h * g->k_sh + g->k_col, vo = b * g->k_sb + h * g->k_sh + g->v_col;
+    int64_t yo = b * g->y_sb + h * g->y_sh;
+    attn_bufs r = { a->q + qo, a->k + ko, a->v + vo, a->dy ? a->dy + yo : NULL,
+                    a->y ? a->y + yo : NULL, a->dq ? a->dq + qo : NULL,
+                    a->dk ? a->dk + ko : NULL, a->dv ? a->dv + vo : NULL };
+    return r;
+}
 
 /* exp(x) for x <= 0 (and -inf), written so that GCC vectorises the loops that call it: range
  * reduction x = n ln2 + r with |r| <= ln2/2 (n rounded by the 1.5 * 2^23 trick, because GCC 12
@@ -82,12 +114,13 @@ static inline int key_masked(const ts_tensor *pad, int64_t b, int64_t Tk, int64_
     return ts_i32(pad)[b * Tk + j] != 0;
 }
 
-/* Score block S (nq, nk) = scale * Q_blk K_blk^T with the masks written in as -inf.
- * Returns whether any score of the block is visible. i0 and j0 are the first query and key. */
+/* Score block S (nq, nk) = scale * Q_blk K_blk^T with the masks written in as -inf. Q and K
+ * point at the head's row 0. Returns whether any score of the block is visible. i0 and j0 are
+ * the first query and key. */
 static int score_block(ts_ctx *fc, const attn_geom *g, int64_t b, const float *Q, const float *K,
                        int64_t i0, int64_t nq, int64_t j0, int64_t nk, float *S) {
-    int64_t D = g->D;
-    ts__gemm(fc, 0, 1, nq, nk, D, g->scale, Q + i0 * D, D, K + j0 * D, D, 0.0f, S, BK);
+    ts__gemm(fc, 0, 1, nq, nk, g->D, g->scale, Q + i0 * g->q_ld, g->q_ld, K + j0 * g->k_ld,
+             g->k_ld, 0.0f, S, BK);
     int any = 0;
     for (int64_t jj = 0; jj < nk; jj++) {
         if (!key_masked(g->pad, b, g->Tk, j0 + jj)) { any = 1; continue; }
@@ -105,24 +138,23 @@ static int score_block(ts_ctx *fc, const attn_geom *g, int64_t b, const float *Q
 
 /* ---- forward ---- */
 
-/* One query block of one (batch, head) against all its key blocks. Y rows [i0, i0+nq) are
- * private to this call; S is a BQ x BK scratch, m and l are BQ rows of state. */
-static void forward_block(ts_ctx *fc, const attn_geom *g, int64_t bh, int64_t qb, const float *q,
-                          const float *k, const float *v, float *y, float *lse, float *S) {
-    int64_t D = g->D, b = bh / g->H;
-    const float *Q = q + bh * g->Tq * D, *K = k + bh * g->Tk * D, *V = v + bh * g->Tk * D;
-    float *Y = y + bh * g->Tq * D;
+/* One query block of one (batch, head) against all its key blocks. Y rows [i0, i0+nq) of the
+ * head are private to this call; S is a BQ x BK scratch, m and l are BQ rows of state. */
+static void forward_block(ts_ctx *fc, const attn_geom *g, int64_t bh, int64_t qb,
+                          const attn_bufs *all, float *lse, float *S) {
+    attn_bufs hb = head_bufs(g, all, bh);
+    int64_t D = g->D, b = bh / g->H, yld = g->y_ld;
     int64_t i0 = qb * BQ, nq = g->Tq - i0 < BQ ? g->Tq - i0 : BQ;
     float m[BQ], l[BQ];
     for (int64_t ii = 0; ii < nq; ii++) {
         m[ii] = -INFINITY;
         l[ii] = 0.0f;
+        memset(hb.y + (i0 + ii) * yld, 0, (size_t)D * sizeof(float));
     }
-    memset(Y + i0 * D, 0, (size_t)(nq * D) * sizeof(float));
     for (int64_t kb = 0; kb < g->nkb; kb++) {
         int64_t j0 = kb * BK, nk = g->Tk - j0 < BK ? g->Tk - j0 : BK;
         if (g->causal && j0 > i0 + nq - 1) break; /* every later key is in the future */
-        if (!score_block(fc, g, b, Q, K, i0, nq, j0, nk, S)) continue;
+        if (!score_block(fc, g, b, hb.q, hb.k, i0, nq, j0, nk, S)) continue;
         for (int64_t ii = 0; ii < nq; ii++) {
             float *s = S + ii * BK, mx = m[ii];
 #pragma omp simd reduction(max : mx)
@@ -139,7 +171,7 @@ static void forward_block(ts_ctx *fc, const attn_geom *g, int64_t bh, int64_t qb
             }
             if (mx > m[ii]) { /* rescale what was kept against the old maximum */
                 float alpha = exp_neg(m[ii] - mx);
-                float *yr = Y + (i0 + ii) * D;
+                float *yr = hb.y + (i0 + ii) * yld;
                 for (int64_t d = 0; d < D; d++) yr[d] *= alpha;
                 l[ii] *= alpha;
                 m[ii] = mx;
@@ -147,45 +179,60 @@ static void forward_block(ts_ctx *fc, const attn_geom *g, int64_t bh, int64_t qb
             l[ii] += sum;
         }
         /* o (nq, D) += P (nq, nk) @ V_blk (nk, D) */
-        ts__gemm(fc, 0, 0, nq, D, nk, 1.0f, S, BK, V + j0 * D, D, 1.0f, Y + i0 * D, D);
+        ts__gemm(fc, 0, 0, nq, D, nk, 1.0f, S, BK, hb.v + j0 * g->k_ld, g->k_ld, 1.0f,
+                 hb.y + i0 * yld, yld);
     }
     for (int64_t ii = 0; ii < nq; ii++) {
-        float *yr = Y + (i0 + ii) * D;
+        float *yr = hb.y + (i0 + ii) * yld;
         float inv = l[ii] > 0.0f ? 1.0f / l[ii] : 0.0f; /* fully masked row: zeros */
         for (int64_t d = 0; d < D; d++) yr[d] *= inv;
         if (lse) lse[bh * g->Tq + i0 + ii] = l[ii] > 0.0f ? m[ii] + logf(l[ii]) : 0.0f;
     }
 }
 
+static void attention_forward(ts_ctx *c, const attn_geom *g, const attn_bufs *all, float *lse) {
+    int64_t BH = g->B * g->H;
+    int nt = nthreads(c);
+    ts_ctx fc = *c; /* block products in float32: see the top of the file */
+    fc.precision = TS_PREC_F32;
+    float *scratch = ts_arena_alloc(c->step, (size_t)nt * BQ * BK * sizeof(float));
+#pragma omp parallel for num_threads(nt) collapse(2) schedule(dynamic, 1)
+    for (int64_t bh = 0; bh < BH; bh++)
+        for (int64_t qb = 0; qb < g->nqb; qb++)
+            forward_block(&fc, g, bh, qb, all, lse,
+                          scratch + (size_t)omp_get_thread_num() * BQ * BK);
+}
+
 /* ---- backward ---- */
 
 enum { GRAD_Q = 1, GRAD_KV = 2 };
 
-/* The contribution of one (query block, key block) pair to dq (when what has GRAD_Q) and to dk,
- * dv (GRAD_KV). P and dP are BQ x BK scratch. dq, dk, dv may be NULL. */
+/* The contribution of one (query block, key block) pair of head bh to dq (when what has GRAD_Q)
+ * and to dk, dv (GRAD_KV). P and dP are BQ x BK scratch. Any gradient may be NULL. */
 static void backward_pair(ts_ctx *fc, const attn_geom *g, int64_t bh, int64_t qb, int64_t kb,
-                          int what, const float *q, const float *k, const float *v,
-                          const float *dy, const float *lse, const float *Drow, float *dq,
-                          float *dk, float *dv, float *P, float *dP) {
-    int64_t D = g->D, b = bh / g->H;
+                          int what, const attn_bufs *all, const float *lse, const float *Drow,
+                          float *P, float *dP) {
+    int64_t D = g->D, b = bh / g->H, qld = g->q_ld, kld = g->k_ld, yld = g->y_ld;
     int64_t i0 = qb * BQ, nq = g->Tq - i0 < BQ ? g->Tq - i0 : BQ;
     int64_t j0 = kb * BK, nk = g->Tk - j0 < BK ? g->Tk - j0 : BK;
     if (g->causal && j0 > i0 + nq - 1) return;
-    int64_t qo = (bh * g->Tq + i0) * D, ko = (bh * g->Tk + j0) * D;
-    if (!score_block(fc, g, b, q + bh * g->Tq * D, k + bh * g->Tk * D, i0, nq, j0, nk, P))
-        return;
+    attn_bufs hb = head_bufs(g, all, bh);
+    float *dq = (what & GRAD_Q) ? hb.dq : NULL;
+    float *dk = (what & GRAD_KV) ? hb.dk : NULL, *dv = (what & GRAD_KV) ? hb.dv : NULL;
+    if (!dq && !dk && !dv) return;
+    if (!score_block(fc, g, b, hb.q, hb.k, i0, nq, j0, nk, P)) return;
     const float *L = lse + bh * g->Tq + i0, *Di = Drow + bh * g->Tq + i0;
     for (int64_t ii = 0; ii < nq; ii++) {
         float *p = P + ii * BK, li = L[ii];
 #pragma omp simd
         for (int64_t jj = 0; jj < nk; jj++) p[jj] = p[jj] == -INFINITY ? 0.0f : exp_neg(p[jj] - li);
     }
+    const float *dyb = hb.dy + i0 * yld;
     /* dv_blk (nk, D) += P^T (nk, nq) @ dy_blk (nq, D) */
-    if ((what & GRAD_KV) && dv)
-        ts__gemm(fc, 1, 0, nk, D, nq, 1.0f, P, BK, dy + qo, D, 1.0f, dv + ko, D);
-    if (!(dq && (what & GRAD_Q)) && !(dk && (what & GRAD_KV))) return;
+    if (dv) ts__gemm(fc, 1, 0, nk, D, nq, 1.0f, P, BK, dyb, yld, 1.0f, dv + j0 * kld, kld);
+    if (!dq && !dk) return;
     /* dP (nq, nk) = dy_blk (nq, D) @ v_blk^T (D, nk); then dS = P * (dP - D_i), kept in dP */
-    ts__gemm(fc, 0, 1, nq, nk, D, 1.0f, dy + qo, D, v + ko, D, 0.0f, dP, BK);
+    ts__gemm(fc, 0, 1, nq, nk, D, 1.0f, dyb, yld, hb.v + j0 * kld, kld, 0.0f, dP, BK);
     for (int64_t ii = 0; ii < nq; ii++) {
         float *dp = dP + ii * BK, di = Di[ii];
         const float *p = P + ii * BK;
@@ -193,34 +240,34 @@ static void backward_pair(ts_ctx *fc, const attn_geom *g, int64_t bh, int64_t qb
         for (int64_t jj = 0; jj < nk; jj++) dp[jj] = p[jj] * (dp[jj] - di);
     }
     /* dq_blk (nq, D) += scale * dS (nq, nk) @ k_blk (nk, D) */
-    if ((what & GRAD_Q) && dq)
-        ts__gemm(fc, 0, 0, nq, D, nk, g->scale, dP, BK, k + ko, D, 1.0f, dq + qo, D);
+    if (dq)
+        ts__gemm(fc, 0, 0, nq, D, nk, g->scale, dP, BK, hb.k + j0 * kld, kld, 1.0f,
+                 dq + i0 * qld, qld);
     /* dk_blk (nk, D) += scale * dS^T (nk, nq) @ q_blk (nq, D) */
-    if ((what & GRAD_KV) && dk)
-        ts__gemm(fc, 1, 0, nk, D, nq, g->scale, dP, BK, q + qo, D, 1.0f, dk + ko, D);
+    if (dk)
+        ts__gemm(fc, 1, 0, nk, D, nq, g->scale, dP, BK, hb.q + i0 * qld, qld, 1.0f,
+                 dk + j0 * kld, kld);
 }
 
-static attn_geom geometry(const ts_tensor *q, const ts_tensor *k, const ts_tensor *v,
-                          int causal, const ts_tensor *key_pad, float scale);
-
-static void attention_backward(ts_ctx *c, ts_node *n) {
-    ts_tensor *tq = n->in[0], *tk = n->in[1], *tv = n->in[2];
-    attn_geom g = geometry(tq, tk, tv, (int)n->i[0], n->in[3], n->f[0]);
-    const float *q = ts_f32(tq), *k = ts_f32(tk), *v = ts_f32(tv);
-    const float *y = ts_f32(n->out), *dy = ts_f32(n->out->grad), *lse = ts_f32(n->saved[0]);
-    float *dq = ts__grad(c, tq), *dk = ts__grad(c, tk), *dv = ts__grad(c, tv);
-    int64_t BH = g.B * g.H, D = g.D, rows = BH * g.Tq;
+static void attention_backward_run(ts_ctx *c, const attn_geom *g, const attn_bufs *all,
+                                   const float *lse) {
+    int64_t BH = g->B * g->H, D = g->D;
     int nt = nthreads(c);
     ts_ctx fc = *c; /* block products in float32: see the top of the file */
     fc.precision = TS_PREC_F32;
 
     /* D_i = dy_i . y_i for every query row (B, H, Tq) */
-    float *Drow = ts_arena_alloc(c->step, (size_t)rows * sizeof(float));
+    float *Drow = ts_arena_alloc(c->step, (size_t)(BH * g->Tq) * sizeof(float));
 #pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        float s = 0.0f;
-        for (int64_t d = 0; d < D; d++) s += dy[r * D + d] * y[r * D + d];
-        Drow[r] = s;
+    for (int64_t bh = 0; bh < BH; bh++) {
+        attn_bufs hb = head_bufs(g, all, bh);
+        for (int64_t t = 0; t < g->Tq; t++) {
+            const float *dyr = hb.dy + t * g->y_ld, *yr = hb.y + t * g->y_ld;
+            float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+            for (int64_t d = 0; d < D; d++) s += dyr[d] * yr[d];
+            Drow[bh * g->Tq + t] = s;
+        }
     }
     float *scratch = ts_arena_alloc(c->step, (size_t)nt * 2 * BQ * BK * sizeof(float));
 
@@ -230,39 +277,53 @@ static void attention_backward(ts_ctx *c, ts_node *n) {
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
         for (int64_t bh = 0; bh < BH; bh++) {
             float *P = scratch + (size_t)omp_get_thread_num() * 2 * BQ * BK, *dP = P + BQ * BK;
-            for (int64_t kb = 0; kb < g.nkb; kb++)
-                for (int64_t qb = 0; qb < g.nqb; qb++)
-                    backward_pair(&fc, &g, bh, qb, kb, GRAD_Q | GRAD_KV, q, k, v, dy, lse, Drow,
-                                  dq, dk, dv, P, dP);
+            for (int64_t kb = 0; kb < g->nkb; kb++)
+                for (int64_t qb = 0; qb < g->nqb; qb++)
+                    backward_pair(&fc, g, bh, qb, kb, GRAD_Q | GRAD_KV, all, lse, Drow, P, dP);
         }
         return;
     }
     /* Few heads (small batch): two passes so that both can spread over blocks, at the price of
      * computing P and dP twice. Pass one owns key blocks (dk, dv), pass two query blocks (dq). */
-    if (dk || dv) {
+    if (all->dk || all->dv) {
 #pragma omp parallel for num_threads(nt) collapse(2) schedule(dynamic, 1)
         for (int64_t bh = 0; bh < BH; bh++)
-            for (int64_t kb = 0; kb < g.nkb; kb++) {
+            for (int64_t kb = 0; kb < g->nkb; kb++) {
                 float *P = scratch + (size_t)omp_get_thread_num() * 2 * BQ * BK, *dP = P + BQ * BK;
-                for (int64_t qb = 0; qb < g.nqb; qb++)
-                    backward_pair(&fc, &g, bh, qb, kb, GRAD_KV, q, k, v, dy, lse, Drow, dq, dk,
-                                  dv, P, dP);
+                for (int64_t qb = 0; qb < g->nqb; qb++)
+                    backward_pair(&fc, g, bh, qb, kb, GRAD_KV, all, lse, Drow, P, dP);
             }
     }
-    if (dq) {
+    if (all->dq) {
 #pragma omp parallel for num_threads(nt) collapse(2) schedule(dynamic, 1)
         for (int64_t bh = 0; bh < BH; bh++)
-            for (int64_t qb = 0; qb < g.nqb; qb++) {
+            for (int64_t qb = 0; qb < g->nqb; qb++) {
                 float *P = scratch + (size_t)omp_get_thread_num() * 2 * BQ * BK, *dP = P + BQ * BK;
-                for (int64_t kb = 0; kb < g.nkb; kb++)
-                    backward_pair(&fc, &g, bh, qb, kb, GRAD_Q, q, k, v, dy, lse, Drow, dq, dk,
-                                  dv, P, dP);
+                for (int64_t kb = 0; kb < g->nkb; kb++)
+                    backward_pair(&fc, g, bh, qb, kb, GRAD_Q, all, lse, Drow, P, dP);
             }
     }
 }
 
-/* ---- the op ---- */
+/* ---- the ops ---- */
 
+static void check_pad(const ts_tensor *key_pad, int64_t B, int64_t Tk, const ts_tensor *k) {
+    char s1[96], s2[96];
+    if (!key_pad) return;
+    TS_CHECK(key_pad->dtype == TS_U8 || key_pad->dtype == TS_I32,
+             "attention: key_pad must be u8 or i32, got %s", ts_dtype_name(key_pad->dtype));
+    TS_CHECK(key_pad->ndim == 2 && key_pad->shape[0] == B && key_pad->shape[1] == Tk,
+             "attention: key_pad %s must be (B, Tk) for k %s",
+             ts_shape_str(key_pad, s1, sizeof s1), ts_shape_str(k, s2, sizeof s2));
+}
+
+static void finish_geometry(attn_geom *g) {
+    if (!(g->scale > 0.0f)) g->scale = g->D > 0 ? 1.0f / sqrtf((float)g->D) : 1.0f;
+    g->nqb = (g->Tq + BQ - 1) / BQ;
+    g->nkb = (g->Tk + BK - 1) / BK;
+}
+
+/* Separate q (B, H, Tq, D), k and v (B, H, Tk, D); y (B, H, Tq, D). */
 static attn_geom geometry(const ts_tensor *q, const ts_tensor *k, const ts_tensor *v,
                           int causal, const ts_tensor *key_pad, float scale) {
     char s1[96], s2[96];
@@ -276,21 +337,56 @@ static attn_geom geometry(const ts_tensor *q, const ts_tensor *k, const ts_tenso
                  q->shape[3] == k->shape[3],
              "attention: q %s and k %s differ in B, H or D", ts_shape_str(q, s1, sizeof s1),
              ts_shape_str(k, s2, sizeof s2));
-    attn_geom g = { q->shape[0], q->shape[1], q->shape[2], k->shape[2], q->shape[3], 0, 0,
-                    causal, scale, key_pad };
+    attn_geom g = { 0 };
+    g.B = q->shape[0];
+    g.H = q->shape[1];
+    g.Tq = q->shape[2];
+    g.Tk = k->shape[2];
+    g.D = q->shape[3];
+    g.causal = causal;
+    g.scale = scale;
+    g.pad = key_pad;
     TS_CHECK(!causal || g.Tq == g.Tk, "attention: causal needs Tq == Tk, got q %s and k %s",
              ts_shape_str(q, s1, sizeof s1), ts_shape_str(k, s2, sizeof s2));
-    if (key_pad) {
-        TS_CHECK(key_pad->dtype == TS_U8 || key_pad->dtype == TS_I32,
-                 "attention: key_pad must be u8 or i32, got %s", ts_dtype_name(key_pad->dtype));
-        TS_CHECK(key_pad->ndim == 2 && key_pad->shape[0] == g.B && key_pad->shape[1] == g.Tk,
-                 "attention: key_pad %s must be (B, Tk) for k %s",
-                 ts_shape_str(key_pad, s1, sizeof s1), ts_shape_str(k, s2, sizeof s2));
-    }
-    if (!(g.scale > 0.0f)) g.scale = g.D > 0 ? 1.0f / sqrtf((float)g.D) : 1.0f;
-    g.nqb = (g.Tq + BQ - 1) / BQ;
-    g.nkb = (g.Tk + BK - 1) / BK;
+    check_pad(key_pad, g.B, g.Tk, k);
+    g.q_sb = g.H * g.Tq * g.D, g.q_sh = g.Tq * g.D, g.q_ld = g.D;
+    g.k_sb = g.H * g.Tk * g.D, g.k_sh = g.Tk * g.D, g.k_ld = g.D;
+    g.y_sb = g.q_sb, g.y_sh = g.q_sh, g.y_ld = g.D;
+    finish_geometry(&g);
     return g;
+}
+
+/* Packed qkv (B, T, 3C) with H heads; y (B, T, C). */
+static attn_geom geometry_packed(const ts_tensor *qkv, int64_t H, int causal,
+                                 const ts_tensor *key_pad, float scale) {
+    char s1[96];
+    ts__check_f32("attention", qkv);
+    TS_CHECK(qkv->ndim == 3 && H > 0 && qkv->shape[2] % (3 * H) == 0,
+             "attention: packed qkv %s must be (B, T, 3C) with C divisible by %lld heads",
+             ts_shape_str(qkv, s1, sizeof s1), (long long)H);
+    int64_t C = qkv->shape[2] / 3;
+    attn_geom g = { 0 };
+    g.B = qkv->shape[0];
+    g.H = H;
+    g.Tq = g.Tk = qkv->shape[1];
+    g.D = C / H;
+    g.causal = causal;
+    g.scale = scale;
+    g.pad = key_pad;
+    check_pad(key_pad, g.B, g.Tk, qkv);
+    g.q_sb = g.k_sb = g.Tq * 3 * C, g.q_sh = g.k_sh = g.D, g.q_ld = g.k_ld = 3 * C;
+    g.q_col = 0, g.k_col = C, g.v_col = 2 * C;
+    g.y_sb = g.Tq * C, g.y_sh = g.D, g.y_ld = C;
+    finish_geometry(&g);
+    return g;
+}
+
+static void attention_backward(ts_ctx *c, ts_node *n) {
+    ts_tensor *tq = n->in[0], *tk = n->in[1], *tv = n->in[2];
+    attn_geom g = geometry(tq, tk, tv, (int)n->i[0], n->in[3], n->f[0]);
+    attn_bufs all = { ts_f32(tq), ts_f32(tk), ts_f32(tv), ts_f32(n->out->grad), ts_f32(n->out),
+                      ts__grad(c, tq), ts__grad(c, tk), ts__grad(c, tv) };
+    attention_backward_run(c, &g, &all, ts_f32(n->saved[0]));
 }
 
 ts_tensor *ts_attention(ts_ctx *c, const ts_tensor *q, const ts_tensor *k, const ts_tensor *v,
@@ -299,25 +395,46 @@ ts_tensor *ts_attention(ts_ctx *c, const ts_tensor *q, const ts_tensor *k, const
     ts_tensor *y = ts_new(c, TS_F32, 4, q->shape);
     int rec = ts__needs_grad(c, 3, (const ts_tensor *const[]){ q, k, v });
     ts_tensor *lse = rec ? ts_new_f32(c, 3, TS_SHAPE(g.B, g.H, g.Tq)) : NULL;
-    int64_t BH = g.B * g.H;
-    int nt = nthreads(c);
-    ts_ctx fc = *c; /* block products in float32: see the top of the file */
-    fc.precision = TS_PREC_F32;
-    float *scratch = ts_arena_alloc(c->step, (size_t)nt * BQ * BK * sizeof(float));
-    const float *Q = ts_f32(q), *K = ts_f32(k), *V = ts_f32(v);
-    float *Y = ts_f32(y), *L = lse ? ts_f32(lse) : NULL;
-    if (g.Tq > 0 && g.D > 0) {
-#pragma omp parallel for num_threads(nt) collapse(2) schedule(dynamic, 1)
-        for (int64_t bh = 0; bh < BH; bh++)
-            for (int64_t qb = 0; qb < g.nqb; qb++)
-                forward_block(&fc, &g, bh, qb, Q, K, V, Y, L,
-                              scratch + (size_t)omp_get_thread_num() * BQ * BK);
-    } else {
-        memset(Y, 0, (size_t)y->numel * sizeof(float));
-    }
+    attn_bufs all = { ts_f32(q), ts_f32(k), ts_f32(v), NULL, ts_f32(y), NULL, NULL, NULL };
+    if (g.Tq > 0 && g.D > 0)
+        attention_forward(c, &g, &all, lse ? ts_f32(lse) : NULL);
+    else
+        memset(ts_f32(y), 0, (size_t)y->numel * sizeof(float));
     if (rec) {
         ts_node *n = TS__RECORD(c, TS_OP_ATTENTION, attention_backward, y, q, k, v, key_pad);
         n->i[0] = causal;
+        n->f[0] = g.scale;
+        n->saved[0] = lse;
+    }
+    return y;
+}
+
+static void attention_packed_backward(ts_ctx *c, ts_node *n) {
+    ts_tensor *qkv = n->in[0];
+    attn_geom g = geometry_packed(qkv, n->i[1], (int)n->i[0], n->in[1], n->f[0]);
+    float *dqkv = ts__grad(c, qkv);
+    if (!dqkv) return;
+    const float *x = ts_f32(qkv);
+    attn_bufs all = { x, x, x, ts_f32(n->out->grad), ts_f32(n->out), dqkv, dqkv, dqkv };
+    attention_backward_run(c, &g, &all, ts_f32(n->saved[0]));
+}
+
+ts_tensor *ts__attention_packed(ts_ctx *c, const ts_tensor *qkv, int64_t heads, int causal,
+                                const ts_tensor *key_pad, float scale) {
+    attn_geom g = geometry_packed(qkv, heads, causal, key_pad, scale);
+    ts_tensor *y = ts_new(c, TS_F32, 3, TS_SHAPE(g.B, g.Tq, g.H * g.D));
+    int rec = ts__needs_grad(c, 1, (const ts_tensor *const[]){ qkv });
+    ts_tensor *lse = rec ? ts_new_f32(c, 3, TS_SHAPE(g.B, g.H, g.Tq)) : NULL;
+    const float *x = ts_f32(qkv);
+    attn_bufs all = { x, x, x, NULL, ts_f32(y), NULL, NULL, NULL };
+    if (g.Tq > 0 && g.D > 0)
+        attention_forward(c, &g, &all, lse ? ts_f32(lse) : NULL);
+    else
+        memset(ts_f32(y), 0, (size_t)y->numel * sizeof(float));
+    if (rec) {
+        ts_node *n = TS__RECORD(c, TS_OP_ATTENTION, attention_packed_backward, y, qkv, key_pad);
+        n->i[0] = causal;
+        n->i[1] = heads;
         n->f[0] = g.scale;
         n->saved[0] = lse;
     }

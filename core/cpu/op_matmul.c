@@ -116,39 +116,61 @@ static uint16_t *to_bf16(ts_ctx *c, const float *src, int64_t rows, int64_t cols
     return dst;
 }
 
-void ts__gemm(ts_ctx *c, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
-              const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
-              int64_t ldc) {
-    if (M == 0 || N == 0) return;
-    if (c->precision == TS_PREC_BF16 && K > 0) {
-        prim_entry *e = bf16_prim(c, ta, tb, M, N, K, alpha, lda, ldb, beta, ldc);
-        if (!e->unusable) {
-            cpu_cache *cc = c->cpu_cache;
-            size_t mark = ts_arena_used(c->step);
-            (void)mark;
-            /* stored shapes: A is (M,K) or (K,M) with row stride lda; same for B */
-            const uint16_t *a16 = to_bf16(c, A, ta ? K : M, ta ? M : K, lda);
-            const uint16_t *b16 = to_bf16(c, B, tb ? N : K, tb ? K : N, ldb);
-            dnnl_memory_t am, bm, cm;
-            dnnl_memory_create(&am, &e->a_md, cc->engine, (void *)a16);
-            dnnl_memory_create(&bm, &e->b_md, cc->engine, (void *)b16);
-            dnnl_memory_create(&cm, &e->c_md, cc->engine, C);
-            dnnl_exec_arg_t args[3] = { { DNNL_ARG_SRC, am }, { DNNL_ARG_WEIGHTS, bm },
-                                        { DNNL_ARG_DST, cm } };
-            TS_CHECK(dnnl_primitive_execute(e->prim, cc->stream, 3, args) == dnnl_success,
-                     "oneDNN bf16 matmul failed (%lld x %lld x %lld)", (long long)M,
-                     (long long)N, (long long)K);
-            dnnl_stream_wait(cc->stream);
-            dnnl_memory_destroy(am);
-            dnnl_memory_destroy(bm);
-            dnnl_memory_destroy(cm);
-            return;
-        }
-    }
+/* C = alpha * op(A) op(B) + beta * C in bf16 with f32 accumulation. A16 / B16, when not NULL,
+ * are A / B already rounded to bf16 (same layout); otherwise they are rounded here. Returns 0
+ * when oneDNN has no bf16 matmul for this CPU (the caller then runs sgemm). */
+static int gemm_bf16(ts_ctx *c, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                     const float *A, const uint16_t *A16, int64_t lda, const float *B,
+                     const uint16_t *B16, int64_t ldb, float beta, float *C, int64_t ldc) {
+    prim_entry *e = bf16_prim(c, ta, tb, M, N, K, alpha, lda, ldb, beta, ldc);
+    if (e->unusable) return 0;
+    cpu_cache *cc = c->cpu_cache;
+    /* stored shapes: A is (M,K) or (K,M) with row stride lda; same for B */
+    const uint16_t *a16 = A16 ? A16 : to_bf16(c, A, ta ? K : M, ta ? M : K, lda);
+    const uint16_t *b16 = B16 ? B16 : to_bf16(c, B, tb ? N : K, tb ? K : N, ldb);
+    dnnl_memory_t am, bm, cm;
+    dnnl_memory_create(&am, &e->a_md, cc->engine, (void *)a16);
+    dnnl_memory_create(&bm, &e->b_md, cc->engine, (void *)b16);
+    dnnl_memory_create(&cm, &e->c_md, cc->engine, C);
+    dnnl_exec_arg_t args[3] = { { DNNL_ARG_SRC, am }, { DNNL_ARG_WEIGHTS, bm },
+                                { DNNL_ARG_DST, cm } };
+    TS_CHECK(dnnl_primitive_execute(e->prim, cc->stream, 3, args) == dnnl_success,
+             "oneDNN bf16 matmul failed (%lld x %lld x %lld)", (long long)M, (long long)N,
+             (long long)K);
+    dnnl_stream_wait(cc->stream);
+    dnnl_memory_destroy(am);
+    dnnl_memory_destroy(bm);
+    dnnl_memory_destroy(cm);
+    return 1;
+}
+
+static void sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                  int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     dnnl_status_t st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb,
                                   beta, C, ldc);
     TS_CHECK(st == dnnl_success, "dnnl_sgemm failed with status %d (M=%lld N=%lld K=%lld)",
              (int)st, (long long)M, (long long)N, (long long)K);
+}
+
+void ts__gemm(ts_ctx *c, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+              const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+              int64_t ldc) {
+    if (M == 0 || N == 0) return;
+    if (c->precision == TS_PREC_BF16 && K > 0 &&
+        gemm_bf16(c, ta, tb, M, N, K, alpha, A, NULL, lda, B, NULL, ldb, beta, C, ldc))
+        return;
+    sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* ts__gemm with an optional bf16 copy of A (used in bf16 precision only). */
+static void gemm_a16(ts_ctx *c, int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A,
+                     const uint16_t *A16, int64_t lda, const float *B, int64_t ldb, float *C,
+                     int64_t ldc) {
+    if (M == 0 || N == 0) return;
+    if (c->precision == TS_PREC_BF16 && K > 0 &&
+        gemm_bf16(c, ta, tb, M, N, K, 1.0f, A, A16, lda, B, NULL, ldb, 1.0f, C, ldc))
+        return;
+    sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 1.0f, C, ldc);
 }
 
 /* ---- the op ---- */
@@ -207,11 +229,14 @@ static void matmul_backward(ts_ctx *c, ts_node *n) {
     int64_t M = g.M, N = g.N, K = g.K;
     int64_t lda = g.ta ? M : K, ldb = g.tb ? K : N;
     int64_t sA = M * K, sB = g.b_batched ? K * N : 0, sY = M * N;
+    /* In bf16 precision dY takes part in both products: round it to bf16 once. */
+    const int dy16 = c->precision == TS_PREC_BF16 && dA && dB && M > 0 && N > 0 && K > 0;
     for (int64_t i = 0; i < g.batch; i++) {
         const float *Ai = A + i * sA, *Bi = B + i * sB, *dYi = dY + i * sY;
+        const uint16_t *dY16 = dy16 ? to_bf16(c, dYi, M, N, N) : NULL;
         if (dA) {
             if (!g.ta) /* dA (M,K) += dY (M,N) opB(B)^T */
-                ts__gemm(c, 0, !g.tb, M, K, N, 1.0f, dYi, N, Bi, ldb, 1.0f, dA + i * sA, K);
+                gemm_a16(c, 0, !g.tb, M, K, N, dYi, dY16, N, Bi, ldb, dA + i * sA, K);
             else       /* dA (K,M) += opB(B) (K,N) dY^T (N,M) */
                 ts__gemm(c, g.tb, 1, K, M, N, 1.0f, Bi, ldb, dYi, N, 1.0f, dA + i * sA, M);
         }
@@ -219,7 +244,7 @@ static void matmul_backward(ts_ctx *c, ts_node *n) {
             if (!g.tb) /* dB (K,N) += opA(A)^T (K,M) dY (M,N) */
                 ts__gemm(c, !g.ta, 0, K, N, M, 1.0f, Ai, lda, dYi, N, 1.0f, dB + i * sB, N);
             else       /* dB (N,K) += dY^T (N,M) opA(A) (M,K) */
-                ts__gemm(c, 1, g.ta, N, K, M, 1.0f, dYi, N, Ai, lda, 1.0f, dB + i * sB, K);
+                gemm_a16(c, 1, g.ta, N, K, M, dYi, dY16, N, Ai, lda, dB + i * sB, K);
         }
     }
     if (dbias) {
