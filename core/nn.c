@@ -19,11 +19,13 @@
 void ts_nn_linear_init(ts_nn_linear *m, ts_params *p, const char *prefix, int in, int out,
                        int bias) {
     char name[256];
-    float bound = 1.0f / sqrtf((float)in); /* torch's default bound for the weight */
+    /* torch.nn.Linear's defaults: kaiming-uniform(a = sqrt 5) for the weight, which is
+     * U(-1/sqrt(in), 1/sqrt(in)), and the same bound for the bias */
+    float bound = 1.0f / sqrtf((float)in);
     m->w = ts_param(p, ts_pname(name, sizeof name, "%s.weight", prefix), 2, TS_SHAPE(out, in),
                     TS_INIT_U(-bound, bound), 0);
     m->b = bias ? ts_param(p, ts_pname(name, sizeof name, "%s.bias", prefix), 1, TS_SHAPE(out),
-                           TS_INIT_0, TS_PARAM_NO_DECAY)
+                           TS_INIT_U(-bound, bound), TS_PARAM_NO_DECAY)
                 : NULL;
 }
 
@@ -84,7 +86,12 @@ void ts_nn_mha_init(ts_nn_mha *m, ts_params *p, const char *prefix, int dim, int
                        TS_SHAPE(3 * dim, dim), TS_INIT_U(-bound, bound), 0);
     m->in_b = ts_param(p, ts_pname(name, sizeof name, "%s.in_proj_bias", prefix), 1,
                        TS_SHAPE(3 * dim), TS_INIT_0, TS_PARAM_NO_DECAY);
-    ts_nn_linear_init(&m->out, p, ts_pname(name, sizeof name, "%s.out_proj", prefix), dim, dim, 1);
+    /* out_proj: a Linear's weight, and a zero bias as MultiheadAttention resets it */
+    float ob = 1.0f / sqrtf((float)dim);
+    m->out.w = ts_param(p, ts_pname(name, sizeof name, "%s.out_proj.weight", prefix), 2,
+                        TS_SHAPE(dim, dim), TS_INIT_U(-ob, ob), 0);
+    m->out.b = ts_param(p, ts_pname(name, sizeof name, "%s.out_proj.bias", prefix), 1,
+                        TS_SHAPE(dim), TS_INIT_0, TS_PARAM_NO_DECAY);
     m->dim = dim;
     m->heads = heads;
 }

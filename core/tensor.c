@@ -73,6 +73,7 @@ void ts_ctx_reset(ts_ctx *c) {
     ts_arena_reset(c->step);
     c->tape.nodes = NULL;
     c->tape.n = c->tape.cap = 0;
+    c->tape.spare = NULL;
 }
 
 /* ---- tensors ---- */
@@ -155,11 +156,38 @@ ts_node *ts__record(ts_ctx *c, ts_op op, void (*backward)(ts_ctx *, ts_node *), 
     return n;
 }
 
+/* A gradient buffer that backward no longer needs, kept for the next gradient of the same
+ * size. The list lives in the step arena and is dropped with it. */
+typedef struct spare_buf {
+    struct spare_buf *next;
+    int64_t numel;
+    float *data;
+} spare_buf;
+
+static float *take_spare(ts_ctx *c, int64_t numel) {
+    for (spare_buf **p = (spare_buf **)&c->tape.spare; *p; p = &(*p)->next)
+        if ((*p)->numel == numel) {
+            float *d = (*p)->data;
+            *p = (*p)->next;
+            return d;
+        }
+    return NULL;
+}
+
+static void give_spare(ts_ctx *c, ts_tensor *g) {
+    spare_buf *s = ts_arena_alloc(c->step, sizeof *s);
+    s->numel = g->numel;
+    s->data = ts_f32(g);
+    s->next = c->tape.spare;
+    c->tape.spare = s;
+}
+
 float *ts__grad(ts_ctx *c, ts_tensor *t) {
     if (!t || !t->requires_grad) return NULL;
     if (!t->grad) {
         ts_tensor *g = ts__header(c, TS_F32, t->ndim, t->shape);
-        g->data = ts_arena_alloc(c->step, (size_t)t->numel * sizeof(float));
+        g->data = take_spare(c, t->numel);
+        if (!g->data) g->data = ts_arena_alloc(c->step, (size_t)t->numel * sizeof(float));
         memset(g->data, 0, (size_t)t->numel * sizeof(float));
         t->grad = g;
     }
@@ -191,7 +219,13 @@ static void walk_tape(ts_ctx *c) {
     c->grad_enabled = 0; /* backward functions use ops without recording them */
     for (int64_t i = c->tape.n - 1; i >= 0; i--) {
         ts_node *n = c->tape.nodes[i];
-        if (n->out->grad) n->backward(c, n);
+        if (!n->out->grad) continue;
+        n->backward(c, n);
+        /* every consumer of out came later on the tape and is done: its gradient is dead */
+        if (!n->out->name) {
+            give_spare(c, n->out->grad);
+            n->out->grad = NULL;
+        }
     }
     c->grad_enabled = saved;
 }

@@ -164,6 +164,7 @@ typedef enum { TS_PREC_F32, TS_PREC_BF16 } ts_precision;
 typedef struct ts_tape {
     ts_node **nodes; /* in step arena */
     int64_t n, cap;
+    void *spare;     /* gradient buffers that backward has finished with, for reuse */
 } ts_tape;
 
 /* Everything an op needs: where its outputs go, whether to record, which device, which RNG.
@@ -200,7 +201,9 @@ ts_tensor *ts_from_f32(ts_ctx *c, int ndim, const int64_t *shape, const float *s
 
 /* Walk the tape from loss (a scalar) backwards, accumulating into every grad on the way.
  * Parameter grads accumulate across calls (gradient accumulation); zero them with
- * ts_params_zero_grad. loss must have been produced with grad enabled. */
+ * ts_params_zero_grad. loss must have been produced with grad enabled. The gradient of an op's
+ * output is dead once the walk has passed the op that made it: its buffer is reused for later
+ * gradients and out->grad is set to NULL. Only leaves (parameters, inputs) keep their grads. */
 void ts_backward(ts_ctx *c, ts_tensor *loss);
 /* The same walk from any tensor y with upstream gradient dy (same shape as y, f32). */
 void ts_backward_with(ts_ctx *c, ts_tensor *y, const ts_tensor *dy);
