@@ -7,8 +7,12 @@ PACKAGES=(
   build-essential cmake pkg-config      # the build
   libdnnl-dev                           # oneDNN: matrix products and convolutions
   libyaml-dev libcjson-dev              # recipes, checkpoint headers and train state
+  zlib1g-dev                            # gzip'ed BPE merges files
   libcmocka-dev                         # unit tests
   python3 python3-torch python3-numpy   # the PyTorch reference of the parity tests
+  libturbojpeg0-dev libspng-dev         # image decoders of loaders/: JPEG (TurboJPEG API) and PNG
+  python3-pil python3-torchvision       # the PIL and torchvision references of the image tests
+  python3-venv                          # a venv for open_clip, the ViT parity reference
 )
 
 missing=()

@@ -1,0 +1,436 @@
+/* vit.c: the ViT image tower, as open_clip's VisionTransformer builds it.
+ *
+ * images -> conv1 (stride P, no bias) -> patch tokens in grid order -> class token in front ->
+ * + positional_embedding -> ln_pre -> transformer.resblocks -> ln_post -> pool (class token or
+ * mean of the patch tokens) -> @ proj. Everything is made of core ops and the core transformer
+ * block, so the tape gives the backward. Beside the tower: open_clip's model configs by name,
+ * the parameter count, the bicubic resampling of the positional table (torch's antialiased and
+ * plain kernels) and a loader that resamples a checkpoint's table on the way in.
+ *
+ * What this file is not: patch dropout, attentional pooling, layer scale or the other rare
+ * open_clip tower options, and not the encoder plug-in (cli/factory.c wraps a ts_vit).
+ *
+ * Shapes: B batch, P patch side, gh x gw patch grid, N = gh * gw, T = 1 + N, C width,
+ * E out_dim.
+ */
+#include "vision.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- configurations by name ---- */
+
+/* open_clip's model configs (one JSON file per name in open_clip_torch 3.3.0): vision_cfg
+ * width, layers, patch_size, image_size, head_width (64 unless given), mlp_ratio (4 in all of
+ * these), and embed_dim. */
+typedef struct named_cfg {
+    const char *name;
+    int width, layers, head_width, patch, image, out_dim;
+} named_cfg;
+
+static const named_cfg named[] = {
+    { "ViT-Ti-32", 192, 12, 64, 32, 224, 192 }, /* tessera's own, timm's vit_tiny sizes */
+    { "ViT-Ti-16", 192, 12, 64, 16, 224, 192 },
+    { "ViT-Ti-14", 192, 12, 64, 14, 224, 192 },
+    { "ViT-S-32", 384, 12, 64, 32, 224, 384 },
+    { "ViT-S-16", 384, 12, 64, 16, 224, 384 },
+    { "ViT-M-32", 512, 12, 64, 32, 224, 512 },
+    { "ViT-M-16", 512, 12, 64, 16, 224, 512 },
+    { "ViT-B-32", 768, 12, 64, 32, 224, 512 },
+    { "ViT-B-32-256", 768, 12, 64, 32, 256, 512 },
+    { "ViT-B-16", 768, 12, 64, 16, 224, 512 },
+    { "ViT-B-16-plus", 896, 12, 64, 16, 224, 640 },
+    { "ViT-B-16-plus-240", 896, 12, 64, 16, 240, 640 },
+    { "ViT-L-14", 1024, 24, 64, 14, 224, 768 },
+    { "ViT-L-14-336", 1024, 24, 64, 14, 336, 768 },
+    { "ViT-L-16", 1024, 24, 64, 16, 224, 768 },
+    { "ViT-H-14", 1280, 32, 80, 14, 224, 1024 },
+    { "ViT-H-16", 1280, 32, 80, 16, 224, 1024 },
+};
+enum { NNAMED = (int)(sizeof named / sizeof named[0]) };
+
+const char *const ts_vit_cfg_names[] = {
+    "ViT-Ti-32", "ViT-Ti-16", "ViT-Ti-14", "ViT-S-32", "ViT-S-16", "ViT-M-32", "ViT-M-16",
+    "ViT-B-32", "ViT-B-32-256", "ViT-B-16", "ViT-B-16-plus", "ViT-B-16-plus-240", "ViT-L-14",
+    "ViT-L-14-336", "ViT-L-16", "ViT-H-14", "ViT-H-16", NULL,
+};
+_Static_assert(sizeof ts_vit_cfg_names / sizeof ts_vit_cfg_names[0] == NNAMED + 1,
+               "ts_vit_cfg_names must list every named configuration");
+
+ts_status ts_vit_cfg_named(const char *name, ts_vit_cfg *cfg, ts_err *err) {
+    static const char quick[] = "-quickgelu";
+    size_t n = strlen(name), q = sizeof quick - 1;
+    int is_quick = n > q && strcmp(name + n - q, quick) == 0;
+    size_t base = is_quick ? n - q : n;
+    for (int i = 0; i < NNAMED; i++) {
+        const named_cfg *d = &named[i];
+        if (strlen(d->name) != base || strncmp(d->name, name, base) != 0) continue;
+        *cfg = (ts_vit_cfg){
+            .image_h = d->image, .image_w = d->image, .patch = d->patch, .width = d->width,
+            .layers = d->layers, .heads = d->width / d->head_width, .mlp_ratio = 4.0f,
+            .out_dim = d->out_dim, .act = is_quick ? TS_ACT_QUICK_GELU : TS_ACT_GELU,
+            .pool = TS_VIT_POOL_TOKEN, .ln_eps = 1e-5f, .drop_path = 0.0f,
+        };
+        return TS_OK;
+    }
+    char list[1024];
+    size_t len = 0;
+    for (int i = 0; i < NNAMED && len < sizeof list; i++)
+        len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "",
+                                named[i].name);
+    return ts_fail(err, TS_ERR_RECIPE,
+                   "unknown ViT configuration '%s'; valid: %s (each also with -quickgelu)", name,
+                   list);
+}
+
+ts_status ts_vit_cfg_check(const ts_vit_cfg *cfg, ts_err *err) {
+    if (cfg->patch < 1)
+        return ts_fail(err, TS_ERR_RECIPE, "vit: patch must be at least 1, got %d", cfg->patch);
+    if (cfg->image_h < cfg->patch || cfg->image_w < cfg->patch)
+        return ts_fail(err, TS_ERR_RECIPE, "vit: image %dx%d is smaller than the patch %d",
+                       cfg->image_h, cfg->image_w, cfg->patch);
+    if (cfg->layers < 0)
+        return ts_fail(err, TS_ERR_RECIPE, "vit: layers must be 0 or more, got %d", cfg->layers);
+    if (cfg->width < 1 || cfg->heads < 1 || cfg->width % cfg->heads != 0)
+        return ts_fail(err, TS_ERR_RECIPE, "vit: width %d is not divisible by %d heads",
+                       cfg->width, cfg->heads);
+    if (!(cfg->mlp_ratio > 0.0f) || (int)(cfg->width * cfg->mlp_ratio) < 1)
+        return ts_fail(err, TS_ERR_RECIPE, "vit: mlp_ratio %g gives no hidden units",
+                       (double)cfg->mlp_ratio);
+    if (cfg->out_dim < 1)
+        return ts_fail(err, TS_ERR_RECIPE, "vit: out_dim must be at least 1, got %d",
+                       cfg->out_dim);
+    if (cfg->act != TS_ACT_GELU && cfg->act != TS_ACT_QUICK_GELU)
+        return ts_fail(err, TS_ERR_RECIPE, "vit: activation must be gelu or quick_gelu");
+    if (cfg->pool != TS_VIT_POOL_TOKEN && cfg->pool != TS_VIT_POOL_MEAN)
+        return ts_fail(err, TS_ERR_RECIPE, "vit: pool must be token or mean");
+    if (!(cfg->drop_path >= 0.0f && cfg->drop_path < 1.0f))
+        return ts_fail(err, TS_ERR_RECIPE, "vit: drop_path %g is not in [0, 1)",
+                       (double)cfg->drop_path);
+    return TS_OK;
+}
+
+/* ---- parameter count ---- */
+
+/* The sum of the shapes registered by ts_vit_init, written out. */
+int64_t ts_vit_param_count(const ts_vit_cfg *cfg) {
+    int64_t C = cfg->width, P = cfg->patch, E = cfg->out_dim;
+    int64_t N = (int64_t)(cfg->image_h / cfg->patch) * (cfg->image_w / cfg->patch);
+    int64_t hid = (int64_t)(int)(cfg->width * cfg->mlp_ratio);
+    int64_t block = 2 * C                 /* ln_1 */
+                    + 3 * C * C + 3 * C   /* attn.in_proj */
+                    + C * C + C           /* attn.out_proj */
+                    + 2 * C               /* ln_2 */
+                    + hid * C + hid       /* mlp.c_fc */
+                    + C * hid + C;        /* mlp.c_proj */
+    return C * 3 * P * P                  /* conv1 */
+           + C                            /* class_embedding */
+           + (1 + N) * C                  /* positional_embedding */
+           + 2 * C                        /* ln_pre */
+           + cfg->layers * block
+           + 2 * C                        /* ln_post */
+           + C * E;                       /* proj */
+}
+
+/* ---- building ---- */
+
+void ts_vit_init(ts_vit *m, ts_params *p, const char *prefix, const ts_vit_cfg *cfg) {
+    ts_err err = { 0 };
+    TS_CHECK(ts_vit_cfg_check(cfg, &err) == TS_OK, "%s", err.msg);
+    memset(m, 0, sizeof *m);
+    m->cfg = *cfg;
+    m->gh = cfg->image_h / cfg->patch;
+    m->gw = cfg->image_w / cfg->patch;
+    TS_CHECK(strlen(prefix) < sizeof m->prefix, "vit: prefix '%s' is too long", prefix);
+    strcpy(m->prefix, prefix);
+    int C = cfg->width, P = cfg->patch, T = 1 + m->gh * m->gw;
+    float scale = 1.0f / sqrtf((float)C);       /* open_clip: width ** -0.5 */
+    float conv_bound = 1.0f / sqrtf(3.0f * P * P); /* Conv2d default: 1 / sqrt(fan_in) */
+    char name[256];
+    /* Registration follows open_clip's named_parameters(): the three bare tensors first. */
+    m->class_embedding = ts_param(p, ts_pname(name, sizeof name, "%sclass_embedding", prefix), 1,
+                                  TS_SHAPE(C), TS_INIT_N(scale), TS_PARAM_NO_DECAY);
+    m->pos_embed = ts_param(p, ts_pname(name, sizeof name, "%spositional_embedding", prefix), 2,
+                            TS_SHAPE(T, C), TS_INIT_N(scale), TS_PARAM_NO_DECAY);
+    m->proj = ts_param(p, ts_pname(name, sizeof name, "%sproj", prefix), 2,
+                       TS_SHAPE(C, cfg->out_dim), TS_INIT_N(scale), 0);
+    m->conv1 = ts_param(p, ts_pname(name, sizeof name, "%sconv1.weight", prefix), 4,
+                        TS_SHAPE(C, 3, P, P), TS_INIT_U(-conv_bound, conv_bound), 0);
+    ts_nn_layernorm_init(&m->ln_pre, p, ts_pname(name, sizeof name, "%sln_pre", prefix), C,
+                         cfg->ln_eps);
+    m->blocks = calloc((size_t)(cfg->layers > 0 ? cfg->layers : 1), sizeof *m->blocks);
+    TS_CHECK(m->blocks != NULL, "out of memory");
+    for (int l = 0; l < cfg->layers; l++)
+        ts_nn_block_init(&m->blocks[l], p,
+                         ts_pname(name, sizeof name, "%stransformer.resblocks.%d", prefix, l), C,
+                         cfg->heads, cfg->mlp_ratio, cfg->act, cfg->ln_eps, cfg->drop_path);
+    ts_nn_layernorm_init(&m->ln_post, p, ts_pname(name, sizeof name, "%sln_post", prefix), C,
+                         cfg->ln_eps);
+}
+
+void ts_vit_free(ts_vit *m) {
+    if (!m) return;
+    free(m->blocks);
+    m->blocks = NULL;
+}
+
+/* ---- forward ---- */
+
+ts_tensor *ts_vit_forward(ts_ctx *c, const ts_vit *m, const ts_tensor *images,
+                          ts_tensor **tokens_out) {
+    const ts_vit_cfg *cfg = &m->cfg;
+    int64_t C = cfg->width, P = cfg->patch, N = (int64_t)m->gh * m->gw;
+    char s[96];
+    TS_CHECK(images->ndim == 4 && ts_dim(images, 1) == 3 && ts_dim(images, 2) == m->gh * P &&
+                 ts_dim(images, 3) == m->gw * P,
+             "vit: images are %s, expected (B, 3, %lld, %lld)", ts_shape_str(images, s, sizeof s),
+             (long long)(m->gh * P), (long long)(m->gw * P));
+    int64_t B = ts_dim(images, 0);
+
+    /* Patch embedding: one stride-P convolution, then the grid flattened row by row. */
+    ts_tensor *x = ts_conv2d(c, images, m->conv1, NULL, (int)P, 0); /* (B, C, gh, gw) */
+    x = ts_reshape(c, x, 3, TS_SHAPE(B, C, N));
+    x = ts_permute(c, x, (const int[]){ 0, 2, 1 });                  /* (B, N, C) */
+
+    /* The class token goes in front of every sample: broadcasting it over a zero (B, 1, C)
+     * keeps its gradient summed over the batch, as torch's expand does. */
+    ts_tensor *cls = ts_add(c, ts_zeros(c, TS_F32, 3, TS_SHAPE(B, 1, C)), m->class_embedding);
+    x = ts_concat(c, (ts_tensor *const[]){ cls, x }, 2, 1);          /* (B, T, C) */
+    x = ts_add(c, x, m->pos_embed);
+    x = ts_nn_layernorm_forward(c, &m->ln_pre, x);
+
+    for (int l = 0; l < cfg->layers; l++) x = ts_nn_block_forward(c, &m->blocks[l], x, 0, NULL);
+    x = ts_nn_layernorm_forward(c, &m->ln_post, x);                  /* (B, T, C) */
+    if (tokens_out) *tokens_out = x;
+
+    ts_tensor *pooled;
+    if (cfg->pool == TS_VIT_POOL_MEAN) /* open_clip 'avg': x[:, 1:].mean(dim=1) */
+        pooled = ts_mean(c, ts_slice(c, x, 1, 1, 1 + N), 1);
+    else                               /* open_clip 'tok': x[:, 0] */
+        pooled = ts_reshape(c, ts_slice(c, x, 1, 0, 1), 2, TS_SHAPE(B, C));
+    return ts_matmul(c, pooled, m->proj, 0);                         /* (B, E) */
+}
+
+/* ---- resampling the positional table ---- */
+
+/* Keys' cubic convolution kernel with parameter a (torch: -0.75 plain, -0.5 antialiased). */
+static double cubic(double x, double a) {
+    x = fabs(x);
+    if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0;
+    if (x < 2.0) return ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a;
+    return 0.0;
+}
+
+/* The resampling matrix of one axis, w (out, in): output i = sum_j w[i][j] input j.
+ * Plain bicubic (torch's upsample_bicubic2d, align_corners=False): the source coordinate is
+ * scale (i + 0.5) - 0.5 with scale = in / out, four taps around it, indices clamped to the
+ * edge. Antialiased (torch's _upsample_bicubic2d_aa, PIL's filter): centre scale (i + 0.5), the
+ * kernel stretched by scale when shrinking (support 2 scale), taps outside the input dropped
+ * and the weights renormalised to sum to one. */
+static void axis_weights(double *w, int in, int out, int antialias) {
+    double scale = (double)in / out;
+    memset(w, 0, (size_t)in * out * sizeof *w);
+    for (int i = 0; i < out; i++) {
+        double *row = w + (size_t)i * in;
+        if (!antialias) {
+            double src = scale * (i + 0.5) - 0.5;
+            int x0 = (int)floor(src);
+            double t = src - x0;
+            double k[4] = { cubic(t + 1.0, -0.75), cubic(t, -0.75), cubic(1.0 - t, -0.75),
+                            cubic(2.0 - t, -0.75) };
+            for (int j = 0; j < 4; j++) {
+                int idx = x0 - 1 + j;
+                idx = idx < 0 ? 0 : idx >= in ? in - 1 : idx;
+                row[idx] += k[j];
+            }
+            continue;
+        }
+        double support = scale >= 1.0 ? 2.0 * scale : 2.0;
+        double invscale = scale >= 1.0 ? 1.0 / scale : 1.0;
+        double centre = scale * (i + 0.5);
+        int64_t lo = (int64_t)(centre - support + 0.5), hi = (int64_t)(centre + support + 0.5);
+        if (lo < 0) lo = 0;
+        if (hi > in) hi = in;
+        double total = 0.0;
+        for (int64_t j = lo; j < hi; j++) {
+            row[j] = cubic((j - centre + 0.5) * invscale, -0.5);
+            total += row[j];
+        }
+        if (total != 0.0)
+            for (int64_t j = lo; j < hi; j++) row[j] /= total;
+    }
+}
+
+void ts_vit_resize_pos_embed(float *out, const float *in, int extra, int old_gh, int old_gw,
+                             int new_gh, int new_gw, int C, int antialias) {
+    TS_CHECK(extra >= 0 && old_gh > 0 && old_gw > 0 && new_gh > 0 && new_gw > 0 && C > 0,
+             "resize_pos_embed: bad sizes extra %d, grid %dx%d -> %dx%d, width %d", extra, old_gh,
+             old_gw, new_gh, new_gw, C);
+    memcpy(out, in, (size_t)extra * C * sizeof(float));
+    const float *src = in + (size_t)extra * C;
+    float *dst = out + (size_t)extra * C;
+    double *wy = malloc((size_t)new_gh * old_gh * sizeof *wy);
+    double *wx = malloc((size_t)new_gw * old_gw * sizeof *wx);
+    double *mid = malloc((size_t)old_gh * new_gw * C * sizeof *mid); /* (old_gh, new_gw, C) */
+    TS_CHECK(wy && wx && mid, "out of memory");
+    axis_weights(wy, old_gh, new_gh, antialias);
+    axis_weights(wx, old_gw, new_gw, antialias);
+    /* Separable, along the width first (as torch does), then along the height. */
+    for (int y = 0; y < old_gh; y++)
+        for (int j = 0; j < new_gw; j++) {
+            double *m = mid + ((size_t)y * new_gw + j) * C;
+            for (int ch = 0; ch < C; ch++) m[ch] = 0.0;
+            for (int x = 0; x < old_gw; x++) {
+                double wt = wx[(size_t)j * old_gw + x];
+                if (wt == 0.0) continue;
+                const float *s = src + ((size_t)y * old_gw + x) * C;
+                for (int ch = 0; ch < C; ch++) m[ch] += wt * s[ch];
+            }
+        }
+    for (int i = 0; i < new_gh; i++)
+        for (int j = 0; j < new_gw; j++) {
+            float *d = dst + ((size_t)i * new_gw + j) * C;
+            for (int ch = 0; ch < C; ch++) {
+                double acc = 0.0;
+                for (int y = 0; y < old_gh; y++)
+                    acc += wy[(size_t)i * old_gh + y] * mid[((size_t)y * new_gw + j) * C + ch];
+                d[ch] = (float)acc;
+            }
+        }
+    free(mid);
+    free(wx);
+    free(wy);
+}
+
+/* ---- loading a checkpoint ---- */
+
+/* IEEE half to float (normals, subnormals, infinities and NaN). */
+static float half_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, f = h & 0x3ffu, u;
+    if (e == 0) {
+        if (f == 0) {
+            u = sign;
+        } else { /* subnormal: shift the fraction up until it is normal */
+            e = 127 - 15 + 1;
+            while (!(f & 0x400u)) { f <<= 1; e--; }
+            u = sign | (e << 23) | ((f & 0x3ffu) << 13);
+        }
+    } else if (e == 31) {
+        u = sign | 0x7f800000u | (f << 13);
+    } else {
+        u = sign | ((e + 127 - 15) << 23) | (f << 13);
+    }
+    float out;
+    memcpy(&out, &u, sizeof out);
+    return out;
+}
+
+/* Entry data is packed, not aligned: read every element through memcpy. */
+static void entry_to_f32(float *dst, const ts_st_entry *e, int64_t n) {
+    const unsigned char *s = e->data;
+    if (e->dtype == TS_F32) {
+        memcpy(dst, s, (size_t)n * sizeof(float));
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, s + 2 * i, sizeof h);
+        dst[i] = e->dtype == TS_BF16 ? ts_bf16_to_f32(h) : half_to_f32(h);
+    }
+}
+
+/* The tensors of the tower, in registration order, for the loader. */
+static int vit_tensors(const ts_vit *m, ts_tensor **t) {
+    int n = 0;
+    t[n++] = m->class_embedding;
+    t[n++] = m->pos_embed;
+    t[n++] = m->proj;
+    t[n++] = m->conv1;
+    t[n++] = m->ln_pre.w;
+    t[n++] = m->ln_pre.b;
+    for (int l = 0; l < m->cfg.layers; l++) {
+        const ts_nn_block *b = &m->blocks[l];
+        ts_tensor *bt[] = { b->ln_1.w, b->ln_1.b, b->attn.in_w, b->attn.in_b, b->attn.out.w,
+                            b->attn.out.b, b->ln_2.w, b->ln_2.b, b->mlp.fc.w, b->mlp.fc.b,
+                            b->mlp.proj.w, b->mlp.proj.b };
+        for (size_t k = 0; k < sizeof bt / sizeof bt[0]; k++) t[n++] = bt[k];
+    }
+    t[n++] = m->ln_post.w;
+    t[n++] = m->ln_post.b;
+    return n;
+}
+
+static void shape_text(char *buf, size_t n, int ndim, const int64_t *shape) {
+    size_t len = (size_t)snprintf(buf, n, "(");
+    for (int i = 0; i < ndim && len < n; i++)
+        len += (size_t)snprintf(buf + len, n - len, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (len < n) snprintf(buf + len, n - len, ")");
+}
+
+/* The side of the square grid behind a table of rows = 1 + side^2, or 0 when there is none. */
+static int square_grid(int64_t rows) {
+    int64_t n = rows - 1;
+    int64_t s = (int64_t)llround(sqrt((double)(n > 0 ? n : 0)));
+    return s > 0 && s * s == n ? (int)s : 0;
+}
+
+ts_status ts_vit_load(ts_vit *m, const char *path, ts_err *err) {
+    ts_st_file *f;
+    ts_status st = ts_st_read(path, &f, err);
+    if (st) return st;
+    int cap = 6 + 12 * m->cfg.layers + 2;
+    ts_tensor **t = malloc((size_t)cap * sizeof *t);
+    TS_CHECK(t != NULL, "out of memory");
+    int n = vit_tensors(m, t);
+    char msg[4096], want[96], got[96];
+    size_t len = 0;
+    int bad = 0;
+    for (int i = 0; i < n; i++) {
+        const ts_st_entry *e = ts_st_find(f, t[i]->name);
+        const char *why = NULL;
+        if (!e) {
+            why = "missing";
+        } else if (e->dtype != TS_F32 && e->dtype != TS_BF16 && e->dtype != TS_F16) {
+            why = "dtype is not F32, BF16 or F16";
+        } else {
+            int same = e->ndim == t[i]->ndim;
+            for (int d = 0; same && d < e->ndim; d++) same = e->shape[d] == t[i]->shape[d];
+            /* A positional table of another square grid is resampled below. */
+            int resizable = t[i] == m->pos_embed && e->ndim == 2 &&
+                            e->shape[1] == m->cfg.width && square_grid(e->shape[0]) > 0;
+            if (!same && !resizable) why = "shape differs";
+        }
+        if (!why) continue;
+        bad++;
+        shape_text(want, sizeof want, t[i]->ndim, t[i]->shape);
+        if (e) shape_text(got, sizeof got, e->ndim, e->shape);
+        if (len < sizeof msg)
+            len += (size_t)snprintf(msg + len, sizeof msg - len, "\n  %s: %s (model %s%s%s)",
+                                    t[i]->name, why, want, e ? ", file " : "", e ? got : "");
+    }
+    if (bad) {
+        st = ts_fail(err, TS_ERR_MISMATCH, "%s: %d ViT tensor%s do%s not match the model:%s",
+                     path, bad, bad == 1 ? "" : "s", bad == 1 ? "es" : "", msg);
+        goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        const ts_st_entry *e = ts_st_find(f, t[i]->name);
+        if (t[i] != m->pos_embed || e->shape[0] == t[i]->shape[0]) {
+            entry_to_f32(ts_f32(t[i]), e, t[i]->numel);
+            continue;
+        }
+        int side = square_grid(e->shape[0]);
+        float *old = malloc((size_t)e->shape[0] * e->shape[1] * sizeof *old);
+        TS_CHECK(old != NULL, "out of memory");
+        entry_to_f32(old, e, e->shape[0] * e->shape[1]);
+        ts_vit_resize_pos_embed(ts_f32(t[i]), old, 1, side, side, m->gh, m->gw, m->cfg.width, 1);
+        ts_log(TS_LOG_INFO, "%s: %s resized from a %dx%d grid to %dx%d", path, t[i]->name, side,
+               side, m->gh, m->gw);
+        free(old);
+    }
+done:
+    free(t);
+    ts_st_close(f);
+    return st;
+}
