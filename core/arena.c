@@ -82,6 +82,11 @@ void *ts_arena_alloc(ts_arena *a, size_t bytes) {
         b = nb;
     }
     void *p = b->data + b->used;
+#ifdef TS_ARENA_POISON
+    /* debug builds: fresh memory reads as NaN, so an op that reads what it never wrote fails
+     * its tests instead of passing on the zeros a new page happens to hold */
+    memset(p, 0xff, need);
+#endif
     b->used += need;
     a->used_total += need;
     if (a->used_total > a->high) a->high = a->used_total;

@@ -156,22 +156,23 @@ ts_node *ts__record(ts_ctx *c, ts_op op, void (*backward)(ts_ctx *, ts_node *), 
     return n;
 }
 
-/* A gradient buffer that backward no longer needs, kept for the next gradient of the same
- * size. The list lives in the step arena and is dropped with it. */
+/* A gradient buffer that backward no longer needs, kept for the next gradient that fits in it.
+ * The list lives in the step arena and is dropped with it. */
 typedef struct spare_buf {
     struct spare_buf *next;
     int64_t numel;
     float *data;
 } spare_buf;
 
+/* The smallest spare buffer that holds numel floats (best fit), or NULL. */
 static float *take_spare(ts_ctx *c, int64_t numel) {
+    spare_buf **best = NULL;
     for (spare_buf **p = (spare_buf **)&c->tape.spare; *p; p = &(*p)->next)
-        if ((*p)->numel == numel) {
-            float *d = (*p)->data;
-            *p = (*p)->next;
-            return d;
-        }
-    return NULL;
+        if ((*p)->numel >= numel && (!best || (*p)->numel < (*best)->numel)) best = p;
+    if (!best) return NULL;
+    float *d = (*best)->data;
+    *best = (*best)->next;
+    return d;
 }
 
 static void give_spare(ts_ctx *c, ts_tensor *g) {
@@ -182,14 +183,26 @@ static void give_spare(ts_ctx *c, ts_tensor *g) {
     c->tape.spare = s;
 }
 
+static ts_tensor *new_grad(ts_ctx *c, ts_tensor *t) {
+    ts_tensor *g = ts__header(c, TS_F32, t->ndim, t->shape);
+    g->data = take_spare(c, t->numel);
+    if (!g->data) g->data = ts_arena_alloc(c->step, (size_t)t->numel * sizeof(float));
+    t->grad = g;
+    return g;
+}
+
 float *ts__grad(ts_ctx *c, ts_tensor *t) {
     if (!t || !t->requires_grad) return NULL;
+    if (!t->grad) memset(new_grad(c, t)->data, 0, (size_t)t->numel * sizeof(float));
+    return ts_f32(t->grad);
+}
+
+float *ts__grad_fresh(ts_ctx *c, ts_tensor *t, float *beta) {
+    *beta = 1.0f;
+    if (!t || !t->requires_grad) return NULL;
     if (!t->grad) {
-        ts_tensor *g = ts__header(c, TS_F32, t->ndim, t->shape);
-        g->data = take_spare(c, t->numel);
-        if (!g->data) g->data = ts_arena_alloc(c->step, (size_t)t->numel * sizeof(float));
-        memset(g->data, 0, (size_t)t->numel * sizeof(float));
-        t->grad = g;
+        new_grad(c, t);
+        *beta = 0.0f;
     }
     return ts_f32(t->grad);
 }

@@ -39,6 +39,10 @@ ts_node *ts__record(ts_ctx *c, ts_op op, void (*backward)(ts_ctx *, ts_node *), 
 /* The gradient buffer of t for accumulation (+=), or NULL when t does not need one.
  * Activation grads are allocated zeroed in the step arena on first use. */
 float *ts__grad(ts_ctx *c, ts_tensor *t);
+/* The same for a backward that writes every element of the gradient in one pass (a product
+ * with beta): when the buffer is new it is not zeroed and *beta is 0 (write, =); when it
+ * already holds a gradient *beta is 1 (accumulate, +=). */
+float *ts__grad_fresh(ts_ctx *c, ts_tensor *t, float *beta);
 
 /* Internal allocation of a tensor header (no data) in the step arena. */
 ts_tensor *ts__header(ts_ctx *c, ts_dtype dtype, int ndim, const int64_t *shape);

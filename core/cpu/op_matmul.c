@@ -164,13 +164,13 @@ void ts__gemm(ts_ctx *c, int ta, int tb, int64_t M, int64_t N, int64_t K, float 
 
 /* ts__gemm with an optional bf16 copy of A (used in bf16 precision only). */
 static void gemm_a16(ts_ctx *c, int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A,
-                     const uint16_t *A16, int64_t lda, const float *B, int64_t ldb, float *C,
-                     int64_t ldc) {
+                     const uint16_t *A16, int64_t lda, const float *B, int64_t ldb, float beta,
+                     float *C, int64_t ldc) {
     if (M == 0 || N == 0) return;
     if (c->precision == TS_PREC_BF16 && K > 0 &&
-        gemm_bf16(c, ta, tb, M, N, K, 1.0f, A, A16, lda, B, NULL, ldb, 1.0f, C, ldc))
+        gemm_bf16(c, ta, tb, M, N, K, 1.0f, A, A16, lda, B, NULL, ldb, beta, C, ldc))
         return;
-    sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 1.0f, C, ldc);
+    sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
 }
 
 /* ---- the op ---- */
@@ -225,33 +225,50 @@ static void matmul_backward(ts_ctx *c, ts_node *n) {
     ts_tensor *a = n->in[0], *b = n->in[1], *bias = n->nin > 2 ? n->in[2] : NULL;
     mm_geom g = geometry(a, b, (int)n->i[0]);
     const float *A = ts_f32(a), *B = ts_f32(b), *dY = ts_f32(n->out->grad);
-    float *dA = ts__grad(c, a), *dB = ts__grad(c, b), *dbias = bias ? ts__grad(c, bias) : NULL;
+    /* The products write the input gradients whole, so new gradient buffers are written (beta
+     * 0) rather than zeroed and added to. */
+    float ba, bb;
+    float *dA = ts__grad_fresh(c, a, &ba), *dB = ts__grad_fresh(c, b, &bb);
+    float *dbias = bias ? ts__grad(c, bias) : NULL;
     int64_t M = g.M, N = g.N, K = g.K;
     int64_t lda = g.ta ? M : K, ldb = g.tb ? K : N;
     int64_t sA = M * K, sB = g.b_batched ? K * N : 0, sY = M * N;
+    if (K == 0 || M == 0 || N == 0) { /* an empty product: nothing flows, but buffers are set */
+        if (dA && ba == 0.0f) memset(dA, 0, (size_t)a->numel * sizeof(float));
+        if (dB && bb == 0.0f) memset(dB, 0, (size_t)b->numel * sizeof(float));
+        ba = bb = 1.0f;
+    }
     /* In bf16 precision dY takes part in both products: round it to bf16 once. */
     const int dy16 = c->precision == TS_PREC_BF16 && dA && dB && M > 0 && N > 0 && K > 0;
     for (int64_t i = 0; i < g.batch; i++) {
         const float *Ai = A + i * sA, *Bi = B + i * sB, *dYi = dY + i * sY;
         const uint16_t *dY16 = dy16 ? to_bf16(c, dYi, M, N, N) : NULL;
+        /* a b shared by the whole batch collects every slice's gradient: += after the first */
+        float bbi = (!g.b_batched && i > 0) ? 1.0f : bb;
         if (dA) {
-            if (!g.ta) /* dA (M,K) += dY (M,N) opB(B)^T */
-                gemm_a16(c, 0, !g.tb, M, K, N, dYi, dY16, N, Bi, ldb, dA + i * sA, K);
-            else       /* dA (K,M) += opB(B) (K,N) dY^T (N,M) */
-                ts__gemm(c, g.tb, 1, K, M, N, 1.0f, Bi, ldb, dYi, N, 1.0f, dA + i * sA, M);
+            if (!g.ta) /* dA (M,K) = dY (M,N) opB(B)^T */
+                gemm_a16(c, 0, !g.tb, M, K, N, dYi, dY16, N, Bi, ldb, ba, dA + i * sA, K);
+            else       /* dA (K,M) = opB(B) (K,N) dY^T (N,M) */
+                ts__gemm(c, g.tb, 1, K, M, N, 1.0f, Bi, ldb, dYi, N, ba, dA + i * sA, M);
         }
         if (dB) {
-            if (!g.tb) /* dB (K,N) += opA(A)^T (K,M) dY (M,N) */
-                ts__gemm(c, !g.ta, 0, K, N, M, 1.0f, Ai, lda, dYi, N, 1.0f, dB + i * sB, N);
-            else       /* dB (N,K) += dY^T (N,M) opA(A) (M,K) */
-                gemm_a16(c, 1, g.ta, N, K, M, dYi, dY16, N, Ai, lda, dB + i * sB, K);
+            if (!g.tb) /* dB (K,N) = opA(A)^T (K,M) dY (M,N) */
+                ts__gemm(c, !g.ta, 0, K, N, M, 1.0f, Ai, lda, dYi, N, bbi, dB + i * sB, N);
+            else       /* dB (N,K) = dY^T (N,M) opA(A) (M,K) */
+                gemm_a16(c, 1, g.ta, N, K, M, dYi, dY16, N, Ai, lda, bbi, dB + i * sB, K);
         }
     }
     if (dbias) {
+        /* column sums of dY (rows, N): each thread owns a band of columns, so the order of the
+         * additions, and the result, do not depend on the number of threads */
         int64_t rows = g.batch * M;
-        for (int64_t r = 0; r < rows; r++) {
-            const float *row = dY + r * N;
-            for (int64_t j = 0; j < N; j++) dbias[j] += row[j];
+#pragma omp parallel for schedule(static) if (rows * N > 65536)
+        for (int64_t j0 = 0; j0 < N; j0 += 64) {
+            int64_t j1 = j0 + 64 < N ? j0 + 64 : N;
+            for (int64_t r = 0; r < rows; r++) {
+                const float *row = dY + r * N;
+                for (int64_t j = j0; j < j1; j++) dbias[j] += row[j];
+            }
         }
     }
 }
