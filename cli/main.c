@@ -29,6 +29,7 @@ static void usage(FILE *out) {
             "\n"
             "verbs:\n"
             "  train RECIPE    train the model a recipe describes\n"
+            "  tokenize        encode, decode, or train a CLIP byte-level BPE tokenizer\n"
             "  version         print the version\n"
             "\n"
             "Run `tessera VERB --help` for the options of a verb.\n",
@@ -146,7 +147,8 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(verb, "train")) return cmd_train(argc - 2, argv + 2);
-    fprintf(stderr, "tessera: unknown verb '%s' (valid: train, version; see tessera --help)\n",
-            verb);
+    if (!strcmp(verb, "tokenize")) return ts_cmd_tokenize(argc - 2, argv + 2);
+    fprintf(stderr, "tessera: unknown verb '%s' (valid: train, tokenize, version; see tessera "
+            "--help)\n", verb);
     return 2;
 }

@@ -12,6 +12,7 @@ PACKAGES=(
   python3 python3-torch python3-numpy   # the PyTorch reference of the parity tests
   libturbojpeg0-dev libspng-dev         # image decoders of loaders/: JPEG (TurboJPEG API) and PNG
   python3-pil python3-torchvision       # the PIL and torchvision references of the image tests
+  clang libclang-rt-dev                 # libFuzzer (fuzz/run.sh); the runtime is only a Recommends
   python3-venv                          # a venv for open_clip, the ViT parity reference
 )
 

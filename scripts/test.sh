@@ -16,3 +16,7 @@ cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=Debug -DTESSERA_SANITIZE=ON -DTE
 cmake --build build-sanitize -j"$jobs"
 (cd build-sanitize && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
    ctest --output-on-failure -j"$jobs" -LE no-sanitize "$@")
+
+# Fuzz each image decoder for a few seconds with clang's libFuzzer, when no ctest arguments
+# narrow the run (fuzz/run.sh 600 fuzzes longer by hand).
+if [ $# -eq 0 ]; then fuzz/run.sh 4; fi
