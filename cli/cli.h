@@ -16,8 +16,11 @@ void ts_task_free(ts_task *t); /* NULL is a no-op */
 
 /* The built-in synthetic sequence task (quickstart-seq). */
 ts_status ts_task_seq_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *err);
+/* Masked-language pretraining of a bidirectional text encoder (cli/task_mlm.c, quickstart-mlm). */
+ts_status ts_task_mlm_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *err);
 
 /* The verbs that live in their own files: argc/argv after the verb; returns the exit status. */
 int ts_cmd_tokenize(int argc, char **argv); /* cli/cmd_tokenize.c */
+int ts_cmd_data(int argc, char **argv);     /* cli/cmd_data.c */
 
 #endif

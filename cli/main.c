@@ -30,6 +30,7 @@ static void usage(FILE *out) {
             "verbs:\n"
             "  train RECIPE    train the model a recipe describes\n"
             "  tokenize        encode, decode, or train a CLIP byte-level BPE tokenizer\n"
+            "  data inspect    summarise a data file (HDF5 trajectories, video, image)\n"
             "  version         print the version\n"
             "\n"
             "Run `tessera VERB --help` for the options of a verb.\n",
@@ -148,7 +149,8 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(verb, "train")) return cmd_train(argc - 2, argv + 2);
     if (!strcmp(verb, "tokenize")) return ts_cmd_tokenize(argc - 2, argv + 2);
-    fprintf(stderr, "tessera: unknown verb '%s' (valid: train, tokenize, version; see tessera "
-            "--help)\n", verb);
+    if (!strcmp(verb, "data")) return ts_cmd_data(argc - 2, argv + 2);
+    fprintf(stderr, "tessera: unknown verb '%s' (valid: train, tokenize, data, version; see "
+            "tessera --help)\n", verb);
     return 2;
 }

@@ -3,7 +3,9 @@
  * Image decoders (JPEG through libjpeg-turbo's TurboJPEG API, PNG through libspng) that turn a
  * file or a memory buffer into an 8-bit RGB image, and the image transforms of CLIP-style
  * training (resize with antialiasing, center crop, RandomResizedCrop, horizontal flip,
- * normalisation to float CHW), written to match torchvision 0.14 on uint8 tensors.
+ * normalisation to float CHW), written to match torchvision 0.14 on uint8 tensors; video
+ * frames through FFmpeg with accurate seeking; robot demonstrations in HDF5 (robomimic, LIBERO,
+ * robosuite) read as padded windows of steps.
  *
  * What this header deliberately is not: a general imaging library. Every decoded image is
  * 8-bit RGB, height x width x 3 (HWC), row-major and contiguous; there is no colour management
@@ -151,6 +153,144 @@ extern const float TS_CLIP_MEAN[3], TS_CLIP_STD[3];
  * computed in float32 in that order. out holds 3 * w * h floats (a slot of a batch buffer). */
 void ts_image_to_chw(const ts_image_u8 *im, const float mean[3], const float std[3],
                      float *out /* (3, h, w) */);
+
+
+/* ---------------------------------------------------------------------------------------- */
+/* Robot trajectories in HDF5 (loaders/hdf5.c)                                              */
+
+/* A file of demonstrations in the robomimic / LIBERO layout (data/demo_N/actions,
+ * data/demo_N/obs/<key>, rewards, dones, mask/<filter>) or in robosuite's raw layout
+ * (data/demo_N/actions and states, float64, demos numbered from 1). Nothing about which
+ * dataset means what is built in: the caller (a recipe) names the datasets, each as a path
+ * under the demo group ("actions", "obs/robot0_eef_pos", "states", "rewards").
+ *
+ * Every named dataset of a demo has the demo's length L as its first dimension (L is the first
+ * dimension of the actions). Actions and low-dimensional datasets may be any integer or float
+ * type and are converted to float32 on read (HDF5's conversion: float64 rounds to nearest);
+ * their trailing dimensions are flattened. Image datasets are uint8 (L, H, W, C).
+ *
+ * Windows are Diffusion Policy's SequenceSampler: in a demo of length L, a window of T =
+ * horizon steps starts at s for every s in [-pad_before, L - T + pad_after]; the steps of a
+ * window that fall before 0 repeat step 0, those past L - 1 repeat step L - 1. A demo has
+ * max(0, L - T + pad_before + pad_after + 1) windows; they are numbered demo after demo.
+ *
+ * Thread safety: Debian's serial libhdf5 is built thread-safe (one lock inside the library),
+ * so several workers may read from one ts_traj; reads are serialised by that lock. */
+#define TS_TRAJ_MAX_KEYS 16
+
+typedef struct ts_traj_spec {
+    const char *actions;                  /* e.g. "actions"; required */
+    const char *lowdim[TS_TRAJ_MAX_KEYS]; /* e.g. "obs/robot0_eef_pos", "states" */
+    int n_lowdim;
+    const char *images[TS_TRAJ_MAX_KEYS]; /* e.g. "obs/agentview_image" */
+    int n_images;
+    const char *filter;     /* NULL or "": every demo; else the demo list at mask/<filter> */
+    int horizon;            /* T, steps per window (>= 1) */
+    int pad_before;         /* >= 0; Diffusion Policy uses n_obs_steps - 1 */
+    int pad_after;          /* >= 0; Diffusion Policy uses n_action_steps - 1 */
+    int skip_bad;           /* 0: a demo with a missing or malformed dataset is an error;
+                               1: it is left out, logged and counted (ts_traj_num_skipped) */
+} ts_traj_spec;
+
+typedef struct ts_traj ts_traj;
+
+/* Open path and check every selected demo against spec: each named dataset exists, has the
+ * demo's length and the same trailing shape in every demo (the first demo sets it), and a
+ * num_samples attribute, where present, agrees with the length. Demos are data/demo_N groups
+ * sorted by N. Errors (TS_ERR_IO, TS_ERR_FORMAT, TS_ERR_DATA) name the file and, where it is
+ * one demo's fault, the demo and the key: "f.hdf5: data/demo_3: no dataset 'obs/eef_pos'".
+ * An unknown filter lists the masks the file has. On success *out is freed by ts_traj_close. */
+ts_status ts_traj_open(ts_traj **out, const char *path, const ts_traj_spec *spec, ts_err *err);
+void ts_traj_close(ts_traj *t); /* NULL is a no-op */
+
+int ts_traj_num_demos(const ts_traj *t);               /* the selected demos that were kept */
+const char *ts_traj_demo_name(const ts_traj *t, int d); /* "demo_3" */
+int64_t ts_traj_demo_len(const ts_traj *t, int d);      /* L */
+int ts_traj_num_skipped(const ts_traj *t);              /* demos left out by skip_bad */
+int64_t ts_traj_action_dim(const ts_traj *t);           /* A: the actions' trailing size */
+int64_t ts_traj_lowdim_dim(const ts_traj *t, int k);    /* D_k of lowdim key k */
+int64_t ts_traj_lowdim_total(const ts_traj *t);         /* D = sum of the D_k */
+void ts_traj_image_shape(const ts_traj *t, int k, int *h, int *w, int *c);
+int64_t ts_traj_num_windows(const ts_traj *t);
+/* Window i (0 <= i < ts_traj_num_windows) as a demo and a start step (may be negative). */
+void ts_traj_window(const ts_traj *t, int64_t i, int *demo, int64_t *start);
+
+/* Read steps start .. start+T-1 of demo d, padded at the episode ends as above (start may be
+ * negative and the window may run past the end; at least one step must lie inside the demo).
+ * actions: (T, A) float32; lowdim: (T, D) float32, the lowdim keys side by side in spec order;
+ * images: n_images pointers, image key k to (T, H, W, C) uint8. Any of them may be NULL to skip
+ * that part (images[k] may be NULL to skip one key). Errors name the file, demo and key. */
+ts_status ts_traj_read(ts_traj *t, int d, int64_t start, int T, float *actions, float *lowdim,
+                       uint8_t *const *images, ts_err *err);
+/* ts_traj_read of window i with T = horizon. */
+ts_status ts_traj_read_window(ts_traj *t, int64_t i, float *actions, float *lowdim,
+                              uint8_t *const *images, ts_err *err);
+
+/* Print a summary of any HDF5 file to out: the tree of groups and datasets with shapes, dtypes
+ * and short attributes (at most 3 demo groups in full), then, for a file with data/demo_N
+ * groups, the number of demos, their steps (total, min, mean, max) and the masks. For
+ * `tessera data inspect`. TS_ERR_IO / TS_ERR_FORMAT name the file. */
+ts_status ts_hdf5_summary(FILE *out, const char *path, ts_err *err);
+
+
+/* ---------------------------------------------------------------------------------------- */
+/* Video (loaders/video.c)                                                                  */
+
+/* A video file opened through FFmpeg (libavformat, libavcodec, libswscale): any container and
+ * codec the installed FFmpeg knows (H.264 in mp4 and Matroska, AV1 through libdav1d, ...).
+ * Opening reads every packet of the best video stream once, without decoding (as decord's
+ * VideoReader does), to learn the exact frame count and the presentation time of each frame
+ * even where the header has neither. Frame i is the i-th frame in presentation order; its time
+ * is in seconds from the first frame.
+ *
+ * Seeking is accurate: a frame is found by seeking to the last keyframe at or before it and
+ * decoding forward to its exact timestamp, so frame i read after a seek is bit-identical to
+ * frame i of a sequential decode. Frames asked for in increasing order within a group of
+ * pictures are decoded straight on, without seeking again.
+ *
+ * Output frames are RGB uint8, (h, w, 3) row-major, converted and scaled by libswscale with
+ * the frame's colour matrix and range (BT.601 limited range when the file does not say).
+ * Errors name the file: a file FFmpeg cannot open, no video stream, a truncated file (fewer
+ * packets than the header lists, or a packet cut short), a packet the decoder rejects, a
+ * frame it marks corrupt. One ts_video is used by one thread at a time. */
+typedef struct ts_video ts_video;
+
+typedef enum { TS_VSCALE_BICUBIC, TS_VSCALE_AREA, TS_VSCALE_BILINEAR } ts_video_scale;
+
+typedef struct ts_video_info {
+    char codec[32];       /* "h264", "av1" */
+    char container[64];   /* libavformat's name: "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm" */
+    char pix_fmt[32];     /* as decoded: "yuv420p", "yuv444p" */
+    int w, h;             /* coded picture size */
+    double fps;           /* the nominal rate when the timestamps agree with it, else measured */
+    double duration;      /* seconds: last frame's time plus its duration */
+    int64_t frames;       /* counted at open: exact */
+    int64_t header_frames; /* what the container header says, -1 when it says nothing */
+} ts_video_info;
+
+/* Open path. threads: decoder threads (0 or 1: one, the right choice inside a worker pool).
+ * On success *out is closed by ts_video_close. */
+ts_status ts_video_open(ts_video **out, const char *path, int threads, ts_err *err);
+void ts_video_close(ts_video *v); /* NULL is a no-op */
+const ts_video_info *ts_video_get_info(const ts_video *v);
+double ts_video_frame_time(const ts_video *v, int64_t i); /* 0 <= i < frames */
+
+/* Decode frames idx[0..K-1] (any order, repeats allowed) into out, (K, out_h, out_w, 3)
+ * uint8. out_w, out_h: the output size; both 0 for the video's own size. */
+ts_status ts_video_read(ts_video *v, const int64_t *idx, int K, int out_w, int out_h,
+                        ts_video_scale scale, uint8_t *out, ts_err *err);
+
+/* K frame indices spread uniformly over the frames whose times lie in [start, end) seconds
+ * (end <= 0: to the end of the video): with n such frames from a, a + floor(k (n-1) / (K-1)),
+ * which is PyTorchVideo's UniformTemporalSubsample (torch.linspace(0, n-1, K).long()); K = 1
+ * gives the first. TS_ERR_DATA (naming the file) when no frame lies in the range. */
+ts_status ts_video_uniform_indices(const ts_video *v, int K, double start, double end,
+                                   int64_t *idx, ts_err *err);
+/* K frame indices at fps from start: for times start + k / fps, the frame whose time is the
+ * nearest (the earlier on a tie), as LeRobot matches timestamps to frames; times after the
+ * last frame give the last frame. TS_ERR_DATA when start is negative or past the last frame. */
+ts_status ts_video_fps_indices(const ts_video *v, int K, double start, double fps,
+                               int64_t *idx, ts_err *err);
 
 #ifdef __cplusplus
 }

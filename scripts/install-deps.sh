@@ -14,6 +14,11 @@ PACKAGES=(
   python3-pil python3-torchvision       # the PIL and torchvision references of the image tests
   clang libclang-rt-dev                 # libFuzzer (fuzz/run.sh); the runtime is only a Recommends
   python3-venv                          # a venv for open_clip, the ViT parity reference
+  libavformat-dev libavcodec-dev        # video decoding of loaders/ (FFmpeg; libdav1d decodes AV1)
+  libswscale-dev libavutil-dev          #   and its scaling to RGB at the target size
+  libhdf5-dev                           # robot trajectories (robomimic/LIBERO/robosuite HDF5)
+  python3-h5py                          # writes the robomimic-layout file of tests/cli_data.sh
+  ffmpeg                                # encodes the short clips of tests/cli_data.sh
 )
 
 missing=()
