@@ -244,34 +244,6 @@ ts_status ts_ckpt_find(const char *dir, char *out, size_t n, ts_err *err) {
 
 /* ---- loading ---- */
 
-static float half_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 31, man = h & 1023, bits;
-    if (exp == 0) {
-        if (man == 0) bits = sign;
-        else { /* subnormal: renormalise */
-            int e = -1;
-            do { e++; man <<= 1; } while (!(man & 1024));
-            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 1023) << 13);
-        }
-    } else if (exp == 31) {
-        bits = sign | 0x7f800000u | (man << 13);
-    } else {
-        bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
-    }
-    union { uint32_t u; float f; } v = { bits };
-    return v.f;
-}
-
-static void copy_to_f32(float *dst, const ts_st_entry *e, int64_t n) {
-    if (e->dtype == TS_F32) {
-        memcpy(dst, e->data, (size_t)n * sizeof(float));
-    } else {
-        const uint16_t *s = e->data;
-        for (int64_t i = 0; i < n; i++)
-            dst[i] = e->dtype == TS_BF16 ? ts_bf16_to_f32(s[i]) : half_to_f32(s[i]);
-    }
-}
-
 /* Appends a line to the mismatch report; counts every problem, shows the first 40. */
 typedef struct report { char buf[8192]; size_t len; int count; } report;
 
@@ -339,7 +311,7 @@ ts_status ts_ckpt_load_model(ts_params *p, const char *path, int allow_extra, ts
     }
     for (int i = 0; i < ts_params_count(p); i++) {
         ts_tensor *t = ts_params_get(p, i);
-        copy_to_f32(ts_f32(t), ts_st_find(f, t->name), t->numel);
+        ts_st_entry_to_f32(ts_st_find(f, t->name), ts_f32(t));
     }
     ts_st_close(f);
     return TS_OK;
@@ -368,7 +340,7 @@ ts_status ts_ckpt_load_optim(ts_params *p, ts_optim *o, const char *path, ts_err
             for (int s = 0; s < (adam ? 2 : 1); s++) {
                 snprintf(name, sizeof name, "%s.%s", t->name, slots[s]);
                 if (pass == 0) check_entry(&r, f, name, t);
-                else copy_to_f32(ts_params_state(p, i, s), ts_st_find(f, name), t->numel);
+                else ts_st_entry_to_f32(ts_st_find(f, name), ts_params_state(p, i, s));
             }
         }
         if (pass == 0 && r.count) {

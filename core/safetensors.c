@@ -189,6 +189,46 @@ const char *ts_st_meta(const ts_st_file *f, const char *key) {
     return NULL;
 }
 
+/* IEEE half to float: normals, subnormals (renormalised), infinities and NaN. */
+static float half_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 31, man = h & 1023, bits;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else {
+            int e = -1;
+            do {
+                e++;
+                man <<= 1;
+            } while (!(man & 1024));
+            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 1023) << 13);
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+void ts_st_entry_to_f32(const ts_st_entry *e, float *dst) {
+    TS_CHECK(e->dtype == TS_F32 || e->dtype == TS_BF16 || e->dtype == TS_F16,
+             "tensor %s: %s is not a float dtype", e->name, ts_dtype_name(e->dtype));
+    size_t n = e->nbytes / ts_dtype_size(e->dtype);
+    const uint8_t *s = e->data;
+    if (e->dtype == TS_F32) {
+        memcpy(dst, s, n * sizeof(float));
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, s + 2 * i, sizeof h);
+        dst[i] = e->dtype == TS_BF16 ? ts_bf16_to_f32(h) : half_to_f32(h);
+    }
+}
+
 /* ---- writing ---- */
 
 typedef struct w_entry {

@@ -205,7 +205,9 @@ ts_tensor *ts_from_f32(ts_ctx *c, int ndim, const int64_t *shape, const float *s
  * output is dead once the walk has passed the op that made it: its buffer is reused for later
  * gradients and out->grad is set to NULL. Only leaves (parameters, inputs) keep their grads. */
 void ts_backward(ts_ctx *c, ts_tensor *loss);
-/* The same walk from any tensor y with upstream gradient dy (same shape as y, f32). */
+/* The same walk from any tensor y with upstream gradient dy (same shape as y, f32). dy is read
+ * in place during the walk, never written and not copied, so it must not be a gradient buffer
+ * of the same graph; once the walk returns, no gradient refers to dy's data. */
 void ts_backward_with(ts_ctx *c, ts_tensor *y, const ts_tensor *dy);
 
 /* ---------------------------------------------------------------------------------------- */
@@ -242,8 +244,7 @@ void ts_backward_with(ts_ctx *c, ts_tensor *y, const ts_tensor *dy);
     X(CONV2D, "conv2d")                                                                      \
     X(DWCONV2D, "dwconv2d")                                                                  \
     X(RELU, "relu")                                                                          \
-    X(DROP_PATH, "drop_path")                                                                \
-    X(STRIPE_ATTENTION, "stripe_attention")
+    X(DROP_PATH, "drop_path")
 
 typedef enum {
 #define TS__OP_ENUM(name, str) TS_OP_##name,
@@ -314,19 +315,6 @@ ts_tensor *ts_batchnorm1d(ts_ctx *c, const ts_tensor *x, const ts_tensor *w, con
  * (masked out). scale <= 0 means 1/sqrt(D). Returns (B, H, Tq, D). */
 ts_tensor *ts_attention(ts_ctx *c, const ts_tensor *q, const ts_tensor *k, const ts_tensor *v,
                         int causal, const ts_tensor *key_pad, float scale);
-/* CSWin's cross-shaped window attention with LePE, one fused op (gather windows, attend, add
- * LePE, scatter back). qkv (B, map_h * map_w, 3C) is a map's qkv projection, tokens row-major,
- * columns [q | k | v] with the heads side by side in each (C = heads * D). With sw > 0 (heads
- * even, sw dividing map_h and map_w), heads [0, heads/2) attend within stripes sw columns wide
- * spanning the full height and heads [heads/2, heads) within stripes sw rows high spanning the
- * full width (the official code's branches 0 and 1); with sw == 0 every head attends the whole
- * map. LePE adds a 3x3 depthwise convolution of v computed inside each window, with zero
- * padding at the window's edges: lepe_w (C, 1, 3, 3), lepe_b (C), either NULL (no LePE, or no
- * bias); the official get_v weights of the branches, stacked in channel order. scale <= 0 means
- * 1/sqrt(D). Returns (B, map_h * map_w, C), heads side by side. */
-ts_tensor *ts_stripe_attention(ts_ctx *c, const ts_tensor *qkv, const ts_tensor *lepe_w,
-                               const ts_tensor *lepe_b, int64_t map_h, int64_t map_w,
-                               int64_t heads, int64_t sw, float scale);
 /* Inverted dropout with probability p; identity when not training or p == 0. */
 ts_tensor *ts_dropout(ts_ctx *c, const ts_tensor *x, float p);
 /* x / max(||x||_2, eps) over the last dim. */

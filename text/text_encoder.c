@@ -389,41 +389,6 @@ ts_tensor *ts_text_forward(ts_ctx *c, const ts_text *m, const ts_tensor *ids,
 
 /* ---- loading a checkpoint ---- */
 
-/* IEEE half to float (normals, subnormals, infinities and NaN). */
-static float half_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, f = h & 0x3ffu, u;
-    if (e == 0) {
-        if (f == 0) {
-            u = sign;
-        } else { /* subnormal: shift the fraction up until it is normal */
-            e = 127 - 15 + 1;
-            while (!(f & 0x400u)) { f <<= 1; e--; }
-            u = sign | (e << 23) | ((f & 0x3ffu) << 13);
-        }
-    } else if (e == 31) {
-        u = sign | 0x7f800000u | (f << 13);
-    } else {
-        u = sign | ((e + 127 - 15) << 23) | (f << 13);
-    }
-    float out;
-    memcpy(&out, &u, sizeof out);
-    return out;
-}
-
-/* Entry data is packed, not aligned: read every element through memcpy. */
-static void entry_to_f32(float *dst, const ts_st_entry *e, int64_t n) {
-    const unsigned char *s = e->data;
-    if (e->dtype == TS_F32) {
-        memcpy(dst, s, (size_t)n * sizeof(float));
-        return;
-    }
-    for (int64_t i = 0; i < n; i++) {
-        uint16_t h;
-        memcpy(&h, s + 2 * i, sizeof h);
-        dst[i] = e->dtype == TS_BF16 ? ts_bf16_to_f32(h) : half_to_f32(h);
-    }
-}
-
 /* The tensors of the tower, in registration order. */
 static int text_tensors(const ts_text *m, ts_tensor **t) {
     int n = 0;
@@ -484,7 +449,7 @@ ts_status ts_text_load(ts_text *m, const char *path, ts_err *err) {
                      path, bad, bad == 1 ? "" : "s", bad == 1 ? "es" : "", msg);
     } else {
         for (int i = 0; i < n; i++)
-            entry_to_f32(ts_f32(t[i]), ts_st_find(f, t[i]->name), t[i]->numel);
+            ts_st_entry_to_f32(ts_st_find(f, t[i]->name), ts_f32(t[i]));
     }
     free(t);
     ts_st_close(f);

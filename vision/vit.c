@@ -305,41 +305,6 @@ void ts_vit_resize_pos_embed(float *out, const float *in, int extra, int old_gh,
 
 /* ---- loading a checkpoint ---- */
 
-/* IEEE half to float (normals, subnormals, infinities and NaN). */
-static float half_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, f = h & 0x3ffu, u;
-    if (e == 0) {
-        if (f == 0) {
-            u = sign;
-        } else { /* subnormal: shift the fraction up until it is normal */
-            e = 127 - 15 + 1;
-            while (!(f & 0x400u)) { f <<= 1; e--; }
-            u = sign | (e << 23) | ((f & 0x3ffu) << 13);
-        }
-    } else if (e == 31) {
-        u = sign | 0x7f800000u | (f << 13);
-    } else {
-        u = sign | ((e + 127 - 15) << 23) | (f << 13);
-    }
-    float out;
-    memcpy(&out, &u, sizeof out);
-    return out;
-}
-
-/* Entry data is packed, not aligned: read every element through memcpy. */
-static void entry_to_f32(float *dst, const ts_st_entry *e, int64_t n) {
-    const unsigned char *s = e->data;
-    if (e->dtype == TS_F32) {
-        memcpy(dst, s, (size_t)n * sizeof(float));
-        return;
-    }
-    for (int64_t i = 0; i < n; i++) {
-        uint16_t h;
-        memcpy(&h, s + 2 * i, sizeof h);
-        dst[i] = e->dtype == TS_BF16 ? ts_bf16_to_f32(h) : half_to_f32(h);
-    }
-}
-
 /* The tensors of the tower, in registration order, for the loader. */
 static int vit_tensors(const ts_vit *m, ts_tensor **t) {
     int n = 0;
@@ -417,13 +382,13 @@ ts_status ts_vit_load(ts_vit *m, const char *path, ts_err *err) {
     for (int i = 0; i < n; i++) {
         const ts_st_entry *e = ts_st_find(f, t[i]->name);
         if (t[i] != m->pos_embed || e->shape[0] == t[i]->shape[0]) {
-            entry_to_f32(ts_f32(t[i]), e, t[i]->numel);
+            ts_st_entry_to_f32(e, ts_f32(t[i]));
             continue;
         }
         int side = square_grid(e->shape[0]);
         float *old = malloc((size_t)e->shape[0] * e->shape[1] * sizeof *old);
         TS_CHECK(old != NULL, "out of memory");
-        entry_to_f32(old, e, e->shape[0] * e->shape[1]);
+        ts_st_entry_to_f32(e, old);
         ts_vit_resize_pos_embed(ts_f32(t[i]), old, 1, side, side, m->gh, m->gw, m->cfg.width, 1);
         ts_log(TS_LOG_INFO, "%s: %s resized from a %dx%d grid to %dx%d", path, t[i]->name, side,
                side, m->gh, m->gw);
