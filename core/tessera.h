@@ -244,7 +244,8 @@ void ts_backward_with(ts_ctx *c, ts_tensor *y, const ts_tensor *dy);
     X(CONV2D, "conv2d")                                                                      \
     X(DWCONV2D, "dwconv2d")                                                                  \
     X(RELU, "relu")                                                                          \
-    X(DROP_PATH, "drop_path")
+    X(DROP_PATH, "drop_path")                                                                \
+    X(STRIPE_ATTENTION, "stripe_attention")
 
 typedef enum {
 #define TS__OP_ENUM(name, str) TS_OP_##name,
@@ -315,6 +316,19 @@ ts_tensor *ts_batchnorm1d(ts_ctx *c, const ts_tensor *x, const ts_tensor *w, con
  * (masked out). scale <= 0 means 1/sqrt(D). Returns (B, H, Tq, D). */
 ts_tensor *ts_attention(ts_ctx *c, const ts_tensor *q, const ts_tensor *k, const ts_tensor *v,
                         int causal, const ts_tensor *key_pad, float scale);
+/* CSWin's cross-shaped window attention with LePE, one fused op (gather windows, attend, add
+ * LePE, scatter back). qkv (B, map_h * map_w, 3C) is a map's qkv projection, tokens row-major,
+ * columns [q | k | v] with the heads side by side in each (C = heads * D). With sw > 0 (heads
+ * even, sw dividing map_h and map_w), heads [0, heads/2) attend within stripes sw columns wide
+ * spanning the full height and heads [heads/2, heads) within stripes sw rows high spanning the
+ * full width (the official code's branches 0 and 1); with sw == 0 every head attends the whole
+ * map. LePE adds a 3x3 depthwise convolution of v computed inside each window, with zero
+ * padding at the window's edges: lepe_w (C, 1, 3, 3), lepe_b (C), either NULL (no LePE, or no
+ * bias); the official get_v weights of the branches, stacked in channel order. scale <= 0 means
+ * 1/sqrt(D). Returns (B, map_h * map_w, C), heads side by side. */
+ts_tensor *ts_stripe_attention(ts_ctx *c, const ts_tensor *qkv, const ts_tensor *lepe_w,
+                               const ts_tensor *lepe_b, int64_t map_h, int64_t map_w,
+                               int64_t heads, int64_t sw, float scale);
 /* Inverted dropout with probability p; identity when not training or p == 0. */
 ts_tensor *ts_dropout(ts_ctx *c, const ts_tensor *x, float p);
 /* x / max(||x||_2, eps) over the last dim. */
@@ -463,6 +477,9 @@ int ts_st_count(const ts_st_file *f);
 const ts_st_entry *ts_st_get(const ts_st_file *f, int i);
 const ts_st_entry *ts_st_find(const ts_st_file *f, const char *name);
 const char *ts_st_meta(const ts_st_file *f, const char *key); /* NULL when absent */
+/* Convert an F32, BF16 or F16 entry to float32 into dst (numel floats). Entry data is packed,
+ * not aligned, so this is the way to read it. */
+void ts_st_entry_to_f32(const ts_st_entry *e, float *dst);
 
 /* Writing: collect entries, then write atomically (temporary file, fsync, rename). The data
  * pointers must stay valid until ts_st_write returns. */
