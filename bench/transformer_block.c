@@ -16,7 +16,7 @@
  *
  * The per-op profile wraps the public op functions with the linker's --wrap (see
  * bench/CMakeLists.txt), so it follows whatever ops core/nn.c calls without a profiling build
- * of the library; the backward is walked here node by node, as ts_backward_with does.
+ * of the library; the backward is the library's own walk, timed node by node through its hook.
  *
  * Shapes: B batch, T tokens, C width, H heads, D = C / H, M = B * T rows of every linear layer.
  */
@@ -211,25 +211,25 @@ ts_tensor *__wrap_ts__attention_packed(ts_ctx *c, const ts_tensor *qkv, int64_t 
     PROF_WRAP(__real_ts__attention_packed(c, qkv, heads, causal, pad, s), NULL)
 }
 
-/* The backward walk of ts_backward_with, timing each node. */
-static void backward_profiled(ts_ctx *c, ts_tensor *y, const ts_tensor *dy) {
-    float *g = ts__grad(c, y);
-    memcpy(g, dy->data, (size_t)y->numel * sizeof(float));
-    int saved = c->grad_enabled;
-    c->grad_enabled = 0;
-    for (int64_t i = c->tape.n - 1; i >= 0; i--) {
-        ts_node *n = c->tape.nodes[i];
-        if (!n->out->grad) continue;
-        double t0 = now_s();
-        n->backward(c, n);
-        double dt = now_s() - t0;
-        char lab[112];
-        shape_label(lab, sizeof lab, "bwd", ts_op_name(n->op), n->in[0],
-                    n->op == TS_OP_MATMUL || n->op == TS_OP_ATTENTION ? n->in[1] : NULL,
-                    n->out);
-        prof_add(lab, dt);
+/* ts_backward_with (the library's own walk, recycling and sharing included), timing each node
+ * through the walk's hook. */
+static double prof_t0;
+
+static void prof_hook(const ts_node *n, int done, void *user) {
+    (void)user;
+    if (!done) {
+        prof_t0 = now_s();
+        return;
     }
-    c->grad_enabled = saved;
+    double dt = now_s() - prof_t0;
+    char lab[112];
+    shape_label(lab, sizeof lab, "bwd", ts_op_name(n->op), n->in[0],
+                n->op == TS_OP_MATMUL || n->op == TS_OP_ATTENTION ? n->in[1] : NULL, n->out);
+    prof_add(lab, dt);
+}
+
+static void backward_profiled(ts_ctx *c, ts_tensor *y, const ts_tensor *dy) {
+    ts__backward_with_hook(c, y, dy, prof_hook, NULL);
 }
 
 /* ---- dnnl_sgemm on this machine ---- */

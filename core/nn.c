@@ -116,10 +116,13 @@ ts_tensor *ts_nn_mha_forward(ts_ctx *c, const ts_nn_mha *m, const ts_tensor *x, 
 static void drop_path_backward(ts_ctx *c, ts_node *n) {
     ts_tensor *x = n->in[0];
     const float *keep = ts_f32(n->saved[0]), *dy = ts_f32(n->out->grad);
-    float *dx = ts__grad(c, x);
+    float beta;
+    float *dx = ts__grad_adopt(c, n, x, &beta); /* written over dy when it can */
+    if (!dx) return;
     int64_t B = x->shape[0], per = x->numel / B;
     for (int64_t b = 0; b < B; b++)
-        for (int64_t i = 0; i < per; i++) dx[b * per + i] += keep[b] * dy[b * per + i];
+        for (int64_t i = 0; i < per; i++)
+            dx[b * per + i] = (beta == 0.0f ? 0.0f : dx[b * per + i]) + keep[b] * dy[b * per + i];
 }
 
 ts_tensor *ts_nn_drop_path(ts_ctx *c, const ts_tensor *x, float p) {

@@ -43,6 +43,23 @@ float *ts__grad(ts_ctx *c, ts_tensor *t);
  * with beta): when the buffer is new it is not zeroed and *beta is 0 (write, =); when it
  * already holds a gradient *beta is 1 (accumulate, +=). */
 float *ts__grad_fresh(ts_ctx *c, ts_tensor *t, float *beta);
+/* For a backward whose input gradient equals its output gradient (add, reshape): when t has
+ * no gradient yet (and is not a parameter), t's gradient becomes a header over n->out's
+ * gradient buffer, without a copy, and 1 is returned; otherwise 0 and nothing changes (the
+ * caller adds dy through ts__grad). A shared buffer is copy-on-write: ts__grad and
+ * ts__grad_fresh give a holder its own copy before returning a pointer it may write, so no
+ * holder ever sees another's writes. (tensor.c explains the bookkeeping.) */
+int ts__grad_share(ts_ctx *c, ts_node *n, ts_tensor *t);
+/* For a backward that computes t's gradient elementwise from dy = n->out->grad (dx[i] from
+ * dy[i] and inputs only): like ts__grad_fresh, but when t has no gradient yet and nobody else
+ * holds dy's buffer, the buffer returned is dy's own (*beta 0), so dx may be written over dy in
+ * place, element i after dy[i] is read. Every other read of dy must come first. */
+float *ts__grad_adopt(ts_ctx *c, ts_node *n, ts_tensor *t, float *beta);
+
+/* ts_backward_with, with hook (when not NULL) called before (done 0) and after (done 1) each
+ * node that the walk runs, for a profiler. */
+void ts__backward_with_hook(ts_ctx *c, ts_tensor *y, const ts_tensor *dy,
+                            void (*hook)(const ts_node *n, int done, void *user), void *user);
 
 /* Internal allocation of a tensor header (no data) in the step arena. */
 ts_tensor *ts__header(ts_ctx *c, ts_dtype dtype, int ndim, const int64_t *shape);

@@ -49,12 +49,17 @@
  * all masked has l = 0: its output is zero and every p_ij of it is zero, so it gets no
  * gradient. */
 
-/* Block sizes: a 64 x 256 score block is 64 KiB, and with the q, k, v and dy blocks of D = 64
- * the working set of one pair stays inside L2. At T = 197 (ViT-B/16, ViT-S/16) every row then
- * meets all its keys in one block. (Measured on a 2-core Zen 5 with the transformer-block
- * benchmark: 64 x 128 was about 1.5 ms per step slower in forward + backward, 32 x 256 slower,
- * 128 x 256 no faster.) */
-enum { BQ = 64, BK = 256 };
+/* Block sizes. A sequence of at most ONE_BLOCK tokens is one block: each (batch, head) is then
+ * five products in backward (S, dv, dP, dq, dk) and two in forward, with every query row
+ * meeting all its keys at once, so no rescaling, and products of T x T x D rather than 64-row
+ * slices. At T = 197 (ViT-B/16, ViT-S/16) the score block is 197 x 208 floats (160 KiB) and
+ * the working set of one head stays inside L2. Longer sequences go in BQ x BK blocks: a 64 x 256
+ * score block is 64 KiB, and with the q, k, v and dy blocks of D = 64 the working set of one
+ * pair stays inside L2. (Measured on a 2-core Zen 5 with the transformer-block benchmark at
+ * T = 197: whole-head blocks took attention forward + backward from about 32 ms per step with
+ * 64 x 256 blocks to about 22 ms, the backward from 24 to 14. Among block shapes before that,
+ * 64 x 128 was about 1.5 ms slower than 64 x 256, 32 x 256 slower, 128 x 256 no faster.) */
+enum { BQ = 64, BK = 256, ONE_BLOCK = 256 };
 
 static int nthreads(const ts_ctx *c) { return c->nthreads > 0 ? c->nthreads : omp_get_max_threads(); }
 
@@ -64,7 +69,9 @@ static int nthreads(const ts_ctx *c) { return c->nthreads > 0 ? c->nthreads : om
  * tensor they belong to. */
 typedef struct attn_geom {
     int64_t B, H, Tq, Tk, D;
+    int64_t bq, bk;   /* block sizes: query rows, keys */
     int64_t nqb, nkb; /* query and key blocks */
+    int64_t ld;       /* row stride of the score scratch: bk rounded up to 16 floats */
     int causal;
     float scale;
     const ts_tensor *pad; /* (B, Tk) u8 or i32, or NULL */
@@ -120,17 +127,17 @@ static inline int key_masked(const ts_tensor *pad, int64_t b, int64_t Tk, int64_
 static int score_block(ts_ctx *fc, const attn_geom *g, int64_t b, const float *Q, const float *K,
                        int64_t i0, int64_t nq, int64_t j0, int64_t nk, float *S) {
     ts__gemm(fc, 0, 1, nq, nk, g->D, g->scale, Q + i0 * g->q_ld, g->q_ld, K + j0 * g->k_ld,
-             g->k_ld, 0.0f, S, BK);
-    int any = 0;
-    for (int64_t jj = 0; jj < nk; jj++) {
+             g->k_ld, 0.0f, S, g->ld);
+    int any = !g->pad;
+    for (int64_t jj = 0; g->pad && jj < nk; jj++) {
         if (!key_masked(g->pad, b, g->Tk, j0 + jj)) { any = 1; continue; }
-        for (int64_t ii = 0; ii < nq; ii++) S[ii * BK + jj] = -INFINITY;
+        for (int64_t ii = 0; ii < nq; ii++) S[ii * g->ld + jj] = -INFINITY;
     }
     if (g->causal) {
         for (int64_t ii = 0; ii < nq; ii++) {
             int64_t first_hidden = i0 + ii + 1 - j0; /* keys j > i are hidden */
             for (int64_t jj = first_hidden < 0 ? 0 : first_hidden; jj < nk; jj++)
-                S[ii * BK + jj] = -INFINITY;
+                S[ii * g->ld + jj] = -INFINITY;
         }
     }
     return any;
@@ -139,24 +146,26 @@ static int score_block(ts_ctx *fc, const attn_geom *g, int64_t b, const float *Q
 /* ---- forward ---- */
 
 /* One query block of one (batch, head) against all its key blocks. Y rows [i0, i0+nq) of the
- * head are private to this call; S is a BQ x BK scratch, m and l are BQ rows of state. */
+ * head are private to this call; S is a bq x ld scratch, m and l are rows of state. The first
+ * key block with a visible score writes y (beta 0), later ones add to it after rescaling, so y
+ * is never zeroed first unless no key is visible at all. */
 static void forward_block(ts_ctx *fc, const attn_geom *g, int64_t bh, int64_t qb,
                           const attn_bufs *all, float *lse, float *S) {
     attn_bufs hb = head_bufs(g, all, bh);
-    int64_t D = g->D, b = bh / g->H, yld = g->y_ld;
-    int64_t i0 = qb * BQ, nq = g->Tq - i0 < BQ ? g->Tq - i0 : BQ;
-    float m[BQ], l[BQ];
+    int64_t D = g->D, b = bh / g->H, yld = g->y_ld, ld = g->ld;
+    int64_t i0 = qb * g->bq, nq = g->Tq - i0 < g->bq ? g->Tq - i0 : g->bq;
+    float m[ONE_BLOCK], l[ONE_BLOCK];
     for (int64_t ii = 0; ii < nq; ii++) {
         m[ii] = -INFINITY;
         l[ii] = 0.0f;
-        memset(hb.y + (i0 + ii) * yld, 0, (size_t)D * sizeof(float));
     }
+    int started = 0;
     for (int64_t kb = 0; kb < g->nkb; kb++) {
-        int64_t j0 = kb * BK, nk = g->Tk - j0 < BK ? g->Tk - j0 : BK;
+        int64_t j0 = kb * g->bk, nk = g->Tk - j0 < g->bk ? g->Tk - j0 : g->bk;
         if (g->causal && j0 > i0 + nq - 1) break; /* every later key is in the future */
         if (!score_block(fc, g, b, hb.q, hb.k, i0, nq, j0, nk, S)) continue;
         for (int64_t ii = 0; ii < nq; ii++) {
-            float *s = S + ii * BK, mx = m[ii];
+            float *s = S + ii * ld, mx = m[ii];
 #pragma omp simd reduction(max : mx)
             for (int64_t jj = 0; jj < nk; jj++) mx = s[jj] > mx ? s[jj] : mx;
             if (mx == -INFINITY) { /* nothing visible in this row yet: p = 0 */
@@ -169,38 +178,43 @@ static void forward_block(ts_ctx *fc, const attn_geom *g, int64_t bh, int64_t qb
                 s[jj] = exp_neg(s[jj] - mx);
                 sum += s[jj];
             }
-            if (mx > m[ii]) { /* rescale what was kept against the old maximum */
-                float alpha = exp_neg(m[ii] - mx);
-                float *yr = hb.y + (i0 + ii) * yld;
-                for (int64_t d = 0; d < D; d++) yr[d] *= alpha;
-                l[ii] *= alpha;
+            if (mx > m[ii]) {
+                if (m[ii] > -INFINITY) { /* rescale what was kept against the old maximum */
+                    float alpha = exp_neg(m[ii] - mx);
+                    float *yr = hb.y + (i0 + ii) * yld;
+                    for (int64_t d = 0; d < D; d++) yr[d] *= alpha;
+                    l[ii] *= alpha;
+                }
                 m[ii] = mx;
             }
             l[ii] += sum;
         }
-        /* o (nq, D) += P (nq, nk) @ V_blk (nk, D) */
-        ts__gemm(fc, 0, 0, nq, D, nk, 1.0f, S, BK, hb.v + j0 * g->k_ld, g->k_ld, 1.0f,
-                 hb.y + i0 * yld, yld);
+        /* o (nq, D) (+)= P (nq, nk) @ V_blk (nk, D) */
+        ts__gemm(fc, 0, 0, nq, D, nk, 1.0f, S, ld, hb.v + j0 * g->k_ld, g->k_ld,
+                 started ? 1.0f : 0.0f, hb.y + i0 * yld, yld);
+        started = 1;
     }
     for (int64_t ii = 0; ii < nq; ii++) {
         float *yr = hb.y + (i0 + ii) * yld;
         float inv = l[ii] > 0.0f ? 1.0f / l[ii] : 0.0f; /* fully masked row: zeros */
-        for (int64_t d = 0; d < D; d++) yr[d] *= inv;
+        if (!started)
+            memset(yr, 0, (size_t)D * sizeof(float));
+        else
+            for (int64_t d = 0; d < D; d++) yr[d] *= inv;
         if (lse) lse[bh * g->Tq + i0 + ii] = l[ii] > 0.0f ? m[ii] + logf(l[ii]) : 0.0f;
     }
 }
 
 static void attention_forward(ts_ctx *c, const attn_geom *g, const attn_bufs *all, float *lse) {
-    int64_t BH = g->B * g->H;
+    int64_t BH = g->B * g->H, blk = g->bq * g->ld;
     int nt = nthreads(c);
     ts_ctx fc = *c; /* block products in float32: see the top of the file */
     fc.precision = TS_PREC_F32;
-    float *scratch = ts_arena_alloc(c->step, (size_t)nt * BQ * BK * sizeof(float));
+    float *scratch = ts_arena_alloc(c->step, (size_t)(nt * blk) * sizeof(float));
 #pragma omp parallel for num_threads(nt) collapse(2) schedule(dynamic, 1)
     for (int64_t bh = 0; bh < BH; bh++)
         for (int64_t qb = 0; qb < g->nqb; qb++)
-            forward_block(&fc, g, bh, qb, all, lse,
-                          scratch + (size_t)omp_get_thread_num() * BQ * BK);
+            forward_block(&fc, g, bh, qb, all, lse, scratch + omp_get_thread_num() * blk);
 }
 
 /* ---- backward ---- */
@@ -208,99 +222,132 @@ static void attention_forward(ts_ctx *c, const attn_geom *g, const attn_bufs *al
 enum { GRAD_Q = 1, GRAD_KV = 2 };
 
 /* The contribution of one (query block, key block) pair of head bh to dq (when what has GRAD_Q)
- * and to dk, dv (GRAD_KV). P and dP are BQ x BK scratch. Any gradient may be NULL. */
-static void backward_pair(ts_ctx *fc, const attn_geom *g, int64_t bh, int64_t qb, int64_t kb,
-                          int what, const attn_bufs *all, const float *lse, const float *Drow,
-                          float *P, float *dP) {
-    int64_t D = g->D, b = bh / g->H, qld = g->q_ld, kld = g->k_ld, yld = g->y_ld;
-    int64_t i0 = qb * BQ, nq = g->Tq - i0 < BQ ? g->Tq - i0 : BQ;
-    int64_t j0 = kb * BK, nk = g->Tk - j0 < BK ? g->Tk - j0 : BK;
-    if (g->causal && j0 > i0 + nq - 1) return;
+ * and to dk, dv (GRAD_KV). Each product writes its gradient block when that gradient's beta
+ * (q, k, v) is 0 and adds to it when 1. P and dP are bq x ld scratch. Any gradient may be NULL.
+ * Returns 0 when the pair has no visible score and wrote nothing. */
+static int backward_pair(ts_ctx *fc, const attn_geom *g, int64_t bh, int64_t qb, int64_t kb,
+                         int what, const attn_bufs *all, const float *lse, const float *beta,
+                         float *P, float *dP) {
+    int64_t D = g->D, b = bh / g->H, qld = g->q_ld, kld = g->k_ld, yld = g->y_ld, ld = g->ld;
+    int64_t i0 = qb * g->bq, nq = g->Tq - i0 < g->bq ? g->Tq - i0 : g->bq;
+    int64_t j0 = kb * g->bk, nk = g->Tk - j0 < g->bk ? g->Tk - j0 : g->bk;
+    if (g->causal && j0 > i0 + nq - 1) return 0;
     attn_bufs hb = head_bufs(g, all, bh);
     float *dq = (what & GRAD_Q) ? hb.dq : NULL;
     float *dk = (what & GRAD_KV) ? hb.dk : NULL, *dv = (what & GRAD_KV) ? hb.dv : NULL;
-    if (!dq && !dk && !dv) return;
-    if (!score_block(fc, g, b, hb.q, hb.k, i0, nq, j0, nk, P)) return;
-    const float *L = lse + bh * g->Tq + i0, *Di = Drow + bh * g->Tq + i0;
+    if (!dq && !dk && !dv) return 0;
+    if (!score_block(fc, g, b, hb.q, hb.k, i0, nq, j0, nk, P)) return 0;
+    const float *L = lse + bh * g->Tq + i0;
     for (int64_t ii = 0; ii < nq; ii++) {
-        float *p = P + ii * BK, li = L[ii];
+        float *p = P + ii * ld, li = L[ii];
 #pragma omp simd
-        for (int64_t jj = 0; jj < nk; jj++) p[jj] = p[jj] == -INFINITY ? 0.0f : exp_neg(p[jj] - li);
+        for (int64_t jj = 0; jj < nk; jj++) p[jj] = exp_neg(p[jj] - li); /* masked: -inf -> 0 */
     }
     const float *dyb = hb.dy + i0 * yld;
-    /* dv_blk (nk, D) += P^T (nk, nq) @ dy_blk (nq, D) */
-    if (dv) ts__gemm(fc, 1, 0, nk, D, nq, 1.0f, P, BK, dyb, yld, 1.0f, dv + j0 * kld, kld);
-    if (!dq && !dk) return;
-    /* dP (nq, nk) = dy_blk (nq, D) @ v_blk^T (D, nk); then dS = P * (dP - D_i), kept in dP */
-    ts__gemm(fc, 0, 1, nq, nk, D, 1.0f, dyb, yld, hb.v + j0 * kld, kld, 0.0f, dP, BK);
+    /* dv_blk (nk, D) (+)= P^T (nk, nq) @ dy_blk (nq, D) */
+    if (dv) ts__gemm(fc, 1, 0, nk, D, nq, 1.0f, P, ld, dyb, yld, beta[2], dv + j0 * kld, kld);
+    if (!dq && !dk) return 1;
+    /* D_i = dy_i . y_i for the block's query rows */
+    float Di[ONE_BLOCK];
     for (int64_t ii = 0; ii < nq; ii++) {
-        float *dp = dP + ii * BK, di = Di[ii];
-        const float *p = P + ii * BK;
+        const float *dyr = dyb + ii * yld, *yr = hb.y + (i0 + ii) * yld;
+        float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+        for (int64_t d = 0; d < D; d++) s += dyr[d] * yr[d];
+        Di[ii] = s;
+    }
+    /* dP (nq, nk) = dy_blk (nq, D) @ v_blk^T (D, nk); then dS = P * (dP - D_i), kept in dP */
+    ts__gemm(fc, 0, 1, nq, nk, D, 1.0f, dyb, yld, hb.v + j0 * kld, kld, 0.0f, dP, ld);
+    for (int64_t ii = 0; ii < nq; ii++) {
+        float *dp = dP + ii * ld, di = Di[ii];
+        const float *p = P + ii * ld;
 #pragma omp simd
         for (int64_t jj = 0; jj < nk; jj++) dp[jj] = p[jj] * (dp[jj] - di);
     }
-    /* dq_blk (nq, D) += scale * dS (nq, nk) @ k_blk (nk, D) */
+    /* dq_blk (nq, D) (+)= scale * dS (nq, nk) @ k_blk (nk, D) */
     if (dq)
-        ts__gemm(fc, 0, 0, nq, D, nk, g->scale, dP, BK, hb.k + j0 * kld, kld, 1.0f,
+        ts__gemm(fc, 0, 0, nq, D, nk, g->scale, dP, ld, hb.k + j0 * kld, kld, beta[0],
                  dq + i0 * qld, qld);
-    /* dk_blk (nk, D) += scale * dS^T (nk, nq) @ q_blk (nq, D) */
+    /* dk_blk (nk, D) (+)= scale * dS^T (nk, nq) @ q_blk (nq, D) */
     if (dk)
-        ts__gemm(fc, 1, 0, nk, D, nq, g->scale, dP, BK, hb.q + i0 * qld, qld, 1.0f,
+        ts__gemm(fc, 1, 0, nk, D, nq, g->scale, dP, ld, hb.q + i0 * qld, qld, beta[1],
                  dk + j0 * kld, kld);
+    return 1;
 }
 
+/* Zero rows [r0, r0 + n) of D floats, row stride ld (a gradient block nothing will write). */
+static void zero_rows(float *p, int64_t r0, int64_t n, int64_t ld, int64_t D) {
+    if (!p) return;
+    for (int64_t r = r0; r < r0 + n; r++) memset(p + r * ld, 0, (size_t)D * sizeof(float));
+}
+
+/* Zero the rows of head bh's dq (rows [q0, q0+nq)) and dk, dv (rows [k0, k0+nk)) whose beta
+ * is 0, so that blocks can then add to them. */
+static void zero_fresh(const attn_geom *g, const attn_bufs *all, int64_t bh, const float *beta,
+                       int64_t q0, int64_t nq, int64_t k0, int64_t nk) {
+    attn_bufs hb = head_bufs(g, all, bh);
+    if (beta[0] == 0.0f) zero_rows(hb.dq, q0, nq, g->q_ld, g->D);
+    if (beta[1] == 0.0f) zero_rows(hb.dk, k0, nk, g->k_ld, g->D);
+    if (beta[2] == 0.0f) zero_rows(hb.dv, k0, nk, g->k_ld, g->D);
+}
+
+/* dq, dk and dv of every head; beta (q, k, v) is 0 for a gradient that is new (every element
+ * is written, nothing read) and 1 for one that already holds a gradient (added to). */
 static void attention_backward_run(ts_ctx *c, const attn_geom *g, const attn_bufs *all,
-                                   const float *lse) {
-    int64_t BH = g->B * g->H, D = g->D;
+                                   const float *lse, const float beta[3]) {
+    int64_t BH = g->B * g->H, blk = g->bq * g->ld;
     int nt = nthreads(c);
     ts_ctx fc = *c; /* block products in float32: see the top of the file */
     fc.precision = TS_PREC_F32;
+    float *scratch = ts_arena_alloc(c->step, (size_t)(nt * 2 * blk) * sizeof(float));
+    static const float add[3] = { 1.0f, 1.0f, 1.0f };
 
-    /* D_i = dy_i . y_i for every query row (B, H, Tq) */
-    float *Drow = ts_arena_alloc(c->step, (size_t)(BH * g->Tq) * sizeof(float));
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t bh = 0; bh < BH; bh++) {
-        attn_bufs hb = head_bufs(g, all, bh);
-        for (int64_t t = 0; t < g->Tq; t++) {
-            const float *dyr = hb.dy + t * g->y_ld, *yr = hb.y + t * g->y_ld;
-            float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-            for (int64_t d = 0; d < D; d++) s += dyr[d] * yr[d];
-            Drow[bh * g->Tq + t] = s;
+    if (g->nqb == 1 && g->nkb == 1) {
+        /* One block per head: each thread owns whole heads, one recomputation of P serves dq,
+         * dk and dv, and each product writes its gradient block in one go. */
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+        for (int64_t bh = 0; bh < BH; bh++) {
+            float *P = scratch + omp_get_thread_num() * 2 * blk, *dP = P + blk;
+            if (!backward_pair(&fc, g, bh, 0, 0, GRAD_Q | GRAD_KV, all, lse, beta, P, dP))
+                zero_fresh(g, all, bh, beta, 0, g->Tq, 0, g->Tk); /* every key hidden */
         }
+        return;
     }
-    float *scratch = ts_arena_alloc(c->step, (size_t)nt * 2 * BQ * BK * sizeof(float));
-
     if (BH >= nt) {
         /* Enough (batch, head) pairs to go round: each thread owns whole heads, so dq, dk and
          * dv rows are never shared and one recomputation of P serves all three. */
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
         for (int64_t bh = 0; bh < BH; bh++) {
-            float *P = scratch + (size_t)omp_get_thread_num() * 2 * BQ * BK, *dP = P + BQ * BK;
+            float *P = scratch + omp_get_thread_num() * 2 * blk, *dP = P + blk;
+            zero_fresh(g, all, bh, beta, 0, g->Tq, 0, g->Tk);
             for (int64_t kb = 0; kb < g->nkb; kb++)
                 for (int64_t qb = 0; qb < g->nqb; qb++)
-                    backward_pair(&fc, g, bh, qb, kb, GRAD_Q | GRAD_KV, all, lse, Drow, P, dP);
+                    backward_pair(&fc, g, bh, qb, kb, GRAD_Q | GRAD_KV, all, lse, add, P, dP);
         }
         return;
     }
     /* Few heads (small batch): two passes so that both can spread over blocks, at the price of
-     * computing P and dP twice. Pass one owns key blocks (dk, dv), pass two query blocks (dq). */
+     * computing P twice. Pass one owns key blocks (dk, dv), pass two query blocks (dq). */
     if (all->dk || all->dv) {
 #pragma omp parallel for num_threads(nt) collapse(2) schedule(dynamic, 1)
         for (int64_t bh = 0; bh < BH; bh++)
             for (int64_t kb = 0; kb < g->nkb; kb++) {
-                float *P = scratch + (size_t)omp_get_thread_num() * 2 * BQ * BK, *dP = P + BQ * BK;
+                float *P = scratch + omp_get_thread_num() * 2 * blk, *dP = P + blk;
+                int64_t j0 = kb * g->bk, nk = g->Tk - j0 < g->bk ? g->Tk - j0 : g->bk;
+                zero_fresh(g, all, bh, (const float[3]){ 1.0f, beta[1], beta[2] }, 0, 0, j0, nk);
                 for (int64_t qb = 0; qb < g->nqb; qb++)
-                    backward_pair(&fc, g, bh, qb, kb, GRAD_KV, all, lse, Drow, P, dP);
+                    backward_pair(&fc, g, bh, qb, kb, GRAD_KV, all, lse, add, P, dP);
             }
     }
     if (all->dq) {
 #pragma omp parallel for num_threads(nt) collapse(2) schedule(dynamic, 1)
         for (int64_t bh = 0; bh < BH; bh++)
             for (int64_t qb = 0; qb < g->nqb; qb++) {
-                float *P = scratch + (size_t)omp_get_thread_num() * 2 * BQ * BK, *dP = P + BQ * BK;
+                float *P = scratch + omp_get_thread_num() * 2 * blk, *dP = P + blk;
+                int64_t i0 = qb * g->bq, nq = g->Tq - i0 < g->bq ? g->Tq - i0 : g->bq;
+                zero_fresh(g, all, bh, (const float[3]){ beta[0], 1.0f, 1.0f }, i0, nq, 0, 0);
                 for (int64_t kb = 0; kb < g->nkb; kb++)
-                    backward_pair(&fc, g, bh, qb, kb, GRAD_Q, all, lse, Drow, P, dP);
+                    backward_pair(&fc, g, bh, qb, kb, GRAD_Q, all, lse, add, P, dP);
             }
     }
 }
@@ -319,8 +366,13 @@ static void check_pad(const ts_tensor *key_pad, int64_t B, int64_t Tk, const ts_
 
 static void finish_geometry(attn_geom *g) {
     if (!(g->scale > 0.0f)) g->scale = g->D > 0 ? 1.0f / sqrtf((float)g->D) : 1.0f;
-    g->nqb = (g->Tq + BQ - 1) / BQ;
-    g->nkb = (g->Tk + BK - 1) / BK;
+    g->bq = g->Tq <= ONE_BLOCK ? g->Tq : BQ;
+    g->bk = g->Tk <= ONE_BLOCK ? g->Tk : BK;
+    if (g->bq < 1) g->bq = 1;
+    if (g->bk < 1) g->bk = 1;
+    g->ld = (g->bk + 15) / 16 * 16;
+    g->nqb = (g->Tq + g->bq - 1) / g->bq;
+    g->nkb = (g->Tk + g->bk - 1) / g->bk;
 }
 
 /* Separate q (B, H, Tq, D), k and v (B, H, Tk, D); y (B, H, Tq, D). */
@@ -384,9 +436,21 @@ static attn_geom geometry_packed(const ts_tensor *qkv, int64_t H, int causal,
 static void attention_backward(ts_ctx *c, ts_node *n) {
     ts_tensor *tq = n->in[0], *tk = n->in[1], *tv = n->in[2];
     attn_geom g = geometry(tq, tk, tv, (int)n->i[0], n->in[3], n->f[0]);
+    /* Every element of dq, dk and dv is written (attention_backward_run), so new gradients are
+     * not zeroed first. When q, k or v are one tensor, the products of one gradient would add
+     * to the other's: then all three are zeroed and added to. */
+    float beta[3];
+    float *dq, *dk, *dv;
+    if (tq == tk || tq == tv || tk == tv) {
+        dq = ts__grad(c, tq), dk = ts__grad(c, tk), dv = ts__grad(c, tv);
+        beta[0] = beta[1] = beta[2] = 1.0f;
+    } else {
+        dq = ts__grad_fresh(c, tq, &beta[0]), dk = ts__grad_fresh(c, tk, &beta[1]);
+        dv = ts__grad_fresh(c, tv, &beta[2]);
+    }
     attn_bufs all = { ts_f32(tq), ts_f32(tk), ts_f32(tv), ts_f32(n->out->grad), ts_f32(n->out),
-                      ts__grad(c, tq), ts__grad(c, tk), ts__grad(c, tv) };
-    attention_backward_run(c, &g, &all, ts_f32(n->saved[0]));
+                      dq, dk, dv };
+    attention_backward_run(c, &g, &all, ts_f32(n->saved[0]), beta);
 }
 
 ts_tensor *ts_attention(ts_ctx *c, const ts_tensor *q, const ts_tensor *k, const ts_tensor *v,
@@ -412,11 +476,12 @@ ts_tensor *ts_attention(ts_ctx *c, const ts_tensor *q, const ts_tensor *k, const
 static void attention_packed_backward(ts_ctx *c, ts_node *n) {
     ts_tensor *qkv = n->in[0];
     attn_geom g = geometry_packed(qkv, n->i[1], (int)n->i[0], n->in[1], n->f[0]);
-    float *dqkv = ts__grad(c, qkv);
+    float b;
+    float *dqkv = ts__grad_fresh(c, qkv, &b); /* written whole: not zeroed when new */
     if (!dqkv) return;
     const float *x = ts_f32(qkv);
     attn_bufs all = { x, x, x, ts_f32(n->out->grad), ts_f32(n->out), dqkv, dqkv, dqkv };
-    attention_backward_run(c, &g, &all, ts_f32(n->saved[0]));
+    attention_backward_run(c, &g, &all, ts_f32(n->saved[0]), (const float[3]){ b, b, b });
 }
 
 ts_tensor *ts__attention_packed(ts_ctx *c, const ts_tensor *qkv, int64_t heads, int causal,

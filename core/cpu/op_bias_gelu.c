@@ -11,10 +11,11 @@
 #include "../tessera-impl.h"
 
 #include <math.h>
-#include <omp.h>
 
 /* Work above this many elements is split over the OpenMP threads. */
 #define BGELU_PAR 32768
+/* Rows per chunk of the bias-gradient sum. */
+#define BGELU_ROWS 32
 
 #define GELU_RSQRT2 0.70710678118654752f
 #define GELU_RSQRT2PI 0.39894228040143268f
@@ -56,56 +57,68 @@ static inline float vphi(float z) {
     return z >= 0.0f ? 1.0f - half_erfc : half_erfc;
 }
 
+/* GELU's derivative at z: Phi(z) + z phi(z). */
+static inline float dgelu(float z) {
+    return vphi(z) + z * GELU_RSQRT2PI * vexp(-0.5f * z * z);
+}
+
+/* dx (R, C) and db (C). dx is written over dy when x takes dy's buffer (ts__grad_adopt): each
+ * element of dy is read once, just before its dx is written. db is summed per chunk of
+ * BGELU_ROWS rows (float), and the chunks are added in order (double), so the result does not
+ * depend on the number of threads. */
 static void bias_gelu_backward(ts_ctx *c, ts_node *n) {
     ts_tensor *x = n->in[0], *b = n->in[1];
     const int64_t C = ts_dim(x, -1), R = x->numel / (C ? C : 1);
     const float *X = ts_f32(x), *Bv = ts_f32(b), *dY = ts_f32(n->out->grad);
-    float *dX = ts__grad(c, x), *dB = ts__grad(c, b);
-    /* db: each thread sums a fixed range of rows into its own row of part (double), and the
-     * rows are added in thread order, so the result does not depend on timing. */
-    const int nt = R * C > BGELU_PAR ? omp_get_max_threads() : 1;
-    double *part = NULL;
-    if (dB) {
-        part = ts_arena_alloc(c->step, (size_t)(nt * C) * sizeof(double));
-        memset(part, 0, (size_t)(nt * C) * sizeof(double));
-    }
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        const int t = omp_get_thread_num(), tn = omp_get_num_threads();
-        const int64_t r0 = R * t / tn, r1 = R * (t + 1) / tn;
-        double *p = part ? part + (int64_t)t * C : NULL;
+    float *dB = ts__grad(c, b), beta;
+    float *dX = ts__grad_adopt(c, n, x, &beta);
+    if (!dX && !dB) return;
+    const int64_t nchunk = (R + BGELU_ROWS - 1) / BGELU_ROWS;
+    float *part = dB ? ts_arena_alloc(c->step, (size_t)(nchunk * C) * sizeof(float)) : NULL;
+#pragma omp parallel for schedule(static) if (R * C > BGELU_PAR)
+    for (int64_t k = 0; k < nchunk; k++) {
+        const int64_t r0 = k * BGELU_ROWS, r1 = r0 + BGELU_ROWS < R ? r0 + BGELU_ROWS : R;
+        float *p = part ? part + k * C : NULL;
+        if (p) memset(p, 0, (size_t)C * sizeof(float));
         for (int64_t r = r0; r < r1; r++) {
             const float *xr = X + r * C, *dyr = dY + r * C;
             float *dxr = dX ? dX + r * C : NULL;
-            if (dxr && p) {
+            if (dxr && p && beta == 0.0f) {
 #pragma omp simd
                 for (int64_t j = 0; j < C; j++) {
-                    const float z = xr[j] + Bv[j];
-                    const float g = dyr[j] * (vphi(z) + z * GELU_RSQRT2PI * vexp(-0.5f * z * z));
+                    const float g = dyr[j] * dgelu(xr[j] + Bv[j]);
+                    dxr[j] = g;
+                    p[j] += g;
+                }
+            } else if (dxr && beta == 0.0f) {
+#pragma omp simd
+                for (int64_t j = 0; j < C; j++) dxr[j] = dyr[j] * dgelu(xr[j] + Bv[j]);
+            } else if (dxr && p) {
+#pragma omp simd
+                for (int64_t j = 0; j < C; j++) {
+                    const float g = dyr[j] * dgelu(xr[j] + Bv[j]);
                     dxr[j] += g;
-                    p[j] += (double)g;
+                    p[j] += g;
                 }
             } else if (dxr) {
 #pragma omp simd
-                for (int64_t j = 0; j < C; j++) {
-                    const float z = xr[j] + Bv[j];
-                    dxr[j] += dyr[j] * (vphi(z) + z * GELU_RSQRT2PI * vexp(-0.5f * z * z));
-                }
-            } else if (p) {
+                for (int64_t j = 0; j < C; j++) dxr[j] += dyr[j] * dgelu(xr[j] + Bv[j]);
+            } else {
 #pragma omp simd
-                for (int64_t j = 0; j < C; j++) {
-                    const float z = xr[j] + Bv[j];
-                    p[j] += (double)(dyr[j] * (vphi(z) + z * GELU_RSQRT2PI * vexp(-0.5f * z * z)));
-                }
+                for (int64_t j = 0; j < C; j++) p[j] += dyr[j] * dgelu(xr[j] + Bv[j]);
             }
         }
     }
-    if (dB)
-        for (int64_t j = 0; j < C; j++) {
-            double s = 0.0;
-            for (int t = 0; t < nt; t++) s += part[(int64_t)t * C + j];
-            dB[j] += (float)s;
-        }
+    if (!dB) return;
+    /* db: column blocks over the threads, chunks in order within each */
+#pragma omp parallel for schedule(static) if (nchunk * C > BGELU_PAR)
+    for (int64_t j0 = 0; j0 < C; j0 += 64) {
+        const int64_t j1 = j0 + 64 < C ? j0 + 64 : C;
+        double acc[64] = { 0 };
+        for (int64_t k = 0; k < nchunk; k++)
+            for (int64_t j = j0; j < j1; j++) acc[j - j0] += part[k * C + j];
+        for (int64_t j = j0; j < j1; j++) dB[j] += (float)acc[j - j0];
+    }
 }
 
 ts_tensor *ts_bias_gelu(ts_ctx *c, const ts_tensor *x, const ts_tensor *bias) {

@@ -104,37 +104,80 @@ static void reduce_rows(ts_ctx *c, float *db, const float *dy, const float *w, i
         for (int64_t j = 0; j < C; j++) db[j] += sign * part[(int64_t)t * C + j];
 }
 
-/* Gradients of y = a op b: da (R, C) and db (C). */
+/* d = s * x (* w) with beta 0, d += s * x (* w) with beta 1, over N elements; w (C) repeats
+ * every C elements (C == N: elementwise, C == 1: a scalar) or is NULL. d may be x itself. Two
+ * loops rather than beta * d, because d may be a new buffer whose content is not a number. */
+static void scaled_into(float *d, float beta, const float *x, float s, const float *w, int64_t N,
+                        int64_t C) {
+    if (!w) {
+        if (beta == 0.0f) {
+#pragma omp parallel for if (N > PAR_MIN)
+            for (int64_t i = 0; i < N; i++) d[i] = s * x[i];
+        } else {
+#pragma omp parallel for if (N > PAR_MIN)
+            for (int64_t i = 0; i < N; i++) d[i] += s * x[i];
+        }
+    } else if (C == N) {
+        if (beta == 0.0f) {
+#pragma omp parallel for if (N > PAR_MIN)
+            for (int64_t i = 0; i < N; i++) d[i] = s * x[i] * w[i];
+        } else {
+#pragma omp parallel for if (N > PAR_MIN)
+            for (int64_t i = 0; i < N; i++) d[i] += s * x[i] * w[i];
+        }
+    } else if (C == 1) {
+        scaled_into(d, beta, x, s * w[0], NULL, N, N);
+    } else {
+        int64_t R = N / C;
+#pragma omp parallel for if (N > PAR_MIN)
+        for (int64_t r = 0; r < R; r++) {
+            float *dr = d + r * C;
+            const float *xr = x + r * C;
+            if (beta == 0.0f)
+                for (int64_t j = 0; j < C; j++) dr[j] = s * xr[j] * w[j];
+            else
+                for (int64_t j = 0; j < C; j++) dr[j] += s * xr[j] * w[j];
+        }
+    }
+}
+
+/* Gradients of y = a op b: da (R, C) and db (C).
+ *
+ * For add and sub, da is dy itself: a that has no gradient yet takes dy's buffer without a copy
+ * (ts__grad_share), and so does b of an add of two same-shaped tensors. For mul, da = dy * b is
+ * written over dy when a takes dy's buffer (ts__grad_adopt). b goes first, because a may then
+ * take the buffer that b's gradient is computed from. */
 static void binary_backward(ts_ctx *c, ts_node *n) {
     ts_tensor *a = n->in[0], *b = n->in[1];
     int kind = (int)n->i[0];
     int64_t C = n->i[1], N = a->numel, R = C ? N / C : 0;
     const float *dy = ts_f32(n->out->grad), *A = ts_f32(a), *B = ts_f32(b);
-    float *da = ts__grad(c, a), *db = ts__grad(c, b);
-    if (da) {
-        if (kind == BIN_MUL && C == N) {
-#pragma omp parallel for if (N > PAR_MIN)
-            for (int64_t i = 0; i < N; i++) da[i] += dy[i] * B[i];
-        } else if (kind == BIN_MUL && C == 1) {
-            float s = B[0];
-#pragma omp parallel for if (N > PAR_MIN)
-            for (int64_t i = 0; i < N; i++) da[i] += dy[i] * s;
-        } else if (kind == BIN_MUL) {
-            /* da = dy * b, with b repeating every C elements. */
-#pragma omp parallel for if (N > PAR_MIN)
-            for (int64_t r = 0; r < R; r++)
-                for (int64_t j = 0; j < C; j++) da[r * C + j] += dy[r * C + j] * B[j];
-        } else {
-#pragma omp parallel for if (N > PAR_MIN)
-            for (int64_t i = 0; i < N; i++) da[i] += dy[i];
+    if (b->requires_grad) {
+        if (C != N) { /* broadcast: db = sum over rows */
+            float *db = ts__grad(c, b);
+            if (kind == BIN_MUL)
+                reduce_rows(c, db, dy, A, R, C, 1.0f); /* db = sum_r dy * a */
+            else
+                reduce_rows(c, db, dy, NULL, R, C, kind == BIN_SUB ? -1.0f : 1.0f);
+        } else if (!(kind == BIN_ADD && ts__grad_share(c, n, b))) {
+            float beta;
+            float *db = ts__grad_fresh(c, b, &beta);
+            scaled_into(db, beta, dy, kind == BIN_SUB ? -1.0f : 1.0f, kind == BIN_MUL ? A : NULL,
+                        N, N);
         }
     }
-    if (db) {
-        if (kind == BIN_MUL)
-            reduce_rows(c, db, dy, A, R, C, 1.0f); /* db = sum_r dy * a */
-        else
-            reduce_rows(c, db, dy, NULL, R, C, kind == BIN_SUB ? -1.0f : 1.0f);
+    if (!a->requires_grad) return;
+    if (kind != BIN_MUL) {
+        if (ts__grad_share(c, n, a)) return;
+        float *da = ts__grad(c, a);
+#pragma omp parallel for if (N > PAR_MIN)
+        for (int64_t i = 0; i < N; i++) da[i] += dy[i];
+        return;
     }
+    /* da = dy * b, written (possibly over dy itself) or added */
+    float beta;
+    float *da = ts__grad_adopt(c, n, a, &beta);
+    scaled_into(da, beta, dy, 1.0f, B, N, C);
 }
 
 static ts_tensor *binary(ts_ctx *c, int kind, const ts_tensor *a, const ts_tensor *b) {
@@ -207,13 +250,11 @@ ts_tensor *ts_mul(ts_ctx *c, const ts_tensor *a, const ts_tensor *b) {
 /* ---- scale: y = s * a ---- */
 
 static void scale_backward(ts_ctx *c, ts_node *n) {
-    float *da = ts__grad(c, n->in[0]);
-    if (!da) return;
     const float *dy = ts_f32(n->out->grad);
-    float s = n->f[0];
-    int64_t N = n->out->numel;
-#pragma omp parallel for if (N > PAR_MIN)
-    for (int64_t i = 0; i < N; i++) da[i] += s * dy[i];
+    float beta;
+    float *da = ts__grad_adopt(c, n, n->in[0], &beta); /* da = s * dy, over dy when it can */
+    if (!da) return;
+    scaled_into(da, beta, dy, n->f[0], NULL, n->out->numel, n->out->numel);
 }
 
 ts_tensor *ts_scale(ts_ctx *c, const ts_tensor *a, float s) {
@@ -232,12 +273,18 @@ ts_tensor *ts_scale(ts_ctx *c, const ts_tensor *a, float s) {
 /* ---- relu: y = max(a, 0); the gradient at 0 is 0, as in PyTorch ---- */
 
 static void relu_backward(ts_ctx *c, ts_node *n) {
-    float *da = ts__grad(c, n->in[0]);
-    if (!da) return;
     const float *dy = ts_f32(n->out->grad), *A = ts_f32(n->in[0]);
+    float beta;
+    float *da = ts__grad_adopt(c, n, n->in[0], &beta); /* over dy when it can */
+    if (!da) return;
     int64_t N = n->out->numel;
+    if (beta == 0.0f) {
 #pragma omp parallel for if (N > PAR_MIN)
-    for (int64_t i = 0; i < N; i++) da[i] += A[i] > 0.0f ? dy[i] : 0.0f;
+        for (int64_t i = 0; i < N; i++) da[i] = A[i] > 0.0f ? dy[i] : 0.0f;
+    } else {
+#pragma omp parallel for if (N > PAR_MIN)
+        for (int64_t i = 0; i < N; i++) da[i] += A[i] > 0.0f ? dy[i] : 0.0f;
+    }
 }
 
 ts_tensor *ts_relu(ts_ctx *c, const ts_tensor *a) {

@@ -15,7 +15,9 @@
 /* Work above this many elements is split over the OpenMP threads. */
 #define LN_PAR 32768
 
-/* Reduction of dw and db over the rows goes in column blocks of this width, one per thread. */
+/* dw and db are summed over chunks of LN_ROWS rows, then over the chunks in column blocks of
+ * LN_COLS. */
+#define LN_ROWS 32
 #define LN_COLS 64
 
 /* The backward, written out once. With xhat = (x - mean) * rstd and y = xhat * w + b:
@@ -23,6 +25,8 @@
  *   db      += sum over rows of dy
  *   dw      += sum over rows of dy * xhat
  *   dx      += rstd * (g - mean_C(g) - xhat * mean_C(g * xhat)),   g = dy * w (or dy)
+ *
+ * (dx is written rather than added when x has no gradient yet.)
  *
  * The dx line comes from differentiating through the row's mean and variance: the mean term
  * removes the common shift of g, the xhat term removes its component along xhat, which is
@@ -33,51 +37,76 @@ static void layernorm_backward(ts_ctx *c, ts_node *n) {
     const float *X = ts_f32(x), *dY = ts_f32(n->out->grad);
     const float *mean = ts_f32(n->saved[0]), *rstd = ts_f32(n->saved[1]); /* (R) */
     const float *W = w ? ts_f32(w) : NULL;
-    float *dX = ts__grad(c, x), *dW = ts__grad(c, w), *dB = ts__grad(c, b);
-
-    if (dX) {
-#pragma omp parallel for if (R * C > LN_PAR)
-        for (int64_t r = 0; r < R; r++) {
+    float *dW = ts__grad(c, w), *dB = ts__grad(c, b), beta;
+    /* dx is written over dy when x takes dy's buffer: a row's dy is all read (sums and the
+     * dw, db parts) before that row's dx is written */
+    float *dX = ts__grad_adopt(c, n, x, &beta);
+    if (!dX && !dW && !dB) return;
+    /* dw and db: one partial sum per chunk of LN_ROWS rows, added in chunk order at the end, so
+     * the result does not depend on the number of threads */
+    const int64_t nchunk = (R + LN_ROWS - 1) / LN_ROWS;
+    float *part = (dW || dB) ? ts_arena_alloc(c->step, (size_t)(nchunk * 2 * C) * sizeof(float))
+                             : NULL;
+#pragma omp parallel for schedule(static) if (R * C > LN_PAR)
+    for (int64_t k = 0; k < nchunk; k++) {
+        const int64_t r0 = k * LN_ROWS, r1 = r0 + LN_ROWS < R ? r0 + LN_ROWS : R;
+        float *pw = part ? part + k * 2 * C : NULL, *pb = pw ? pw + C : NULL;
+        if (pw) memset(pw, 0, (size_t)(2 * C) * sizeof(float));
+        for (int64_t r = r0; r < r1; r++) {
             const float *xr = X + r * C, *dyr = dY + r * C;
-            float *dxr = dX + r * C;
             const float mu = mean[r], rs = rstd[r];
-            /* Two row sums: mean of g and mean of g * xhat. */
+            /* Two row sums: mean of g and mean of g * xhat; and the row's part of dw, db. */
             double sg = 0.0, sgx = 0.0;
+            if (pw) {
 #pragma omp simd reduction(+ : sg, sgx)
-            for (int64_t j = 0; j < C; j++) {
-                float g = W ? dyr[j] * W[j] : dyr[j];
-                float xh = (xr[j] - mu) * rs;
-                sg += g;
-                sgx += g * xh;
+                for (int64_t j = 0; j < C; j++) {
+                    const float xh = (xr[j] - mu) * rs, g = W ? dyr[j] * W[j] : dyr[j];
+                    sg += g;
+                    sgx += g * xh;
+                    pw[j] += dyr[j] * xh;
+                    pb[j] += dyr[j];
+                }
+            } else {
+#pragma omp simd reduction(+ : sg, sgx)
+                for (int64_t j = 0; j < C; j++) {
+                    const float xh = (xr[j] - mu) * rs, g = W ? dyr[j] * W[j] : dyr[j];
+                    sg += g;
+                    sgx += g * xh;
+                }
             }
+            if (!dX) continue;
             const float mg = (float)(sg / (double)C), mgx = (float)(sgx / (double)C);
-            for (int64_t j = 0; j < C; j++) {
-                float g = W ? dyr[j] * W[j] : dyr[j];
-                float xh = (xr[j] - mu) * rs;
-                dxr[j] += rs * (g - mg - xh * mgx);
+            float *dxr = dX + r * C;
+            if (beta == 0.0f) {
+#pragma omp simd
+                for (int64_t j = 0; j < C; j++) {
+                    const float xh = (xr[j] - mu) * rs, g = W ? dyr[j] * W[j] : dyr[j];
+                    dxr[j] = rs * (g - mg - xh * mgx);
+                }
+            } else {
+#pragma omp simd
+                for (int64_t j = 0; j < C; j++) {
+                    const float xh = (xr[j] - mu) * rs, g = W ? dyr[j] * W[j] : dyr[j];
+                    dxr[j] += rs * (g - mg - xh * mgx);
+                }
             }
         }
     }
-    if (dW || dB) {
-        /* Sum over rows per column; each thread owns a block of columns, so no two threads
-         * write the same dw or db element. */
-        const int64_t nblk = (C + LN_COLS - 1) / LN_COLS;
-#pragma omp parallel for if (R * C > LN_PAR)
-        for (int64_t blk = 0; blk < nblk; blk++) {
-            const int64_t j0 = blk * LN_COLS, j1 = j0 + LN_COLS < C ? j0 + LN_COLS : C;
-            double sw[LN_COLS] = { 0 }, sb[LN_COLS] = { 0 };
-            for (int64_t r = 0; r < R; r++) {
-                const float *xr = X + r * C, *dyr = dY + r * C;
-                const float mu = mean[r], rs = rstd[r];
-                for (int64_t j = j0; j < j1; j++) {
-                    sw[j - j0] += dyr[j] * ((xr[j] - mu) * rs);
-                    sb[j - j0] += dyr[j];
-                }
-            }
+    if (!part) return;
+#pragma omp parallel for schedule(static) if (nchunk * C > LN_PAR)
+    for (int64_t j0 = 0; j0 < C; j0 += LN_COLS) {
+        const int64_t j1 = j0 + LN_COLS < C ? j0 + LN_COLS : C;
+        double sw[LN_COLS] = { 0 }, sb[LN_COLS] = { 0 };
+        for (int64_t k = 0; k < nchunk; k++) {
+            const float *pw = part + k * 2 * C, *pb = pw + C;
             for (int64_t j = j0; j < j1; j++) {
-                if (dW) dW[j] += (float)sw[j - j0];
-                if (dB) dB[j] += (float)sb[j - j0];
+                sw[j - j0] += pw[j];
+                sb[j - j0] += pb[j];
             }
+        }
+        for (int64_t j = j0; j < j1; j++) {
+            if (dW) dW[j] += (float)sw[j - j0];
+            if (dB) dB[j] += (float)sb[j - j0];
         }
     }
 }

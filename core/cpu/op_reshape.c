@@ -2,8 +2,9 @@
  *
  * Every tensor is contiguous, so a reshape never moves data: the output is a new tensor header
  * (its own shape, its own grad, its own tape node) over the input's data. That is safe because
- * no op writes its inputs in place. The backward adds dy, element for element, into the input's
- * gradient, which has the same layout.
+ * no op writes its inputs in place. The backward hands dy's buffer to the input as its gradient
+ * when the input has none yet (ts__grad_share), and otherwise adds dy, element for element, into
+ * the input's gradient, which has the same layout.
  *
  * What this file deliberately is not: a view mechanism. There are no strides; a reshape that
  * would need a different element order is a permute (op_permute.c).
@@ -15,6 +16,8 @@
 #define PAR_MIN 32768
 
 static void reshape_backward(ts_ctx *c, ts_node *n) {
+    /* da is dy with another shape: a that has no gradient yet takes dy's buffer, no copy */
+    if (ts__grad_share(c, n, n->in[0])) return;
     float *da = ts__grad(c, n->in[0]);
     if (!da) return;
     const float *dy = ts_f32(n->out->grad);

@@ -54,6 +54,10 @@ def pad_causal(b, j):
     return b == 0 and j < 3
 
 
+def pad_long(b, j):
+    return (j < 3 or j >= 256) if b == 0 else j >= 290
+
+
 CASES = [
     ("attention", lambda g: qkv(g, 2, 2, 140, 140, 8), lambda q, k, v: attention(q, k, v)),
     ("attention_causal", lambda g: qkv(g, 2, 2, 140, 140, 8),
@@ -69,4 +73,10 @@ CASES = [
      lambda q, k, v, m: attention(q, k, v, key_pad=m)),
     ("attention_scale", lambda g: qkv(g, 1, 1, 140, 140, 8),
      lambda q, k, v: attention(q, k, v, scale=0.2)),
+    ("attention_long", lambda g: qkv(g, 2, 2, 300, 300, 8), lambda q, k, v: attention(q, k, v)),
+    ("attention_long_causal_keypad",
+     lambda g: qkv(g, 2, 1, 300, 300, 8) + [pad_mask(torch.uint8, 2, 300, pad_long)],
+     lambda q, k, v, m: attention(q, k, v, causal=True, key_pad=m)),
+    ("attention_long_causal_one", lambda g: qkv(g, 1, 1, 300, 300, 8),
+     lambda q, k, v: attention(q, k, v, causal=True)),
 ]

@@ -1,8 +1,10 @@
 /* Rows for the fused attention op: plain, causal, key padding (u8, with a batch whose keys are
  * all padding), causal with padding, Tq != Tk with i32 padding, and a custom scale. T = 140 is
- * more than one block of queries (64) and of keys (128), with short last blocks, so the online
- * softmax across key blocks and the block skipping of the causal mask are exercised; D is small
- * to keep the gradient check cheap. */
+ * one block (the op takes sequences of up to 256 tokens whole); the _long rows have T = 300,
+ * more than one block of queries (64) and of keys (256), with short last blocks, so the online
+ * softmax across key blocks, the block skipping of the causal mask, a key block that is all
+ * padding and the two-pass backward of a single head are exercised too. D is small to keep the
+ * gradient check cheap. */
 #include "../rows.h"
 
 static ts_tensor *pad_mask(ts_ctx *c, ts_dtype dt, int64_t B, int64_t T,
@@ -69,13 +71,31 @@ static int mk_attn_cross(ts_ctx *c, ts_rng *r, ts_tensor **in) {
     return 4;
 }
 
-/* One (batch, head) pair: the backward takes its two-pass path (blocks spread over threads). */
+/* One (batch, head) pair (at T = 300 the backward takes its two-pass path, blocks spread over
+ * threads). */
 static int mk_attn_scale(ts_ctx *c, ts_rng *r, ts_tensor **in) {
     qkv(c, r, in, 1, 1, 140, 140, 8);
     return 3;
 }
 static ts_tensor *fn_attn_scale(ts_ctx *c, ts_tensor **in) {
     return ts_attention(c, in[0], in[1], in[2], 0, NULL, 0.2f);
+}
+
+/* T = 300: batch 0 pads keys 0..2 and the whole second key block (256..), batch 1 keys 290... */
+static int pad_long(int64_t b, int64_t j) { return b == 0 ? (j < 3 || j >= 256) : j >= 290; }
+
+static int mk_attn_long(ts_ctx *c, ts_rng *r, ts_tensor **in) {
+    qkv(c, r, in, 2, 2, 300, 300, 8);
+    return 3;
+}
+static int mk_attn_long_pad(ts_ctx *c, ts_rng *r, ts_tensor **in) {
+    qkv(c, r, in, 2, 1, 300, 300, 8);
+    in[3] = pad_mask(c, TS_U8, 2, 300, pad_long);
+    return 4;
+}
+static int mk_attn_long_one(ts_ctx *c, ts_rng *r, ts_tensor **in) {
+    qkv(c, r, in, 1, 1, 300, 300, 8);
+    return 3;
 }
 
 const test_row rows_attention[] = {
@@ -85,5 +105,9 @@ const test_row rows_attention[] = {
     { "attention_causal_keypad", TS_OP_ATTENTION, mk_attn_causal_pad, fn_attn_causal_pad, 0, 1 },
     { "attention_cross", TS_OP_ATTENTION, mk_attn_cross, fn_attn_pad, 0, 1 },
     { "attention_scale", TS_OP_ATTENTION, mk_attn_scale, fn_attn_scale, 0, 1 },
+    { "attention_long", TS_OP_ATTENTION, mk_attn_long, fn_attn, 0, 1 },
+    { "attention_long_causal_keypad", TS_OP_ATTENTION, mk_attn_long_pad, fn_attn_causal_pad, 0,
+      1 },
+    { "attention_long_causal_one", TS_OP_ATTENTION, mk_attn_long_one, fn_attn_causal, 0, 1 },
     ROW_END,
 };

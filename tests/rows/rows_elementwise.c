@@ -1,6 +1,8 @@
 /* Rows for the elementwise group (see tests/rows.h): add, sub, mul with each kind of
  * broadcast, scale, relu, sum and mean over every dim and over everything, L2 normalisation
- * and dropout. */
+ * and dropout. The grad_share rows are small graphs in which add and reshape hand one gradient
+ * buffer to several tensors and scale and mul write over it (tensor.c's copy-on-write), with a
+ * tensor used twice by one op. */
 #include "../rows.h"
 
 /* a (2, 3, 4) against b of the given shape, both differentiated. */
@@ -65,6 +67,21 @@ static int mk_drop(ts_ctx *c, ts_rng *r, ts_tensor **in) {
 }
 static ts_tensor *fn_drop(ts_ctx *c, ts_tensor **in) { return ts_dropout(c, in[0], 0.3f); }
 
+static ts_tensor *fn_add_self(ts_ctx *c, ts_tensor **in) { return ts_add(c, in[0], in[0]); }
+static ts_tensor *fn_sub_self(ts_ctx *c, ts_tensor **in) { return ts_sub(c, in[0], in[0]); }
+static ts_tensor *fn_mul_self(ts_ctx *c, ts_tensor **in) { return ts_mul(c, in[0], in[0]); }
+/* h = a + b; y = (2 h) * b + h: dy reaches h twice and b three times */
+static ts_tensor *fn_share_chain(ts_ctx *c, ts_tensor **in) {
+    ts_tensor *h = ts_add(c, in[0], in[1]);
+    return ts_add(c, ts_mul(c, ts_scale(c, h, 2.0f), in[1]), h);
+}
+/* y = reshape(3 reshape(a, (24)), (2, 3, 4)) + a, then y * a + y */
+static ts_tensor *fn_share_reshape(ts_ctx *c, ts_tensor **in) {
+    ts_tensor *f = ts_scale(c, ts_reshape(c, in[0], 1, TS_SHAPE(24)), 3.0f);
+    ts_tensor *y = ts_add(c, ts_reshape(c, f, 3, TS_SHAPE(2, 3, 4)), in[0]);
+    return ts_add(c, ts_mul(c, y, in[0]), y);
+}
+
 const test_row rows_elementwise[] = {
     { "add", TS_OP_ADD, mk_same, fn_add, 0, 1 },
     { "add_bcast_last", TS_OP_ADD, mk_last, fn_add, 0, 1 },
@@ -90,5 +107,10 @@ const test_row rows_elementwise[] = {
     { "l2_normalize", TS_OP_L2_NORMALIZE, mk_x, fn_l2n, 0, 1 },
     { "l2_normalize_eps", TS_OP_L2_NORMALIZE, mk_l2n_eps, fn_l2n_eps, 0, 1 },
     { "dropout", TS_OP_DROPOUT, mk_drop, fn_drop, 0, 0 },
+    { "add_self", TS_OP_ADD, mk_x, fn_add_self, 0, 0 },
+    { "sub_self", TS_OP_SUB, mk_x, fn_sub_self, 0, 0 },
+    { "mul_self", TS_OP_MUL, mk_x, fn_mul_self, 0, 0 },
+    { "grad_share_chain", TS_OP_ADD, mk_same, fn_share_chain, 0, 0 },
+    { "grad_share_reshape", TS_OP_RESHAPE, mk_x, fn_share_reshape, 0, 0 },
     ROW_END,
 };
