@@ -3,16 +3,20 @@
  * `tessera data inspect PATH...` tells what a data file holds, through the same loaders the
  * training pipeline uses: for an HDF5 file the group tree with shapes and dtypes and the demos
  * and steps of a robomimic, LIBERO or robosuite file; for a video its container, codec, size,
- * fps, frame count and duration; for a JPEG or PNG its size and format. Files are told apart by
- * their signatures (the extension only for tar and CSV, which are not supported yet).
+ * fps, frame count and duration; for a JPEG or PNG its size and format; for a WebDataset tar
+ * shard its samples, fields by extension, first keys and damaged members; for a CSV/TSV file its
+ * rows, columns and missing image files. Files are told apart by their signatures (the
+ * extension only for tar and CSV).
  * Exit codes as every verb: 0 ok, 1 a file that cannot be read or is not understood, 2 usage.
  *
  * What it is not: a validator that decodes every frame or sample; reading a file whole is the
  * loaders' tests' job.
  */
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "tessera.h"
 #include "loaders.h"
@@ -27,7 +31,10 @@ static void data_usage(FILE *out) {
             "          for robomimic/LIBERO/robosuite files the demos, steps and masks\n"
             "  video   container, codec, size, fps, frame count (counted) and duration\n"
             "  image   JPEG or PNG: format and size\n"
-            "WebDataset tar shards and CSV/TSV files are not supported yet.\n"
+            "  tar     a WebDataset shard (.tar, .tgz, .tar.gz): samples, fields by extension,\n"
+            "          first keys, damaged members\n"
+            "  CSV/TSV rows, columns, the image column (open_clip's 'filepath' or a column\n"
+            "          named like a path) and its missing files (relative to the CSV's folder)\n"
             "\n"
             "options:\n"
             "  -h, --help   this help\n"
@@ -87,6 +94,147 @@ static int inspect_video(const char *path, ts_err *err) {
     return TS_OK;
 }
 
+/* A WebDataset shard: read every member (nothing is decoded) and tell what it holds. Bad
+ * samples are reported and counted; a shard that breaks off (a damaged header or a member cut
+ * short) is an error after the summary. */
+static int inspect_tar(const char *path) {
+    ts_err err = { 0 };
+    ts_wds_shard *sh;
+    if (ts_wds_shard_open(&sh, path, &err)) {
+        fprintf(stderr, "tessera: error: %s\n", err.msg);
+        return 1;
+    }
+    enum { NEXT = 32, NKEYS = 5, NMSG = 5 };
+    char ext[NEXT][24];
+    int64_t ext_n[NEXT] = { 0 }, bad[TS_BAD_COUNT] = { 0 }, samples = 0, nbad = 0;
+    int next = 0, other_ext = 0;
+    char keys[NKEYS][64], msgs[NMSG][512];
+    ts_sample sm;
+    ts_sample_init(&sm);
+    ts_status st;
+    for (;;) {
+        int got;
+        st = ts_wds_shard_next(sh, &sm, &got, &err);
+        if (st || !got) break;
+        if (samples < NKEYS) snprintf(keys[samples], sizeof keys[0], "%.63s", sm.key);
+        samples++;
+        for (int f = 0; f < sm.nfields; f++) {
+            int k = 0;
+            while (k < next && strcmp(ext[k], sm.fields[f])) k++;
+            if (k == next && next < NEXT) snprintf(ext[next++], sizeof ext[0], "%s", sm.fields[f]);
+            if (k < next) ext_n[k]++;
+            else other_ext = 1;
+        }
+        if (sm.bad) {
+            if (nbad < NMSG) snprintf(msgs[nbad], sizeof msgs[0], "%.500s", sm.bad_msg);
+            nbad++;
+            bad[sm.bad]++;
+        }
+    }
+    printf("%s: WebDataset shard\n", path);
+    printf("  samples:    %lld (%lld members)\n", (long long)samples,
+           (long long)ts_wds_shard_members(sh));
+    printf("  fields:    ");
+    for (int k = 0; k < next; k++) printf(" %s %lld%s", ext[k], (long long)ext_n[k], k + 1 < next ? "," : "");
+    printf("%s\n", next ? (other_ext ? " (and more)" : "") : " none");
+    printf("  first keys:");
+    for (int k = 0; k < NKEYS && k < samples; k++) printf(" %s", keys[k]);
+    printf("\n");
+    printf("  bad:        %lld sample%s", (long long)nbad, nbad == 1 ? "" : "s");
+    for (int r = 1; r < TS_BAD_COUNT; r++)
+        if (bad[r]) printf(" (%s %lld)", ts_bad_reason_str(r), (long long)bad[r]);
+    printf("\n");
+    for (int k = 0; k < nbad && k < NMSG; k++) printf("    %s\n", msgs[k]);
+    ts_sample_free(&sm);
+    ts_wds_shard_close(sh);
+    fflush(stdout);
+    if (st) {
+        fprintf(stderr, "tessera: error: %s\n", err.msg);
+        return 1;
+    }
+    if (bad[TS_BAD_TRUNCATED]) {
+        fprintf(stderr, "tessera: error: %s: damaged shard: a member is cut short\n", path);
+        return 1;
+    }
+    return 0;
+}
+
+/* Does a column name look like it holds image paths / captions? */
+static int name_like(const char *name, const char *const *words) {
+    char low[128];
+    size_t i = 0;
+    for (; name[i] && i + 1 < sizeof low; i++) low[i] = (char)tolower((unsigned char)name[i]);
+    low[i] = 0;
+    for (int k = 0; words[k]; k++)
+        if (strstr(low, words[k])) return 1;
+    return 0;
+}
+
+/* A CSV/TSV of image paths: rows, columns, and which image files are missing. */
+static int inspect_csv(const char *path) {
+    ts_err err = { 0 };
+    ts_csv *c;
+    ts_csv_spec spec = { path, "", "", 0 };
+    if (ts_csv_open(&c, &spec, &err)) {
+        fprintf(stderr, "tessera: error: %s\n", err.msg);
+        return 1;
+    }
+    static const char *const img_words[] = { "path", "file", "image", "img", "jpg", "url", NULL };
+    static const char *const cap_words[] = { "caption", "text", "txt", "title", NULL };
+    int img = -1, cap = -1;
+    for (int j = 0; j < ts_csv_cols(c); j++) {
+        const char *n = ts_csv_col_name(c, j);
+        if (!strcmp(n, "filepath")) img = j;
+        if (!strcmp(n, "title")) cap = j;
+    }
+    for (int j = 0; j < ts_csv_cols(c) && img < 0; j++)
+        if (name_like(ts_csv_col_name(c, j), img_words)) img = j;
+    for (int j = 0; j < ts_csv_cols(c) && cap < 0; j++)
+        if (j != img && name_like(ts_csv_col_name(c, j), cap_words)) cap = j;
+    printf("%s: CSV\n", path);
+    printf("  rows:       %lld\n", (long long)ts_csv_rows(c));
+    printf("  columns:   ");
+    for (int j = 0; j < ts_csv_cols(c); j++)
+        printf(" %s%s", ts_csv_col_name(c, j), j + 1 < ts_csv_cols(c) ? "," : "");
+    printf("\n");
+    if (cap >= 0) {
+        int64_t empty = 0;
+        for (int64_t r = 0; r < ts_csv_rows(c); r++) empty += !ts_csv_cell(c, r, cap)[0];
+        printf("  captions:   column '%s' (%lld empty)\n", ts_csv_col_name(c, cap), (long long)empty);
+    }
+    if (img < 0) {
+        printf("  images:     no column named like a path (open_clip's --csv-img-key is "
+               "'filepath' by default)\n");
+        ts_csv_close(c);
+        return 0;
+    }
+    int64_t missing = 0, urls = 0;
+    char first[3][1200];
+    for (int64_t r = 0; r < ts_csv_rows(c); r++) {
+        const char *cell = ts_csv_cell(c, r, img);
+        if (!strncmp(cell, "http://", 7) || !strncmp(cell, "https://", 8)) {
+            urls++;
+            continue;
+        }
+        char full[4096];
+        struct stat stt;
+        ts_csv_resolve(c, cell, full, sizeof full);
+        if (!cell[0] || stat(full, &stt) != 0 || !S_ISREG(stt.st_mode)) {
+            if (missing < 3)
+                snprintf(first[missing], sizeof first[0], "row %lld (line %lld): %.1100s",
+                         (long long)r + 1, (long long)ts_csv_line(c, r), cell[0] ? full : "(empty)");
+            missing++;
+        }
+    }
+    printf("  images:     column '%s'; %lld missing file%s", ts_csv_col_name(c, img),
+           (long long)missing, missing == 1 ? "" : "s");
+    if (urls) printf(", %lld URLs (not checked)", (long long)urls);
+    printf("\n");
+    for (int k = 0; k < missing && k < 3; k++) printf("    %s\n", first[k]);
+    ts_csv_close(c);
+    return 0;
+}
+
 /* One file: 0 ok, 1 failure (message printed). */
 static int inspect(const char *path) {
     ts_err err = { 0 };
@@ -99,12 +247,9 @@ static int inspect(const char *path) {
     size_t n = fread(head, 1, sizeof head, f);
     int hdf5 = is_hdf5(f);
     fclose(f);
-    if (has_suffix(path, ".tar") || has_suffix(path, ".tgz") || has_suffix(path, ".tar.gz") ||
-        has_suffix(path, ".csv") || has_suffix(path, ".tsv")) {
-        fprintf(stderr, "tessera: error: %s: %s files are not supported by `tessera data "
-                "inspect` yet\n", path, has_suffix(path, "sv") ? "CSV/TSV" : "tar");
-        return 1;
-    }
+    if (has_suffix(path, ".tar") || has_suffix(path, ".tgz") || has_suffix(path, ".tar.gz"))
+        return inspect_tar(path);
+    if (has_suffix(path, ".csv") || has_suffix(path, ".tsv")) return inspect_csv(path);
     ts_status st;
     if (hdf5) {
         st = ts_hdf5_summary(stdout, path, &err);

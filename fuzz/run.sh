@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the libFuzzer targets (fuzz/fuzz_*.c) with clang into build-fuzz/ and run each for a
 # bounded time: fuzz/run.sh [SECONDS] (default 4; CI uses the default, by hand run longer).
-# Seeds are the small sample images of ../shared/data/images when that folder exists; the
+# Seeds are the small sample images of ../shared/data/images (and the small shards of
+# ../shared/data/webdataset for fuzz_tar) when those folders exist; the
 # corpus grows in build-fuzz/corpus_NAME. A crash stops the run with a non-zero status and
 # leaves its input in build-fuzz/ (replay: build-fuzz/fuzz/fuzz_NAME FILE).
 set -euo pipefail
@@ -10,14 +11,18 @@ secs="${1:-4}"
 
 cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DTESSERA_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug \
       -DTESSERA_CUDA=OFF >/dev/null
-cmake --build build-fuzz -j"$(nproc)" --target fuzz_jpeg fuzz_png >/dev/null
+cmake --build build-fuzz -j"$(nproc)" --target fuzz_jpeg fuzz_png fuzz_tar >/dev/null
 
-for name in jpeg png; do
+for name in jpeg png tar; do
   corpus="build-fuzz/corpus_$name"
   seeds="build-fuzz/seeds_$name"
   mkdir -p "$corpus" "$seeds"
   ext=$([ "$name" = jpeg ] && echo jpg || echo png)
-  if [ -d ../shared/data/images ]; then
+  if [ "$name" = tar ]; then
+    if [ -d ../shared/data/webdataset ]; then
+      find ../shared/data/webdataset -name "*.t*" -size -128k -exec cp -f {} "$seeds/" \;
+    fi
+  elif [ -d ../shared/data/images ]; then
     find ../shared/data/images -name "*.$ext" -size -64k -exec cp -f {} "$seeds/" \;
   fi
   echo "fuzz/run.sh: fuzz_$name for ${secs}s"

@@ -5,7 +5,9 @@
  * training (resize with antialiasing, center crop, RandomResizedCrop, horizontal flip,
  * normalisation to float CHW), written to match torchvision 0.14 on uint8 tensors; video
  * frames through FFmpeg with accurate seeking; robot demonstrations in HDF5 (robomimic, LIBERO,
- * robosuite) read as padded windows of steps.
+ * robosuite) read as padded windows of steps; dataset formats (WebDataset tar shards, CSV/TSV,
+ * class folders) and the threaded batch pipeline that turns their samples into batches,
+ * calling a per-sample prepare hook that the factory wires in (this layer never includes text/).
  *
  * What this header deliberately is not: a general imaging library. Every decoded image is
  * 8-bit RGB, height x width x 3 (HWC), row-major and contiguous; there is no colour management
@@ -291,6 +293,253 @@ ts_status ts_video_uniform_indices(const ts_video *v, int K, double start, doubl
  * last frame give the last frame. TS_ERR_DATA when start is negative or past the last frame. */
 ts_status ts_video_fps_indices(const ts_video *v, int K, double start, double fps,
                                int64_t *idx, ts_err *err);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Samples and dataset formats (loaders/webdataset.c, csvdata.c, folder.c)                  */
+
+/* Why a sample was left out. One table gives the names, so the log and the counts agree. */
+#define TS_BAD_LIST(X)                                                                       \
+    X(TS_BAD_NONE, "none")                                                                   \
+    X(TS_BAD_DECODE, "corrupt image")          /* the decoder refused it (truncated JPEG) */ \
+    X(TS_BAD_UNSUPPORTED, "unsupported format") /* WebP, GIF */                              \
+    X(TS_BAD_TRUNCATED, "truncated member")     /* a tar member cut short */                 \
+    X(TS_BAD_TOO_LARGE, "member too large")     /* over TS_SAMPLE_MAX_FIELD bytes */         \
+    X(TS_BAD_MISSING, "missing field")          /* no image, caption or label */             \
+    X(TS_BAD_DUPLICATE, "duplicate field")      /* two members key.jpg in one sample */      \
+    X(TS_BAD_LABEL, "bad label")                /* a .cls that is not an integer */          \
+    X(TS_BAD_FILE, "missing file")              /* a CSV or folder path cannot be read */    \
+    X(TS_BAD_PREPARE, "prepare failed")         /* the prepare hook refused the sample */    \
+    X(TS_BAD_SHARD, "corrupt shard")            /* a shard that cannot be opened or read */
+
+typedef enum {
+#define TS__BAD_ENUM(name, msg) name,
+    TS_BAD_LIST(TS__BAD_ENUM)
+#undef TS__BAD_ENUM
+    TS_BAD_COUNT
+} ts_bad_reason;
+/* "corrupt image", ...; never NULL. */
+const char *ts_bad_reason_str(int reason);
+
+/* A growable byte buffer owned by a sample; data is NUL-terminated when n > 0 or cap > 0. */
+typedef struct ts_bytes {
+    uint8_t *data;
+    size_t n, cap;
+} ts_bytes;
+
+#define TS_SAMPLE_MAX_FIELDS 16
+#define TS_SAMPLE_MAX_FIELD ((size_t)1 << 28) /* 256 MiB: a larger tar member is refused */
+
+/* One raw sample, as a dataset format reads it and before anything is decoded. The buffers are
+ * owned by the sample and reused from sample to sample (ts_sample_free releases them).
+ * WebDataset fields by extension: jpg/jpeg/png/webp -> image (the first of them in that order),
+ * txt -> text, json -> json, cls -> label, mp4 -> video. CSV and folders set path instead of
+ * image bytes: the worker reads the file, so that file reads run in parallel. */
+typedef struct ts_sample {
+    char key[512];    /* WebDataset key ("000123", "dir/000123"), CSV row, file name */
+    char where[1024]; /* for messages: "cc3m-000001.tar:000123", "train.csv:row 12" */
+    ts_bytes image;   /* encoded image bytes, or empty */
+    char image_ext[8]; /* "jpg", "png", "webp"; "" when none */
+    ts_bytes path;    /* image file to read (CSV, folders), NUL-terminated, or empty */
+    ts_bytes text;    /* caption (.txt), NUL-terminated */
+    ts_bytes json;    /* raw .json text, NUL-terminated */
+    ts_bytes video;   /* raw .mp4 bytes for the video decoder */
+    int has_text, has_json, has_video, has_label;
+    int64_t label;    /* .cls, or the class index of a folder */
+    int nfields;      /* the extensions seen, in order (for inspect) */
+    char fields[TS_SAMPLE_MAX_FIELDS][24];
+    int bad;          /* ts_bad_reason found while reading; TS_BAD_NONE when fine */
+    char bad_msg[512];
+    int64_t index;    /* position in this rank's stream of the epoch (set by the pipeline) */
+} ts_sample;
+void ts_sample_init(ts_sample *s);
+void ts_sample_clear(ts_sample *s); /* empty every field, keep the buffers */
+void ts_sample_free(ts_sample *s);  /* NULL is a no-op */
+
+/* A dataset format: a stream of samples per epoch. The two plug-in points of the pipeline are
+ * the format (this) and the prepare hook. begin() starts epoch e of rank `rank` of `world`:
+ * every rank gets a disjoint part (shards for WebDataset, rows for CSV and folders), in an order
+ * that depends only on (seed, epoch). next() fills out and sets *got = 1, or *got = 0 at the
+ * end of the epoch. An error from next() (a shard that cannot be opened or is corrupt: the
+ * message names it) leaves the source usable: the following call goes on with the next shard,
+ * so that a policy of skipping can count it and continue. Not thread-safe: the pipeline calls
+ * it under its lock. free() releases everything; ts_source_free(NULL) is a no-op. */
+typedef struct ts_source ts_source;
+struct ts_source {
+    const char *type; /* "webdataset", "csv", "folder" */
+    ts_status (*begin)(ts_source *s, uint64_t seed, int64_t epoch, int rank, int world,
+                       ts_err *err);
+    ts_status (*next)(ts_source *s, ts_sample *out, int *got, ts_err *err);
+    void (*free)(ts_source *s);
+    void *impl;
+};
+void ts_source_free(ts_source *s);
+
+/* Expand a shard list as open_clip and braceexpand take it: patterns joined by "::", each with
+ * any number of {a..b} numeric ranges (zero-padded to the longer width when either bound has a
+ * leading zero: "{000000..000331}"; descending when a > b) and {x,y,z} alternatives (nested
+ * groups too; "{x}" stays literal), expanded left to right. On success *out is a malloc'ed
+ * array of *n malloc'ed strings (ts_shard_list_free). TS_ERR_USAGE for an unbalanced brace, an
+ * empty list or more than 10 million names, naming the pattern. */
+ts_status ts_shard_list_expand(const char *spec, char ***out, int64_t *n, ts_err *err);
+void ts_shard_list_free(char **list, int64_t n);
+
+/* One WebDataset shard read through libarchive (tar, optionally gzip/bzip2/xz/zstd
+ * compressed). Members are grouped into samples by key as webdataset's group_by_keys does:
+ * key = the name up to the first dot of its last path component (with the folder), extension
+ * = the rest, lowercased; consecutive members with one key form a sample; names without a dot,
+ * "__meta__" names, and non-regular members are skipped. A member cut short marks its sample
+ * TS_BAD_TRUNCATED and ends the shard; a header that cannot be read ends the shard with
+ * TS_ERR_FORMAT (the message names the shard and the last key read). */
+typedef struct ts_wds_shard ts_wds_shard;
+ts_status ts_wds_shard_open(ts_wds_shard **out, const char *path, ts_err *err);
+/* The same over bytes in memory (which must outlive the shard); name is used in messages. */
+ts_status ts_wds_shard_open_memory(ts_wds_shard **out, const void *buf, size_t n,
+                                   const char *name, ts_err *err);
+/* The next sample into out (*got = 1), or *got = 0 at the end of the shard. After an error the
+ * shard is finished: further calls give *got = 0. */
+ts_status ts_wds_shard_next(ts_wds_shard *s, ts_sample *out, int *got, ts_err *err);
+int64_t ts_wds_shard_members(const ts_wds_shard *s); /* regular members read so far */
+void ts_wds_shard_close(ts_wds_shard *s); /* NULL is a no-op */
+
+/* A WebDataset source over the shards of spec (ts_shard_list_expand). shuffle: shard order
+ * drawn from (seed, epoch) each epoch; the shuffled list is split over ranks (shard k of the
+ * order goes to rank k mod world), so ranks read disjoint shards; begin() fails when there are
+ * fewer shards than ranks. Within a shard samples come in tar order (the pipeline's shuffle
+ * buffer mixes them). */
+ts_status ts_wds_source_new(ts_source **out, const char *spec, int shuffle, ts_err *err);
+
+/* CSV/TSV as open_clip reads it (--csv-img-key, --csv-caption-key, --csv-separator): a header
+ * row naming the columns, fields quoted as RFC 4180 says ("a ""b""", commas and line breaks
+ * inside quotes, CRLF or LF). Image paths are relative to the CSV file's folder unless
+ * absolute. */
+typedef struct ts_csv_spec {
+    const char *path;
+    const char *img_key;     /* column of image paths; NULL: "filepath" (open_clip's
+                                default); "" for none (inspecting only: no source) */
+    const char *caption_key; /* column of captions; NULL: "title"; "" for none */
+    char sep;                /* 0: tab for .tsv and files whose header has a tab, else comma */
+} ts_csv_spec;
+typedef struct ts_csv ts_csv;
+/* Read and check the whole file: TS_ERR_IO, or TS_ERR_FORMAT naming file and line for an
+ * unterminated quote or a row with the wrong number of fields, or TS_ERR_DATA for a key that is
+ * not a column (listing the columns). An empty image path or a missing file is found when the
+ * row is read: a bad sample (TS_BAD_FILE) naming the row. */
+ts_status ts_csv_open(ts_csv **out, const ts_csv_spec *spec, ts_err *err);
+void ts_csv_close(ts_csv *c); /* NULL is a no-op */
+int64_t ts_csv_rows(const ts_csv *c);     /* data rows, without the header */
+int ts_csv_cols(const ts_csv *c);
+const char *ts_csv_col_name(const ts_csv *c, int j);
+const char *ts_csv_cell(const ts_csv *c, int64_t row, int j); /* NUL-terminated, unquoted */
+int64_t ts_csv_line(const ts_csv *c, int64_t row); /* 1-based line of the row in the file */
+int ts_csv_img_col(const ts_csv *c);     /* -1 when the spec named none and there is none */
+int ts_csv_caption_col(const ts_csv *c); /* -1 when none */
+/* The resolved image path of row (relative paths joined to the CSV's folder) into buf. */
+const char *ts_csv_image_path(const ts_csv *c, int64_t row, char *buf, size_t n);
+/* Any path p read from the file, resolved the same way, into buf. */
+const char *ts_csv_resolve(const ts_csv *c, const char *p, char *buf, size_t n);
+/* A source over the rows (the source owns c and closes it, also on failure; TS_ERR_USAGE when
+ * c has no image column). shuffle: a permutation of the rows
+ * drawn from (seed, epoch); rank r of world takes rows k = r, r + world, ... of that order, at
+ * most rows / world each, so that every rank has the same number of samples. Samples have
+ * path, text (the caption) and where "file.csv:row N (line L)". */
+ts_status ts_csv_source_new(ts_source **out, ts_csv *c, int shuffle, ts_err *err);
+
+/* ImageNet-style class folders: root/<class>/<image>. Classes are the sub-folders sorted by
+ * name (strcmp, as torchvision's ImageFolder sorts them) and labelled 0, 1, ...; images are the
+ * files with torchvision's image extensions (case-insensitive), sorted within their class. */
+typedef struct ts_folder ts_folder;
+ts_status ts_folder_open(ts_folder **out, const char *root, ts_err *err);
+void ts_folder_close(ts_folder *f); /* NULL is a no-op */
+int ts_folder_classes(const ts_folder *f);
+const char *ts_folder_class_name(const ts_folder *f, int k);
+int64_t ts_folder_count(const ts_folder *f);
+const char *ts_folder_path(const ts_folder *f, int64_t i); /* full path of image i */
+int ts_folder_label(const ts_folder *f, int64_t i);
+/* A source over the images (it owns f), split over ranks and shuffled as the CSV source. */
+ts_status ts_folder_source_new(ts_source **out, ts_folder *f, int shuffle, ts_err *err);
+
+
+/* ---------------------------------------------------------------------------------------- */
+/* The batch pipeline (loaders/pipeline.c)                                                  */
+
+/* What workers do to a sample's image: nothing (no image wanted), training augmentation
+ * (RandomResizedCrop(size, scale, ratio) then a horizontal flip with probability hflip, as
+ * open_clip's train transform), or evaluation (Resize(resize) on the shorter side, then
+ * CenterCrop(size)). Then ToTensor + Normalize(mean, std) into the batch. */
+typedef enum { TS_XFORM_NONE, TS_XFORM_TRAIN, TS_XFORM_EVAL } ts_xform_mode;
+typedef struct ts_xform_cfg {
+    ts_xform_mode mode;
+    int size;             /* S: output side, e.g. 224 */
+    int resize;           /* eval: shorter side before the crop; 0: size */
+    float scale[2], ratio[2]; /* train; zeros: torchvision's defaults (0.08, 1), (3/4, 4/3) */
+    float hflip;          /* train: flip probability (0: none) */
+    float mean[3], std[3]; /* all zero: CLIP's */
+    ts_interp interp;     /* bicubic for CLIP */
+    int decode_min_short; /* > 0: let JPEG decode DCT-scaled (faster, not torchvision-exact) */
+} ts_xform_cfg;
+
+typedef enum { TS_ON_BAD_SKIP, TS_ON_BAD_FAIL } ts_on_bad;
+
+/* The per-sample prepare hook: write prepare_bytes into row for sample s (e.g. tokenize
+ * s->text into a (T) int32 row). Called from several worker threads at once: it must be
+ * thread-safe. An error makes the sample bad (TS_BAD_PREPARE), with err's message. */
+typedef ts_status (*ts_prepare_fn)(void *user, const ts_sample *s, void *row, ts_err *err);
+
+typedef struct ts_pipe_cfg {
+    int batch_size;       /* B */
+    int workers;          /* worker threads, >= 1 */
+    int slots;            /* batches in flight (the pool of batch buffers); 0: workers + 2 */
+    int shuffle_buffer;   /* samples held for shuffling (WebDataset); 0 or 1: none */
+    uint64_t seed;
+    int rank, world;      /* this process of a multi-process run; world 0 means 1 */
+    int64_t epochs;       /* epochs to read; 0: no end (training) */
+    int drop_last;        /* drop the partial batch at the end of each epoch */
+    ts_on_bad on_bad;     /* skip and count, or stop with the sample's error */
+    int need_text, need_label; /* a sample without a caption / label is bad (missing field) */
+    ts_xform_cfg xform;
+    ts_prepare_fn prepare; /* NULL: none */
+    void *prepare_user;
+    size_t prepare_bytes; /* bytes per row written by prepare */
+} ts_pipe_cfg;
+
+/* Where the data stream stands: the epoch, and how many samples of this rank's stream of that
+ * epoch the delivered batches covered (bad samples included). Saved with a checkpoint; a
+ * pipeline opened at a position delivers the batches that would have followed it. */
+typedef struct ts_pipe_pos {
+    int64_t epoch, samples;
+} ts_pipe_pos;
+
+/* One batch. Rows are the good samples of B consecutive stream positions, in stream order:
+ * n = B unless samples were skipped as bad (their rows are left out and n is smaller) or the
+ * epoch ended. The buffers belong to the pipeline, were allocated once, and stay valid until
+ * the next ts_pipe_next or ts_pipe_close. */
+typedef struct ts_pipe_batch {
+    int n;                 /* rows; 0 at the end of the data (cfg.epochs done) */
+    int64_t epoch, index;  /* epoch, and batch number within it (position / B) */
+    float *images;         /* (n, 3, S, S), or NULL when xform.mode is NONE */
+    int64_t *labels;       /* (n); -1 where a sample has none */
+    uint8_t *extra;        /* (n, prepare_bytes) from the prepare hook, or NULL */
+    int64_t *sample_index; /* (n) stream position of each row in its epoch */
+    char (*keys)[64];      /* (n) the sample keys, cut at 63 bytes, for logs and tests */
+} ts_pipe_batch;
+
+typedef struct ts_pipe ts_pipe;
+
+/* Start the workers over src (the pipeline owns it from here on, even on failure) from start
+ * (NULL: epoch 0, sample 0). Errors: TS_ERR_USAGE for a bad cfg, TS_ERR_NOMEM. */
+ts_status ts_pipe_open(ts_pipe **out, ts_source *src, const ts_pipe_cfg *cfg,
+                       const ts_pipe_pos *start, ts_err *err);
+/* The next batch, in the same order for a given seed whatever the number of workers (sample i
+ * of an epoch always lands in batch i / B; its augmentation draws from an RNG seeded by
+ * (seed, epoch, rank, i)). With on_bad = FAIL the first bad sample (in stream order) stops the
+ * pipeline: the error names it (file, key or row) and every later call returns it too. */
+ts_status ts_pipe_next(ts_pipe *p, ts_pipe_batch *b, ts_err *err);
+/* The position after the last delivered batch. */
+ts_pipe_pos ts_pipe_position(const ts_pipe *p);
+/* Bad samples by reason (indexed by ts_bad_reason) in the batches delivered so far. */
+void ts_pipe_bad_counts(const ts_pipe *p, int64_t counts[TS_BAD_COUNT]);
+/* Stop and join the workers and free everything, the source too. NULL is a no-op. */
+void ts_pipe_close(ts_pipe *p);
 
 #ifdef __cplusplus
 }

@@ -17,6 +17,7 @@ PACKAGES=(
   libavformat-dev libavcodec-dev        # video decoding of loaders/ (FFmpeg; libdav1d decodes AV1)
   libswscale-dev libavutil-dev          #   and its scaling to RGB at the target size
   libhdf5-dev                           # robot trajectories (robomimic/LIBERO/robosuite HDF5)
+  libarchive-dev                        # WebDataset tar shards of loaders/
   python3-h5py                          # writes the robomimic-layout file of tests/cli_data.sh
   ffmpeg                                # encodes the short clips of tests/cli_data.sh
 )

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # tessera data inspect: on files made here (a robomimic-layout HDF5 written with h5py, a short
 # H.264/MPEG-4 clip encoded with the ffmpeg program, a PNG written by PIL), the summary lines,
-# and the errors with their exit codes: a missing file, a truncated clip, tar and CSV (not
-# supported yet), usage errors. Parts whose writer is missing (h5py, ffmpeg, PIL) are skipped
+# and the errors with their exit codes: a missing file, a truncated clip, usage errors; a
+# WebDataset tar (fields, a member cut short) and CSV/TSV files (quoting, missing images). Parts whose writer is missing (h5py, ffmpeg, PIL) are skipped
 # with a note.
 source "$(dirname "$0")/clilib.sh"
 PY=/usr/bin/python3
@@ -22,9 +22,19 @@ expect 2 "no PATH given" -- "$TS" data inspect
 expect 2 "unknown option --frob" -- "$TS" data inspect --frob x.hdf5
 expect 1 "missing.hdf5: cannot open" -- "$TS" data inspect missing.hdf5
 printf 'a,b\n1,2\n' > table.csv
-expect 1 "CSV/TSV files are not supported" -- "$TS" data inspect table.csv
-tar cf shard.tar table.csv
-expect 1 "tar files are not supported" -- "$TS" data inspect shard.tar
+expect 0 "no column named like a path" -- "$TS" data inspect table.csv
+printf 'filepath,title\n"never closed\n' > broken.csv
+expect 1 "broken.csv:2: a quoted field is never closed" -- "$TS" data inspect broken.csv
+head -c 20000 /dev/urandom > 000.jpg; echo "a caption" > 000.txt; echo 3 > 001.cls
+tar cf shard.tar 000.jpg 000.txt 001.cls table.csv
+expect 0 "samples:    3 (4 members)" -- "$TS" data inspect shard.tar
+grep -qF "fields:     jpg 1, txt 1, cls 1, csv 1" out.txt || fail "fields by extension"
+head -c 5000 shard.tar > cut.tar
+expect 1 "damaged shard" -- "$TS" data inspect cut.tar
+grep -qF "cut.tar:000.jpg: member cut short" out.txt || fail "the cut member is not named"
+printf 'filepath\ttitle\nshard.tar\tthe shard\n"gone.jpg"\t"a ""quoted"" caption"\n' > pairs.tsv
+expect 0 "1 missing file" -- "$TS" data inspect pairs.tsv
+grep -qF "row 2 (line 3)" out.txt || fail "the missing file's row is not named"
 echo "plain text" > notes.txt
 expect 1 "knows HDF5, video, JPEG and PNG" -- "$TS" data inspect notes.txt
 
