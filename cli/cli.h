@@ -18,6 +18,8 @@ void ts_task_free(ts_task *t); /* NULL is a no-op */
 ts_status ts_task_seq_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *err);
 /* Masked-language pretraining of a bidirectional text encoder (cli/task_mlm.c, quickstart-mlm). */
 ts_status ts_task_mlm_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *err);
+/* Masked-autoencoder pretraining of a ViT on built-in images (cli/task_mae.c, quickstart-mae). */
+ts_status ts_task_mae_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *err);
 
 /* The verbs that live in their own files: argc/argv after the verb; returns the exit status. */
 int ts_cmd_tokenize(int argc, char **argv); /* cli/cmd_tokenize.c */

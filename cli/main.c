@@ -3,6 +3,10 @@
  * The only file that calls exit codes into being: 0 ok, 1 runtime failure, 2 usage error.
  * Each verb parses its own options and has --help. Errors from the library arrive as a ts_status
  * with a message naming the file, key or sample; they are printed as they are.
+ *
+ * Under mpirun or srun, `tessera train` is one rank of a data-parallel job: it joins the job
+ * (ts_dist_init) before reading the recipe, only rank 0 logs below warnings, and a rank that
+ * fails ends the whole job with its error, so that no other rank waits for it.
  */
 #include "cli.h"
 
@@ -51,6 +55,8 @@ static void train_usage(FILE *out) {
             "  -h, --help       this help\n"
             "\n"
             "Ctrl-C saves a checkpoint and stops; a second Ctrl-C stops at once.\n"
+            "Data parallel: mpirun -np N tessera train RECIPE splits each global batch\n"
+            "(data.batch_size) across N ranks (docs/distributed.md).\n"
             "Exit status: 0 done (or stopped cleanly), 1 runtime failure, 2 usage error.\n");
 }
 
@@ -99,6 +105,12 @@ static int cmd_train(int argc, char **argv) {
     ts_recipe *r = NULL;
     ts_task *task = NULL;
     int rc = 1;
+    ts_dist dist;
+    if (ts_dist_init(&dist, NULL, NULL, &err)) {
+        fail(&err);
+        return 1;
+    }
+    if (dist.rank != 0) ts_log_set_level(TS_LOG_WARN);
     if (ts_recipe_load(recipe_path, &r, &err)) goto out;
     for (int i = 0; i < nsets; i++)
         if (ts_recipe_set(r, sets[i], &err)) {
@@ -118,7 +130,7 @@ static int cmd_train(int argc, char **argv) {
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    ts_train_opts opts = { resume, &stop_requested, isatty(2) };
+    ts_train_opts opts = { resume, &stop_requested, isatty(2) && dist.rank == 0, &dist };
     ts_status st = ts_train(r, &train, &optim, task, &opts, &err);
     if (st == TS_ERR_INTERRUPTED) {
         fprintf(stderr, "tessera: %s\n", err.msg);
@@ -127,9 +139,12 @@ static int cmd_train(int argc, char **argv) {
         rc = st == TS_OK ? 0 : 1;
     }
 out:
+    /* a rank that fails takes the job down: the others would wait for it in a collective */
+    if (rc != 0 && dist.world > 1) ts_dist_abort(&dist, rc, "%s", err.msg);
     if (rc == 1 || (rc == 2 && err.msg[0])) fail(&err);
     ts_task_free(task);
     ts_recipe_free(r);
+    ts_dist_finalize(&dist);
     return rc;
 }
 

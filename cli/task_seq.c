@@ -2,9 +2,11 @@
  *
  * A small bidirectional transformer reads T random tokens and predicts, at every position, the
  * token of a target sequence derived from the input: the input reversed, sorted, or copied.
- * Batches are generated from (seed, batch number), so the data stream is endless, needs no files
- * and is the same on every run and after a resume. Evaluation uses a disjoint stream and reports
- * token and whole-sequence accuracy (chance is 1/vocab per token).
+ * Each sample is generated on its own from (seed, stream, batch number, sample index), so the
+ * data stream is endless, needs no files, is the same on every run and after a resume, and
+ * any rank of a data-parallel run can build its share of a global batch without the rest: rank
+ * r of N takes samples [r*B/N, (r+1)*B/N). Evaluation uses a disjoint stream, always whole
+ * batches, and reports token and whole-sequence accuracy (chance is 1/vocab per token).
  *
  * It is a demonstration and a test of the trainer, not a benchmark of anything else.
  */
@@ -60,16 +62,25 @@ typedef struct seq_task {
     ts_nn_linear head;   /* (V, C) */
 } seq_task;
 
-/* Inputs (B, T) and targets (B*T) of batch number pos of a stream. */
-static void make_batch(const seq_task *s, ts_ctx *c, uint64_t stream, int64_t pos,
-                       ts_tensor **x, ts_tensor **y) {
-    int64_t B = s->d.batch_size, T = s->d.seq_len, V = s->d.vocab;
+/* splitmix64's finaliser: every input bit changes every output bit with probability 1/2. */
+static uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Inputs (B, T) and targets (B*T) of samples [lo, hi) of batch number pos of a stream, B =
+ * hi - lo. Sample i of a batch depends on (seed, stream, pos, i) only. */
+static void make_batch(const seq_task *s, ts_ctx *c, uint64_t stream, int64_t pos, int64_t lo,
+                       int64_t hi, ts_tensor **x, ts_tensor **y) {
+    int64_t B = hi - lo, T = s->d.seq_len, V = s->d.vocab;
     *x = ts_new(c, TS_I32, 2, TS_SHAPE(B, T));
     *y = ts_new(c, TS_I32, 1, TS_SHAPE(B * T));
-    ts_rng r;
-    ts_rng_seed(&r, s->seed ^ (stream * 0xd1b54a32d192ed03ull) ^ ((uint64_t)pos * 0x9e37ull));
+    uint64_t batch_key = mix64(mix64(s->seed ^ (stream * 0xd1b54a32d192ed03ull)) + (uint64_t)pos);
     int32_t *xi = ts_i32(*x), *yi = ts_i32(*y);
     for (int64_t b = 0; b < B; b++) {
+        ts_rng r;
+        ts_rng_seed(&r, mix64(batch_key + (uint64_t)(lo + b) * 0x9e3779b97f4a7c15ull));
         int32_t *in = xi + b * T, *out = yi + b * T;
         for (int64_t t = 0; t < T; t++) in[t] = (int32_t)(ts_rng_next(&r) % (uint64_t)V);
         switch (s->d.task) {
@@ -103,7 +114,9 @@ static ts_tensor *seq_loss(ts_task *t, ts_ctx *c, int64_t pos, ts_metrics *m, ts
     (void)err;
     seq_task *s = t->impl;
     ts_tensor *x, *y;
-    make_batch(s, c, 0, pos, &x, &y);
+    int64_t B = s->d.batch_size; /* the global batch; this rank builds its share of it */
+    int64_t N = c->world > 1 ? c->world : 1;
+    make_batch(s, c, 0, pos, c->rank * B / N, (c->rank + 1) * B / N, &x, &y);
     ts_tensor *loss = ts_cross_entropy(c, logits_of(s, c, x), y, -100, 0.0f);
     (void)m;
     return loss;
@@ -117,7 +130,7 @@ static ts_status seq_eval(ts_task *t, ts_ctx *c, ts_metrics *m, ts_err *err) {
     double loss = 0;
     for (int64_t i = 0; i < s->d.eval_batches; i++) {
         ts_tensor *x, *y;
-        make_batch(s, c, 1, i, &x, &y);
+        make_batch(s, c, 1, i, 0, B, &x, &y);
         ts_tensor *logits = logits_of(s, c, x);
         loss += ts_f32(ts_cross_entropy(c, logits, y, -100, 0.0f))[0];
         const float *lg = ts_f32(logits);

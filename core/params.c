@@ -154,3 +154,9 @@ void ts_params_zero_grad(ts_params *p) {
 }
 
 size_t ts_params_bytes(const ts_params *p) { return 4 * p->section * sizeof(float); }
+
+float *ts_params_section(const ts_params *p, int section, size_t *n) {
+    TS_CHECK(p->finalized && (section == 0 || section == 1), "parameter section %d", section);
+    *n = p->section;
+    return p->block + (size_t)section * p->section;
+}

@@ -62,6 +62,7 @@ ts_ctx *ts_ctx_new(ts_device device, size_t initial_bytes, uint64_t seed) {
     c->training = 1;
     c->nthreads = 0;
     c->precision = TS_PREC_F32;
+    c->world = 1;
     return c;
 }
 

@@ -180,6 +180,7 @@ typedef struct ts_ctx {
     ts_precision precision; /* matmul precision: f32, or bf16 inputs with f32 accumulation */
     ts_err err;
     void *cpu_cache;       /* the CPU backend's primitives, created once per shape */
+    int rank, world;       /* this replica's place in a data-parallel run (0 of 1 alone) */
 } ts_ctx;
 
 /* Make a context with a step arena of initial_bytes (grows on the first step). */
@@ -376,6 +377,10 @@ float *ts_params_state(const ts_params *p, int i, int slot); /* slot 0/1: optimi
 int64_t ts_params_numel(const ts_params *p, int trainable_only);
 void ts_params_zero_grad(ts_params *p);
 size_t ts_params_bytes(const ts_params *p);
+/* The contiguous section of the parameter block that holds every parameter's data (section 0)
+ * or gradient (section 1), padding included, and its length in floats into *n. One all-reduce
+ * over the gradient section reduces every gradient at once. Valid after finalize. */
+float *ts_params_section(const ts_params *p, int section, size_t *n);
 /* A printf-style name builder for modules: ts_pname(buf, "%s.attn.in_proj_weight", prefix). */
 const char *ts_pname(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -520,6 +525,42 @@ ts_status ts_ckpt_load_optim(ts_params *p, ts_optim *o, const char *path, ts_err
 ts_status ts_read_text(const char *path, char **out, ts_err *err);
 
 /* ---------------------------------------------------------------------------------------- */
+/* Processes of a data-parallel run (core/dist.c)                                           */
+
+/* The group of processes that train one model, one rank each. Built with MPI and started by a
+ * launcher (mpirun, srun), ts_dist_init joins the MPI job; otherwise the group is this process
+ * alone (rank 0 of 1) and every collective returns at once. Caller-owned: init, then finalize.
+ * Passing NULL where a ts_dist is expected means a group of one. */
+typedef struct ts_dist {
+    int rank, world;              /* this process and the group size */
+    int local_rank, local_world;  /* the same among the ranks on this machine */
+    double timeout_s;             /* a collective that takes longer aborts the job (0: never) */
+    double comm_s;                /* seconds spent waiting in collectives since init */
+    int initialized;              /* MPI was initialised by ts_dist_init */
+} ts_dist;
+
+/* 1 when this build has MPI. */
+int ts_dist_available(void);
+/* Join the job a launcher started, or make a group of one. TESSERA_MPI=1 forces MPI_Init
+ * (a singleton run), TESSERA_MPI=0 forbids it. TS_ERR_UNSUPPORTED when a launcher started
+ * several processes but the build has no MPI (they would all train alone). */
+ts_status ts_dist_init(ts_dist *d, int *argc, char ***argv, ts_err *err);
+void ts_dist_finalize(ts_dist *d); /* NULL and a group of one are no-ops */
+int ts_dist_rank(const ts_dist *d);  /* 0 for NULL */
+int ts_dist_world(const ts_dist *d); /* 1 for NULL */
+/* In-place sums over all ranks: afterwards every rank holds the same n values. */
+ts_status ts_dist_allreduce_sum_f32(ts_dist *d, float *buf, int64_t n, ts_err *err);
+ts_status ts_dist_allreduce_sum_f64(ts_dist *d, double *buf, int64_t n, ts_err *err);
+/* Copy bytes from rank root's buf into every other rank's buf. */
+ts_status ts_dist_broadcast(ts_dist *d, void *buf, size_t bytes, int root, ts_err *err);
+/* Wait until every rank arrives; what names the wait in a timeout message. */
+ts_status ts_dist_barrier(ts_dist *d, const char *what, ts_err *err);
+/* Print "tessera: error: rank R: MESSAGE" and end the whole job (MPI_Abort) with code. Called
+ * when a collective times out: the other ranks died or hang, so nothing can be undone. */
+void ts_dist_abort(ts_dist *d, int code, const char *fmt, ...)
+    __attribute__((noreturn, format(printf, 3, 4)));
+
+/* ---------------------------------------------------------------------------------------- */
 /* The trainer                                                                               */
 
 /* Named scalars of one step or one evaluation (loss, accuracy, ...). */
@@ -534,7 +575,11 @@ void ts_metrics_set(ts_metrics *m, const char *name, double value);
 /* What the trainer trains: parameters, a deterministic data stream and a loss. The trainer knows
  * nothing else of the model. loss() builds micro-batch number pos of the stream (the same pos
  * gives the same batch, which is what makes resuming exact), runs the model and returns a scalar;
- * NULL with err set on a data error. eval() (optional) fills metrics with grad disabled. */
+ * NULL with err set on a data error. eval() (optional) fills metrics with grad disabled.
+ * Data parallelism: batch_size is the global batch. In a run of c->world ranks, loss() should
+ * build only samples [rank*B/world, (rank+1)*B/world) of global batch pos (rank = c->rank) and
+ * return their mean loss; the trainer weights each rank's gradient by its share. A task that
+ * builds the whole batch on every rank gets the same result, only without the speed-up. */
 typedef struct ts_task ts_task;
 struct ts_task {
     const char *type;
@@ -551,6 +596,7 @@ typedef struct ts_train_cfg {
     const char *out_dir;
     int precision;     /* 0 f32, 1 bf16 */
     int deterministic;
+    double collective_timeout_s; /* several ranks: a collective waits at most this long */
 } ts_train_cfg;
 typedef struct ts_optim_recipe {
     int name;          /* 0 adamw, 1 sgd */
@@ -564,9 +610,15 @@ typedef struct ts_train_opts {
     const char *resume;                /* run or checkpoint folder, or NULL */
     volatile int *stop;                /* set by a signal handler: save and return */
     int progress;                      /* redraw one progress line (a terminal) */
+    ts_dist *dist;                     /* the ranks of a data-parallel run, or NULL: alone */
 } ts_train_opts;
 /* Run the training loop of the recipe on task. Returns TS_OK at the end of the run,
- * TS_ERR_INTERRUPTED after saving a checkpoint when *stop was set, or an error. */
+ * TS_ERR_INTERRUPTED after saving a checkpoint when *stop was set, or an error.
+ * With opts->dist of several ranks, every rank calls ts_train: each computes its share of every
+ * global batch, the gradients are summed across ranks weighted by the shares (so the update is
+ * that of one process with the global batch), and rank 0 alone writes the run folder; the others
+ * wait for each checkpoint at a barrier. An error on one rank must end the job (ts_dist_abort),
+ * since the others would wait for it until the collective timeout. */
 ts_status ts_train(ts_recipe *r, const ts_train_cfg *train, const ts_optim_recipe *optim,
                    ts_task *task, const ts_train_opts *opts, ts_err *err);
 

@@ -8,6 +8,15 @@
  * In deterministic mode (fixed thread count) a resumed run gives bitwise the losses of a run that
  * never stopped.
  *
+ * Data parallelism (opts->dist of several ranks): every rank runs this same loop on its share of
+ * each global batch. After the micro-batches, each rank weights its gradient by its share of the
+ * batch and one sum all-reduce over the parameters' gradient section gives every rank the
+ * gradient of the whole batch; the optimizer steps are then identical everywhere. A second small
+ * all-reduce carries the loss, the task's metrics and the stop flag, so that the log shows the
+ * global batch and every rank stops at the same step. Rank 0 alone evaluates and writes the run
+ * folder; the others wait at a barrier until a checkpoint is complete. With one rank none of
+ * this runs and the loop is exactly the single-process loop.
+ *
  * The trainer knows nothing of models or objectives: it sees a ts_task. It does not install
  * signal handlers either: the command line does, and sets *opts->stop.
  */
@@ -37,6 +46,8 @@ static const ts_key train_keys[] = {
     TS_KEY(TS_KEY_STRING, ts_train_cfg, out_dir, "runs/default", "run folder"),
     TS_KEY_CHOICE(ts_train_cfg, precision, "f32", precisions, "matmul precision"),
     TS_KEY(TS_KEY_BOOL, ts_train_cfg, deterministic, "true", "same losses on every run"),
+    TS_KEY(TS_KEY_FLOAT, ts_train_cfg, collective_timeout_s, "300",
+           "several ranks: seconds a collective may wait before the job aborts (0: forever)"),
 };
 
 static const char *const optimizers[] = { "adamw", "sgd", NULL };
@@ -69,6 +80,9 @@ ts_status ts_train_parse(ts_recipe *r, ts_train_cfg *train, ts_optim_recipe *opt
     if (train->steps <= 0)
         return ts_fail(err, TS_ERR_RECIPE, "%s: train.steps must be positive",
                        ts_recipe_where(r, "train.steps", where, sizeof where));
+    if (train->collective_timeout_s < 0)
+        return ts_fail(err, TS_ERR_RECIPE, "%s: train.collective_timeout_s must be >= 0",
+                       ts_recipe_where(r, "train.collective_timeout_s", where, sizeof where));
     if (train->accum <= 0)
         return ts_fail(err, TS_ERR_RECIPE, "%s: train.accum must be positive",
                        ts_recipe_where(r, "train.accum", where, sizeof where));
@@ -95,6 +109,8 @@ typedef struct run {
     const ts_train_cfg *cfg;
     ts_task *task;
     ts_ctx *c;
+    ts_dist *dist;     /* NULL alone */
+    int rank, world;
     ts_optim opt;
     ts_sched sched;
     int64_t step, data_pos;
@@ -155,7 +171,7 @@ static ts_status load_state(run *R, const char *path, ts_err *err) {
     return TS_OK;
 }
 
-static ts_status save(run *R, ts_err *err) {
+static ts_status save_rank0(run *R, ts_err *err) {
     char *st = state_json(R);
     char steps[32];
     snprintf(steps, sizeof steps, "%lld", (long long)R->cfg->steps);
@@ -166,6 +182,15 @@ static ts_status save(run *R, ts_err *err) {
     if (!s) ts_log(TS_LOG_INFO, "checkpoint: %s/checkpoints/step_%08lld", R->dir,
                    (long long)R->step);
     return s;
+}
+
+/* Rank 0 writes the checkpoint; every rank leaves only when it is complete. */
+static ts_status save(run *R, ts_err *err) {
+    if (R->rank == 0) {
+        ts_status s = save_rank0(R, err);
+        if (s) return s;
+    }
+    return ts_dist_barrier(R->dist, "rank 0 writes a checkpoint", err);
 }
 
 static ts_status prepare_dir(run *R, ts_err *err) {
@@ -191,6 +216,7 @@ static ts_status prepare_dir(run *R, ts_err *err) {
 }
 
 static void write_metrics(run *R, const char *kind, const ts_metrics *m, double lr, double sps) {
+    if (!R->metrics) return; /* ranks other than 0 */
     fprintf(R->metrics, "{\"step\": %lld, \"kind\": \"%s\"", (long long)R->step, kind);
     if (lr >= 0) fprintf(R->metrics, ", \"lr\": %.8g, \"samples_per_s\": %.4g", lr, sps);
     for (int i = 0; i < m->n; i++) /* 9 digits: a float read back is the same float */
@@ -208,6 +234,7 @@ static void fmt_metrics(char *buf, size_t n, const ts_metrics *m) {
 
 static ts_status evaluate(run *R, ts_err *err) {
     if (!R->task->eval) return TS_OK;
+    if (R->rank != 0) return ts_dist_barrier(R->dist, "rank 0 evaluates", err);
     ts_ctx *c = R->c;
     ts_rng keep = c->rng; /* evaluation must not shift the training stream */
     c->grad_enabled = 0;
@@ -223,7 +250,7 @@ static ts_status evaluate(run *R, ts_err *err) {
     fmt_metrics(line, sizeof line, &m);
     ts_log(TS_LOG_INFO, "eval step %lld%s", (long long)R->step, line);
     write_metrics(R, "eval", &m, -1, 0);
-    return TS_OK;
+    return ts_dist_barrier(R->dist, "rank 0 evaluates", err);
 }
 
 static void fmt_eta(char *buf, size_t n, double s) {
@@ -233,14 +260,56 @@ static void fmt_eta(char *buf, size_t n, double s) {
     else snprintf(buf, n, "%.0fs", s);
 }
 
+/* Threads per rank when train.threads is 0: all cores of this process's affinity mask, shared
+ * with the other ranks of the machine when the launcher did not bind the ranks to cores. */
+static int threads_per_rank(const ts_dist *d) {
+    int procs = omp_get_num_procs();
+    if (!d || d->local_world <= 1) return 0; /* keep the OpenMP default */
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    if (online > 0 && procs < online) return procs; /* bound: the mask is this rank's share */
+    return procs / d->local_world > 1 ? procs / d->local_world : 1;
+}
+
+/* Sum the weighted gradients of all ranks, and with them the step's loss, metrics and stop
+ * flag: stats holds [stop, loss, metric values...] weighted by this rank's share. */
+static ts_status reduce_step(run *R, float share, double *stats, int nstats, double *comm_s,
+                             ts_err *err) {
+    size_t n;
+    float *g = ts_params_section(R->task->params, 1, &n);
+    for (size_t i = 0; i < n; i++) g[i] *= share;
+    double t0 = now_s();
+    ts_status st = ts_dist_allreduce_sum_f32(R->dist, g, (int64_t)n, err);
+    *comm_s = now_s() - t0;
+    if (st) return st;
+    return ts_dist_allreduce_sum_f64(R->dist, stats, nstats, err);
+}
+
 ts_status ts_train(ts_recipe *r, const ts_train_cfg *cfg, const ts_optim_recipe *oc,
                    ts_task *task, const ts_train_opts *opts, ts_err *err) {
     run R = { 0 };
     R.cfg = cfg;
     R.task = task;
+    R.dist = opts ? opts->dist : NULL;
+    R.rank = ts_dist_rank(R.dist);
+    R.world = ts_dist_world(R.dist);
     ts_status st = TS_OK;
     if (cfg->threads > 0) omp_set_num_threads((int)cfg->threads);
+    else if (threads_per_rank(R.dist) > 0) omp_set_num_threads(threads_per_rank(R.dist));
     if (cfg->deterministic) omp_set_dynamic(0);
+    if (R.dist) R.dist->timeout_s = cfg->collective_timeout_s;
+
+    /* This rank's share of every global batch, as a fraction of it. The shares sum to 1, so
+     * the weighted sum of the ranks' gradients is the gradient of the global batch (also for a
+     * task that builds the whole batch on every rank). */
+    float share = 1.0f;
+    if (R.world > 1) {
+        int64_t B = task->batch_size;
+        if (B < R.world)
+            return ts_fail(err, TS_ERR_RECIPE, "data.batch_size %lld is smaller than the %d ranks: "
+                           "every rank needs at least one sample of the global batch",
+                           (long long)B, R.world);
+        share = (float)((R.rank + 1) * B / R.world - R.rank * B / R.world) / (float)B;
+    }
 
     ts_optim_cfg ocfg = { oc->name == 0 ? TS_OPTIM_ADAMW : TS_OPTIM_SGD, (float)oc->lr,
                           (float)oc->beta1, (float)oc->beta2, (float)oc->eps,
@@ -251,6 +320,8 @@ ts_status ts_train(ts_recipe *r, const ts_train_cfg *cfg, const ts_optim_recipe 
                           (float)oc->lr, (float)oc->min_lr, oc->warmup, cfg->steps };
     R.c = ts_ctx_new(TS_CPU, 16u << 20, (uint64_t)cfg->seed * 0x9e3779b97f4a7c15ull + 1);
     R.c->precision = cfg->precision == 1 ? TS_PREC_BF16 : TS_PREC_F32;
+    R.c->rank = R.rank;
+    R.c->world = R.world;
 
     /* where the run lives: the resumed run's folder, or train.out_dir */
     char ck[4096];
@@ -276,8 +347,23 @@ ts_status ts_train(ts_recipe *r, const ts_train_cfg *cfg, const ts_optim_recipe 
         if ((st = load_state(&R, path, err))) goto done;
         ts_log(TS_LOG_INFO, "resumed from %s at step %lld", ck, (long long)R.step);
     }
+    if (R.world > 1) {
+        /* Every rank starts from rank 0's weights, so that the replicas agree even if a rank
+         * initialised or loaded them differently. Dropout and masking draw from a stream of
+         * their own on each rank (rank 0 keeps the saved one). */
+        size_t n;
+        float *w = ts_params_section(task->params, 0, &n);
+        if ((st = ts_dist_broadcast(R.dist, w, n * sizeof *w, 0, err))) goto done;
+        for (int i = 0; i < 4; i++)
+            R.c->rng.s[i] ^= (uint64_t)R.rank * 0xbf58476d1ce4e5b9ull;
+        if (R.rank == 0)
+            ts_log(TS_LOG_INFO, "data parallel: %d ranks, each computes %g of each global "
+                   "batch of %lld; %.1f MiB of gradients all-reduced per step", R.world,
+                   (double)share, (long long)task->batch_size,
+                   (double)ts_params_numel(task->params, 1) * 4 / (1 << 20));
+    }
     /* only now, with the checkpoint read and checked, is anything written */
-    if ((st = prepare_dir(&R, err))) goto done;
+    if (R.rank == 0 && (st = prepare_dir(&R, err))) goto done;
     ts_log(TS_LOG_INFO, "training %s: %lld parameters (%.1f MiB with grads and optimizer state), "
            "%lld steps of %lld x %lld samples, run folder %s", task->type,
            (long long)ts_params_numel(task->params, 1),
@@ -289,10 +375,12 @@ ts_status ts_train(ts_recipe *r, const ts_train_cfg *cfg, const ts_optim_recipe 
         if ((st = evaluate(&R, err))) goto done;
     double t_start = now_s(), t_log = t_start;
     int64_t step0 = R.step, log_steps = 0;
-    double loss_acc = 0;
+    double loss_acc = 0, comm_acc = 0;
+    int stop_all = 0; /* several ranks: some rank was asked to stop during the last step */
     ts_metrics last = { 0 };
     while (R.step < cfg->steps) {
-        if (opts && opts->stop && *opts->stop) {
+        int stop = R.world > 1 ? stop_all : opts && opts->stop && *opts->stop;
+        if (stop) {
             ts_log(TS_LOG_INFO, "interrupted at step %lld: saving a checkpoint",
                    (long long)R.step);
             if ((st = save(&R, err))) goto done;
@@ -326,6 +414,17 @@ ts_status ts_train(ts_recipe *r, const ts_train_cfg *cfg, const ts_optim_recipe 
                                (double)cfg->accum);
             ts_ctx_reset(R.c);
         }
+        if (R.world > 1) {
+            double stats[2 + TS_METRICS_MAX], comm_s = 0;
+            stats[0] = opts && opts->stop && *opts->stop;
+            stats[1] = share * step_loss;
+            for (int i = 0; i < last.n; i++) stats[2 + i] = share * last.value[i];
+            if ((st = reduce_step(&R, share, stats, 2 + last.n, &comm_s, err))) goto done;
+            stop_all = stats[0] > 0;
+            step_loss = stats[1];
+            for (int i = 0; i < last.n; i++) last.value[i] = stats[2 + i];
+            comm_acc += comm_s;
+        }
         float gnorm = ts_clip_grad_norm(task->params, (float)oc->clip_grad_norm);
         ts_optim_step(&R.opt, task->params, lr);
         R.step++;
@@ -338,21 +437,27 @@ ts_status ts_train(ts_recipe *r, const ts_train_cfg *cfg, const ts_optim_recipe 
         if (R.step % cfg->log_every == 0 || R.step == cfg->steps) {
             double sps = (double)(log_steps * cfg->accum * task->batch_size) / (t - t_log);
             double per_step = (t - t_start) / (double)(R.step - step0);
-            char eta[32], extra[256];
+            char eta[32], extra[256], comm[64] = "";
             fmt_eta(eta, sizeof eta, per_step * (double)(cfg->steps - R.step));
             ts_metrics m = last;
             ts_metrics_set(&m, "loss", loss_acc / (double)log_steps);
             ts_metrics_set(&m, "grad_norm", gnorm);
+            if (R.world > 1) { /* the gradient all-reduce, in ms per step */
+                ts_metrics_set(&m, "allreduce_ms", 1e3 * comm_acc / (double)log_steps);
+                snprintf(comm, sizeof comm, " | all-reduce %.2f ms", 1e3 * comm_acc /
+                         (double)log_steps);
+            }
             fmt_metrics(extra, sizeof extra, &last);
             if (opts && opts->progress) fprintf(stderr, "\r\033[K");
-            ts_log(TS_LOG_INFO, "step %lld/%lld | loss %.4f%s | lr %.2e | %.0f samples/s | ETA %s",
-                   (long long)R.step, (long long)cfg->steps, loss_acc / (double)log_steps, extra,
-                   lr, sps, eta);
+            ts_log(TS_LOG_INFO, "step %lld/%lld | loss %.4f%s | lr %.2e | %.0f samples/s%s | "
+                   "ETA %s", (long long)R.step, (long long)cfg->steps,
+                   loss_acc / (double)log_steps, extra, lr, sps, comm, eta);
             write_metrics(&R, "train", &m, lr, sps);
             loss_acc = 0;
+            comm_acc = 0;
             log_steps = 0;
             t_log = t;
-        } else if (opts && opts->progress) {
+        } else if (opts && opts->progress && R.rank == 0) {
             fprintf(stderr, "\r\033[Kstep %lld/%lld | loss %.4f", (long long)R.step,
                     (long long)cfg->steps, step_loss);
         }

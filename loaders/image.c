@@ -278,6 +278,13 @@ static ts_status decode_jpeg(ts_image_u8 *out, const uint8_t *b, size_t n, const
         st = jpeg_fail(err, tj, name, "header");
         goto done;
     }
+    /* A JPEG frame header holds 16-bit sizes; anything else is a damaged header, and would
+     * overflow the scaled-size arithmetic below. */
+    if (w <= 0 || h <= 0 || w > 65535 || h > 65535) {
+        st = ts_fail(err, TS_ERR_FORMAT, "%s: JPEG header gives an impossible size %d x %d", name,
+                     w, h);
+        goto done;
+    }
     int o = opts && opts->ignore_orientation ? 1 : s.orientation;
     tjscalingfactor sf = jpeg_pick_scale(w, h, o, opts);
     int sw = TJSCALED(w, sf), sh = TJSCALED(h, sf);

@@ -20,6 +20,7 @@ PACKAGES=(
   libarchive-dev                        # WebDataset tar shards of loaders/
   python3-h5py                          # writes the robomimic-layout file of tests/cli_data.sh
   ffmpeg                                # encodes the short clips of tests/cli_data.sh
+  libopenmpi-dev openmpi-bin            # data-parallel training over MPI (mpirun; tests/cli_mpi.sh)
 )
 
 missing=()

@@ -567,6 +567,24 @@ static void png_exif_orientation(void **state) {
 /* ---------------------------------------------------------------------------------------- */
 /* Transforms: their own rules                                                               */
 
+/* Regression from fuzz_jpeg: a bare start-of-image marker made the header reader report a
+ * garbage size, whose scaled size then overflowed. It must be a named error. */
+static void jpeg_bare_marker(void **state) {
+    (void)state;
+    static const uint8_t soi[3] = { 0xFF, 0xD8, 0xFF };
+    ts_decode_opts opts[3] = { { 0 }, { .min_short = 32, .ignore_orientation = 1 }, { .min_w = 1 } };
+    for (int k = 0; k < 3; k++) {
+        ts_image_u8 im;
+        ts_image_u8_init(&im);
+        ts_err err = { 0 };
+        ts_image_info info;
+        assert_int_not_equal(ts_image_decode(&im, soi, sizeof soi, "bare.jpg", &opts[k], &info,
+                                             &err), TS_OK);
+        assert_non_null(strstr(err.msg, "bare.jpg"));
+        ts_image_u8_free(&im);
+    }
+}
+
 static void transform_rules(void **state) {
     (void)state;
     ts_image_u8 src, a, b;
@@ -966,6 +984,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(jpeg_exif_orientation),
         cmocka_unit_test(jpeg_dct_scaling),
         cmocka_unit_test(jpeg_junk_between_markers),
+        cmocka_unit_test(jpeg_bare_marker),
         cmocka_unit_test(transform_rules),
         cmocka_unit_test(random_resized_crop),
         cmocka_unit_test(transforms_vs_torchvision_generated),

@@ -8,7 +8,10 @@
  * to safetensors load as they are, and the positional table of a checkpoint trained at another
  * grid is resampled as open_clip's resize_pos_embed does. Beside it, CSWin Transformer as the
  * official implementation builds it (stem, four stages of cross-shaped window attention with
- * LePE, merge blocks), with the official parameter names.
+ * LePE, merge blocks), with the official parameter names; MAE as facebookresearch/mae's
+ * models_mae.py defines it (per-sample masking by shuffling, fixed sin-cos tables, a light
+ * decoder, MSE on removed patches), with its names; and a video-clip encoder that runs any image
+ * tower frame by frame and pools the frames with a temporal embedding.
  *
  * What this header is not: the recipe parser or the encoder registry (cli/factory.c wires a
  * ts_vit into a ts_encoder), nor open_clip's rarer tower options (attentional pooling, layer
@@ -38,6 +41,16 @@ typedef enum {
     TS_VIT_POOL_MEAN,  /* 'avg': the mean of the N patch tokens after ln_post (class left out) */
 } ts_vit_pool;
 
+/* Whose layout and names the tower has. Both run the same blocks; they differ in the edges.
+ * open_clip: conv1 without bias, ln_pre, ln_post before pooling, proj (C, E) without bias.
+ * timm (its VisionTransformer, class token, no register tokens, pre_norm off): the patch
+ * convolution has a bias, no ln_pre, `norm` before class-token pooling or `fc_norm` after
+ * mean pooling, and a classifier head (E, C) with bias (none when out_dim is 0). */
+typedef enum {
+    TS_VIT_OPEN_CLIP, /* the default (zero) */
+    TS_VIT_TIMM,
+} ts_vit_flavour;
+
 /* The size of a tower. ts_vit_cfg_named fills it from open_clip's model configs; any numbers
  * are allowed as long as ts_vit_cfg_check accepts them. */
 typedef struct ts_vit_cfg {
@@ -47,16 +60,18 @@ typedef struct ts_vit_cfg {
     int layers;           /* transformer blocks */
     int heads;            /* attention heads; open_clip sets width / head_width (64 or 80) */
     float mlp_ratio;      /* hidden width of the MLP is (int)(width * mlp_ratio) */
-    int out_dim;          /* E, columns of proj (open_clip's embed_dim) */
+    int out_dim;          /* E, columns of proj (open_clip's embed_dim); timm: classes, 0 = no head */
     ts_act act;           /* TS_ACT_GELU, or TS_ACT_QUICK_GELU for the "-quickgelu" configs */
     ts_vit_pool pool;
-    float ln_eps;         /* 1e-5 as open_clip */
+    float ln_eps;         /* 1e-5 as open_clip, 1e-6 as timm */
     float drop_path;      /* stochastic depth of every block in training; 0 = off */
+    ts_vit_flavour flavour; /* names and edges: open_clip's (0) or timm's */
 } ts_vit_cfg;
 
 /* The configuration open_clip's model config NAME gives its vision tower, for example
  * "ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-S-16" or "ViT-L-14-336"; a "-quickgelu" suffix
- * selects QuickGELU. "ViT-Ti-32/16/14" are tessera's own: open_clip has no tiny config, so they
+ * selects QuickGELU. timm's model names ("vit_small_patch16_224", "vit_base_patch16_224", ...)
+ * give timm's flavour with its 1000-class head and layernorm eps 1e-6. "ViT-Ti-32/16/14" are tessera's own: open_clip has no tiny config, so they
  * take timm's vit_tiny sizes (width 192, 12 layers, 3 heads) with out_dim 192.
  * Returns TS_ERR_RECIPE with a message listing the valid names when NAME is unknown. */
 ts_status ts_vit_cfg_named(const char *name, ts_vit_cfg *cfg, ts_err *err);
@@ -72,14 +87,18 @@ ts_status ts_vit_cfg_check(const ts_vit_cfg *cfg, ts_err *err);
 int64_t ts_vit_param_count(const ts_vit_cfg *cfg);
 
 /* The tower: pointers into the parameter arena plus its configuration. Names under the prefix
- * given to ts_vit_init ("visual." gives "visual.conv1.weight"):
+ * given to ts_vit_init ("visual." gives "visual.conv1.weight"), for the open_clip flavour:
  *   conv1.weight                      (C, 3, P, P)
  *   class_embedding                   (C)
  *   positional_embedding              (T, C), row 0 for the class token, then the grid row by row
  *   ln_pre.weight, ln_pre.bias        (C)
  *   transformer.resblocks.N.*         the core block (ln_1, attn.in_proj_weight, ..., mlp.c_proj)
  *   ln_post.weight, ln_post.bias      (C)
- *   proj                              (C, E), applied as pooled @ proj */
+ *   proj                              (C, E), applied as pooled @ proj
+ * and for the timm flavour, in timm's order:
+ *   cls_token (1, 1, C), pos_embed (1, T, C), patch_embed.proj.weight (C, 3, P, P) and .bias,
+ *   blocks.N.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}.{weight, bias},
+ *   norm (class-token pooling) or fc_norm (mean pooling), head.weight (E, C), head.bias (E). */
 typedef struct ts_vit {
     ts_vit_cfg cfg;
     int gh, gw;                 /* patch grid */
@@ -87,10 +106,12 @@ typedef struct ts_vit {
     ts_tensor *conv1;           /* (C, 3, P, P) */
     ts_tensor *class_embedding; /* (C) */
     ts_tensor *pos_embed;       /* (T, C) */
-    ts_nn_layernorm ln_pre;
+    ts_nn_layernorm ln_pre;     /* open_clip only */
     ts_nn_block *blocks;        /* (layers), malloc'ed by ts_vit_init */
-    ts_nn_layernorm ln_post;
-    ts_tensor *proj;            /* (C, E) */
+    ts_nn_layernorm ln_post;    /* timm: norm, or fc_norm with mean pooling */
+    ts_tensor *proj;            /* (C, E); NULL in the timm flavour */
+    ts_tensor *conv1_b;         /* (C), timm only */
+    ts_tensor *head_w, *head_b; /* (E, C) and (E), timm only (NULL when out_dim is 0) */
 } ts_vit;
 
 /* Register the tower's parameters in p under prefix (which may be ""), in the order of
@@ -121,9 +142,10 @@ ts_tensor *ts_vit_forward(ts_ctx *c, const ts_vit *m, const ts_tensor *images,
 void ts_vit_resize_pos_embed(float *out, const float *in, int extra, int old_gh, int old_gw,
                              int new_gh, int new_gw, int C, int antialias);
 
-/* Load the tower's parameters by name from the safetensors file at path (F32, BF16 or F16).
- * Every tower parameter must be present with the model's shape, except positional_embedding,
- * which may hold a square grid of another size: it is resampled with antialiased bicubic as
+/* Load the tower's parameters by name from the safetensors file at path (F32, BF16 or F16),
+ * under open_clip's or timm's names as the flavour says (a timm state_dict saved with
+ * safetensors loads as it is). Every tower parameter must be present with the model's shape,
+ * except the positional table, which may hold a square grid of another size: it is resampled with antialiased bicubic as
  * open_clip does when it loads a checkpoint into a model of another image size. Tensors that
  * are not the tower's (the text tower of a CLIP checkpoint) are ignored. Every mismatch is named
  * in one TS_ERR_MISMATCH message and nothing is changed when any is found; TS_ERR_IO or
@@ -241,6 +263,175 @@ void ts_cswin_free(ts_cswin *m);
  * enabled, like any op; drop-path acts in training mode only. */
 ts_tensor *ts_cswin_forward(ts_ctx *c, const ts_cswin *m, const ts_tensor *images,
                             ts_tensor **tokens_out);
+
+/* ---------------------------------------------------------------------------------------- */
+/* MAE: masked autoencoder                                                                   */
+
+/* MAE as facebookresearch/mae defines it (models_mae.py, MaskedAutoencoderViT): the image is cut
+ * into patches (a stride-P convolution with bias), fixed 2-d sin-cos positional tables are added
+ * (MAE's get_2d_sincos_pos_embed, a zero row for the class token), a ratio of the patches is
+ * removed per sample by shuffling (noise -> argsort -> the first len_keep stay), the encoder
+ * (timm's ViT blocks) sees the class token and the visible patches only, and a light decoder
+ * (decoder_embed, one shared mask_token in every removed place, its own fixed sin-cos table,
+ * decoder blocks, decoder_norm, decoder_pred to P * P * 3 values) predicts every patch. The loss
+ * is the mean squared error over the removed patches only, against the pixels in MAE's patchify
+ * order (row in patch, column in patch, channel), or against pixels normalised per patch (mean
+ * and unbiased variance, eps 1e-6) with norm_pix_loss.
+ *
+ * Beyond models_mae.py: rectangular images (the grid is (H / P, W / P); MAE assumes a square),
+ * and a given noise tensor, so masking can be reproduced exactly (MAE draws torch.rand).
+ *
+ * Shape letters here: N batch, L = gh * gw patches, Lk = len_keep visible patches,
+ * Q = P * P * 3 values per patch, C encoder width, Cd decoder width. */
+typedef struct ts_mae_cfg {
+    int image_h, image_w; /* input size in pixels, both divisible by patch */
+    int patch;            /* P */
+    int width, layers, heads;             /* encoder: C, blocks, heads */
+    int dec_width, dec_layers, dec_heads; /* decoder: MAE's defaults are 512, 8, 16 */
+    float mlp_ratio;      /* hidden width (int)(width * mlp_ratio) in both: 4 */
+    float ln_eps;         /* 1e-6, as MAE's models build their LayerNorms */
+    double mask_ratio;    /* share of the patches removed: 0.75; len_keep = (int)(L (1 - r)) */
+    int norm_pix_loss;    /* targets normalised per patch */
+} ts_mae_cfg;
+
+/* The defaults of MaskedAutoencoderViT with mae_vit_base_patch16's encoder (224, 16, 768, 12
+ * layers, 12 heads), the 512-wide 8-block 16-head decoder, MLP ratio 4, eps 1e-6, ratio 0.75,
+ * norm_pix_loss off (MAE's own default; its pretraining recipe turns it on). */
+void ts_mae_cfg_default(ts_mae_cfg *cfg);
+/* TS_OK when cfg can be built; TS_ERR_RECIPE naming the field otherwise (an image side the patch
+ * does not divide, widths the heads do not divide or not divisible by 4 as the sin-cos tables
+ * need, a mask ratio that keeps no patch or removes none). */
+ts_status ts_mae_cfg_check(const ts_mae_cfg *cfg, ts_err *err);
+/* Trainable parameters, as sum(p.numel() for p in model.parameters() if p.requires_grad) of
+ * models_mae.py (the two fixed tables left out). mae_vit_base_patch16: 111,655,680. */
+int64_t ts_mae_param_count(const ts_mae_cfg *cfg);
+
+/* The model. Names under the prefix given to ts_mae_init, in models_mae.py's
+ * named_parameters() order:
+ *   cls_token (1, 1, C), pos_embed (1, 1 + L, C) fixed, mask_token (1, 1, Cd),
+ *   decoder_pos_embed (1, 1 + L, Cd) fixed,
+ *   patch_embed.proj.weight (C, 3, P, P), patch_embed.proj.bias (C),
+ *   blocks.N.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}.{weight, bias}  (timm Block)
+ *   norm.weight, norm.bias (C), decoder_embed.weight (Cd, C), decoder_embed.bias (Cd),
+ *   decoder_blocks.N.*, decoder_norm.weight, decoder_norm.bias (Cd),
+ *   decoder_pred.weight (Q, Cd), decoder_pred.bias (Q).
+ * The two fixed tables are TS_PARAM_BUFFER parameters (saved in checkpoints, never trained), as
+ * MAE keeps them (requires_grad=False). A timm block is the core block (ts_nn_block) under timm's
+ * names: attn.qkv is the packed [q | k | v] projection of MultiheadAttention's in_proj. */
+typedef struct ts_mae {
+    ts_mae_cfg cfg;
+    int gh, gw, L, len_keep;
+    char prefix[128];
+    ts_tensor *cls_token;     /* (1, 1, C) */
+    ts_tensor *pos_embed;     /* (1, 1 + L, C) buffer */
+    ts_tensor *mask_token;    /* (1, 1, Cd) */
+    ts_tensor *dec_pos_embed; /* (1, 1 + L, Cd) buffer */
+    ts_tensor *patch_w;       /* (C, 3, P, P) */
+    ts_tensor *patch_b;       /* (C) */
+    ts_nn_block *blocks;      /* (layers), malloc'ed */
+    ts_nn_layernorm norm;
+    ts_nn_linear dec_embed;   /* (Cd, C) */
+    ts_nn_block *dec_blocks;  /* (dec_layers), malloc'ed */
+    ts_nn_layernorm dec_norm;
+    ts_nn_linear dec_pred;    /* (Q, Cd) */
+    int tables_set;           /* ts_mae_set_tables has written the fixed tables */
+} ts_mae;
+
+/* Register the model's parameters in p under prefix (which may be ""), with MAE's
+ * initialize_weights: Linear weights (the qkv, proj, fc1, fc2, decoder_embed and decoder_pred
+ * matrices) xavier-uniform and biases zero, the patch convolution's weight xavier-uniform over
+ * (C, 3 P P) and its bias as torch's Conv2d default, cls_token and mask_token normal with std
+ * 0.02, layernorms one and zero. cfg must pass ts_mae_cfg_check (TS_CHECK otherwise). After
+ * ts_params_finalize, call ts_mae_set_tables to write the fixed sin-cos tables (forward stops
+ * with a message when that was forgotten). Free with ts_mae_free. */
+void ts_mae_init(ts_mae *m, ts_params *p, const char *prefix, const ts_mae_cfg *cfg);
+/* Write MAE's fixed 2-d sin-cos tables into pos_embed and decoder_pos_embed. */
+void ts_mae_set_tables(ts_mae *m);
+/* Release what ts_mae_init allocated (not the parameters). NULL is a no-op. */
+void ts_mae_free(ts_mae *m);
+
+/* MAE's patchify on host arrays: imgs (N, 3, H, W) -> x (N, L, Q), a patch's values in the
+ * order (row p, column q, channel c); unpatchify is its inverse. */
+void ts_mae_patchify(float *x, const float *imgs, int64_t N, int H, int W, int P);
+void ts_mae_unpatchify(float *imgs, const float *x, int64_t N, int H, int W, int P);
+/* MAE's random_masking on host arrays, from noise (N, L): per sample, ids_shuffle = argsort of
+ * the noise (ascending; ties by index), ids_restore its inverse permutation (N, L), ids_keep the
+ * first len_keep of ids_shuffle (N, Lk), mask (N, L) 0 where kept and 1 where removed, in the
+ * original patch order. Any output may be NULL. */
+void ts_mae_masking(const float *noise, int64_t N, int64_t L, int64_t len_keep, int32_t *ids_keep,
+                    int32_t *ids_restore, float *mask);
+
+/* What one forward gives. Tensors live in the step arena. */
+typedef struct ts_mae_out {
+    ts_tensor *loss;        /* (1) mean over removed patches of the per-patch MSE */
+    ts_tensor *pred;        /* (N, L, Q) the decoder's prediction of every patch */
+    ts_tensor *target;      /* (N, L, Q) patchified pixels (normalised with norm_pix_loss) */
+    ts_tensor *mask;        /* (N, L) f32, 1 = removed */
+    ts_tensor *ids_restore; /* (N, L) i32 */
+    ts_tensor *latent;      /* (N, 1 + Lk, C) the encoder's output after norm */
+} ts_mae_out;
+
+/* images f32 (N, 3, H, W) of the configured size; noise f32 (N, L) or NULL to draw it uniform
+ * in [0, 1) from c->rng (as torch.rand). Runs MAE's forward (encoder, decoder, loss); records on
+ * the tape when grad is enabled. The images get no gradient (MAE's target is the input). */
+ts_mae_out ts_mae_forward(ts_ctx *c, const ts_mae *m, const ts_tensor *images,
+                          const ts_tensor *noise);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Video clips                                                                               */
+
+/* The clip encoder (ts_video_enc; loaders' ts_video is a decoded file). A clip of K frames
+ * (B, K, 3, H, W) goes through any image encoder, frame by frame in one batch of B * K images,
+ * plus a learned temporal position embedding (K, D) on the per-frame embeddings,
+ * pooled to one embedding per clip: the mean over frames, or attention pooling, in which one
+ * learned query attends over the K frame embeddings (open_clip's AttentionalPooler with one
+ * query: ln_k on the frames, ln_q on the query, torch.nn.MultiheadAttention, no residual).
+ *
+ * The encoder is a function pointer, so any tower plugs in; ts_video_enc_vit adapts ts_vit.
+ * Shape letters: B clips, K frames, D the encoder's embedding width. */
+typedef ts_tensor *(*ts_frame_encoder)(ts_ctx *c, const void *encoder,
+                                       const ts_tensor *images /* (B K, 3, H, W) */);
+/* ts_frame_encoder for a ts_vit: its pooled embedding (B K, E). */
+ts_tensor *ts_video_enc_vit(ts_ctx *c, const void *vit, const ts_tensor *images);
+
+typedef enum { TS_VIDEO_ENC_MEAN, TS_VIDEO_ENC_ATTN } ts_video_enc_pool_kind;
+typedef struct ts_video_enc_cfg {
+    int frames;         /* K */
+    int dim;            /* D, the encoder's embedding width */
+    ts_video_enc_pool_kind pool;
+    int heads;          /* attention pooling: heads dividing D */
+    float ln_eps;       /* attention pooling's layernorms: 1e-5 */
+} ts_video_enc_cfg;
+
+/* Names under the prefix given to ts_video_enc_init:
+ *   temporal_embedding (K, D), normal std 0.02
+ *   attention pooling only: pool.query (1, D) normal std D^-0.5,
+ *   pool.attn.in_proj_weight (3D, D), pool.attn.in_proj_bias (3D), pool.attn.out_proj.weight
+ *   (D, D), pool.attn.out_proj.bias (D) (torch.nn.MultiheadAttention's names and init),
+ *   pool.ln_q.weight, pool.ln_q.bias, pool.ln_k.weight, pool.ln_k.bias (D). */
+typedef struct ts_video_enc {
+    ts_video_enc_cfg cfg;
+    ts_frame_encoder encode;
+    const void *encoder;
+    ts_tensor *temporal;        /* (K, D) */
+    ts_tensor *query;           /* (1, D) or NULL */
+    ts_nn_mha attn;             /* attention pooling */
+    ts_nn_layernorm ln_q, ln_k; /* attention pooling */
+} ts_video_enc;
+
+/* TS_ERR_RECIPE naming the field when cfg is not usable (frames or dim not positive, heads not
+ * dividing dim for attention pooling). */
+ts_status ts_video_enc_cfg_check(const ts_video_enc_cfg *cfg, ts_err *err);
+/* Register the temporal embedding and the pooling parameters under prefix; the encoder's own
+ * parameters are the caller's. cfg must pass ts_video_enc_cfg_check (TS_CHECK otherwise). */
+void ts_video_enc_init(ts_video_enc *m, ts_params *p, const char *prefix,
+                       const ts_video_enc_cfg *cfg, ts_frame_encoder encode, const void *encoder);
+/* clips f32 (B, K, 3, H, W) -> (B, D). frames_out, when not NULL, receives the per-frame
+ * embeddings with the temporal embedding added (B, K, D). */
+ts_tensor *ts_video_enc_forward(ts_ctx *c, const ts_video_enc *m, const ts_tensor *clips,
+                                ts_tensor **frames_out);
+/* The pooling alone: frame embeddings (B, K, D) -> (B, D), temporal embedding added first. */
+ts_tensor *ts_video_enc_pool(ts_ctx *c, const ts_video_enc *m, const ts_tensor *frames);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# Data parallelism over MPI: N ranks that split each global batch train the same model as one
+# process with the whole batch; a rank that dies or hangs ends the job with an error naming a
+# rank in bounded time; the last checkpoint then resumes, also with another number of ranks.
+#
+# 1. 2 and 3 ranks against one process over 20 steps of the quickstart task: the losses agree
+#    within 1e-5 relative and every tensor of the final model.safetensors within 1e-5.
+# 2. The 2-rank run's checkpoint of step 10 resumed by 1 process gives the same last 10 losses.
+# 3. kill -9 of rank 1 mid-run: mpirun ends the job, naming rank 1; 1 process resumes.
+# 4. SIGSTOP of rank 1 (a hang): rank 0's collective times out after train.collective_timeout_s
+#    and aborts the job with "rank 0: collective timed out"; 1 process resumes.
+# Registered only when CMake found MPI; OpenMPI's launcher needs --allow-run-as-root as root and
+# --oversubscribe for more ranks than cores.
+source "$(dirname "$0")/clilib.sh"
+MPIEXEC="${TS_MPIEXEC:-mpirun}"
+MPI_FLAGS=()
+if "$MPIEXEC" --version 2>&1 | grep -qE "Open MPI|OpenRTE"; then
+  MPI_FLAGS=(--oversubscribe --bind-to none)
+  [ "$(id -u)" -eq 0 ] && MPI_FLAGS+=(--allow-run-as-root)
+  # containers often forbid the cross-memory attach that OpenMPI's shared memory tries first
+  export OMPI_MCA_btl_vader_single_copy_mechanism=none
+fi
+mpi() { local n="$1"; shift; "$MPIEXEC" "${MPI_FLAGS[@]}" -np "$n" "$@"; }
+
+# A background job and its ranks are killed on any exit, so a failed check leaves no strays.
+JOB=""
+kill_job() {
+  [ -n "$JOB" ] || return 0
+  local ranks
+  ranks=$(pgrep -P "$JOB" || true)
+  kill -9 $ranks "$JOB" 2>/dev/null || true
+  JOB=""
+}
+trap 'kill_job; rm -rf "$WORK"' EXIT
+
+tiny_recipe r.yaml
+sed -i 's/steps: 40/steps: 20/; s/threads: 2/threads: 1/' r.yaml
+
+# Compare the train losses of two metrics files (relative) and, when given, every tensor of two
+# safetensors files (absolute, the weights are O(1)); prints the largest differences.
+# One slice is left out: the key part of attention's in_proj_bias (rows C..2C). Adding a bias to
+# every key adds q.b to all scores of a query, which softmax ignores, so its gradient is exactly
+# zero and what the runs compute is rounding noise (~1e-10) in a different order; AdamW divides
+# that noise by its own square root and moves the slice by up to lr per step in either run.
+# It never changes an output; every other value agrees to ~1e-7.
+compare() {
+  /usr/bin/python3 - "$@" <<'PY'
+import json, struct, sys
+import numpy as np
+
+def losses(path):
+    return {r["step"]: r["loss"] for r in map(json.loads, open(path)) if r["kind"] == "train"}
+
+def tensors(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        head = json.loads(f.read(n))
+        data = f.read()
+    head.pop("__metadata__", None)
+    out = {}
+    for name, e in head.items():
+        assert e["dtype"] == "F32", (name, e["dtype"])
+        a, b = e["data_offsets"]
+        out[name] = np.frombuffer(data[a:b], dtype=np.float32).reshape(e["shape"])
+    return out
+
+la, lb = losses(sys.argv[1]), losses(sys.argv[2])
+steps = sorted(lb)
+assert steps and all(s in la for s in steps), f"steps differ: {sorted(la)} vs {steps}"
+rel = max(abs(la[s] - lb[s]) / abs(la[s]) for s in steps)
+print(f"losses of steps {steps[0]}..{steps[-1]}: max relative difference {rel:.2e}")
+assert rel <= 1e-5, f"losses differ by {rel:.2e} relative"
+if len(sys.argv) > 3:
+    ta, tb = tensors(sys.argv[3]), tensors(sys.argv[4])
+    assert sorted(ta) == sorted(tb), "the checkpoints name different tensors"
+    def free_slice(k, d):
+        if k.endswith("attn.in_proj_bias"):
+            c = d.shape[0] // 3
+            d = np.concatenate([d[:c], d[2 * c:]])
+        return d
+    worst = max((float(np.max(free_slice(k, np.abs(ta[k] - tb[k])))), k) for k in ta)
+    print(f"{len(ta)} tensors: max difference {worst[0]:.2e} ({worst[1]}; key biases left out)")
+    assert worst[0] <= 1e-5, f"weights differ by {worst[0]:.2e} in {worst[1]}"
+PY
+}
+
+# 1. one process against 2 and 3 ranks (3 ranks split the batch of 32 unevenly: 10, 11, 11)
+"$TS" train r.yaml --quiet --set train.out_dir="$WORK/one" 2> log.txt || { cat log.txt; fail "1 process failed"; }
+final=checkpoints/step_00000020/model.safetensors
+for n in 2 3; do
+  mpi "$n" "$TS" train r.yaml --quiet --set train.out_dir="$WORK/np$n" > log.txt 2>&1 \
+    || { cat log.txt; fail "$n ranks failed"; }
+  compare "$WORK/one/metrics.jsonl" "$WORK/np$n/metrics.jsonl" "$WORK/one/$final" "$WORK/np$n/$final" \
+    || fail "$n ranks do not match one process"
+  pass "$n ranks with the global batch split match one process over 20 steps"
+done
+grep -q '"allreduce_ms"' "$WORK/np2/metrics.jsonl" || fail "no all-reduce time in the metrics of 2 ranks"
+
+# 2. the 2-rank run resumed from its step-10 checkpoint by one process
+cp -r "$WORK/np2" "$WORK/re1"
+rm -rf "$WORK/re1/checkpoints/step_00000020"
+echo step_00000010 > "$WORK/re1/checkpoints/latest"
+: > "$WORK/re1/metrics.jsonl"
+"$TS" train r.yaml --quiet --resume "$WORK/re1" 2> log.txt || { cat log.txt; fail "resume with 1 rank failed"; }
+compare "$WORK/np2/metrics.jsonl" "$WORK/re1/metrics.jsonl" "$WORK/np2/$final" "$WORK/re1/$final" \
+  || fail "1 process resuming the 2-rank run differs"
+pass "a 2-rank checkpoint resumed by 1 process continues the same run"
+
+# The pid of rank $2 among the children of mpirun $1 (OpenMPI sets OMPI_COMM_WORLD_RANK).
+rank_pid() {
+  for p in $(pgrep -P "$1"); do
+    tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2" && echo "$p"
+  done
+  return 0
+}
+
+# Start a long 2-rank run into $1, wait for its first checkpoint, send signal $2 to rank 1 and
+# require the job to end with an error within 60 s; its output is in $1.txt.
+break_rank() {
+  local dir="$1" sig="$2"
+  "$MPIEXEC" "${MPI_FLAGS[@]}" -np 2 \
+    "$TS" train r.yaml --quiet --set train.out_dir="$dir" --set train.steps=1000000 \
+    --set train.ckpt_every=20 --set train.collective_timeout_s=10 --set train.log_every=10 \
+    > "$dir.txt" 2>&1 &
+  local job=$!
+  JOB=$job
+  for i in $(seq 1 600); do
+    [ -f "$dir/checkpoints/latest" ] && break
+    kill -0 "$job" 2>/dev/null || { cat "$dir.txt"; fail "the 2-rank job ended early"; }
+    sleep 0.05
+  done
+  [ -f "$dir/checkpoints/latest" ] || fail "no checkpoint after 30 s"
+  local victim
+  victim=$(rank_pid "$job" 1)
+  [ -n "$victim" ] || fail "rank 1 not found among the children of mpirun"
+  local t0=$SECONDS
+  kill "-$sig" "$victim"
+  for i in $(seq 1 600); do
+    kill -0 "$job" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$job" 2>/dev/null; then
+    cat "$dir.txt"
+    fail "the job still runs 60 s after SIG$sig to rank 1"
+  fi
+  kill -9 "$victim" 2>/dev/null || true # a stopped rank that the launcher left behind
+  local rc=0
+  wait "$job" || rc=$?
+  JOB=""
+  [ "$rc" -ne 0 ] || { cat "$dir.txt"; fail "the job exited 0 after SIG$sig to rank 1"; }
+  echo "SIG$sig to rank 1: the job ended with status $rc after $((SECONDS - t0)) s:"
+  grep -m2 -E "tessera: error|noticed" "$dir.txt" | sed 's/^/  /' || true
+}
+
+# Resume the broken run $1 with one process for 2 more steps.
+resume_one() {
+  local dir="$1" step
+  step=$(sed 's/step_0*//' "$dir/checkpoints/latest")
+  "$TS" train r.yaml --quiet --resume "$dir" --set train.steps=$((step + 2)) 2> log.txt \
+    || { cat log.txt; fail "resuming $dir with 1 process failed"; }
+  grep -q "\"step\": $((step + 2))," "$dir/metrics.jsonl" || fail "the resumed run did not reach step $((step + 2))"
+  echo "resumed from step $step with 1 process"
+}
+
+# 3. a rank dies
+break_rank "$WORK/dead" KILL
+grep -q "rank 1" "$WORK/dead.txt" || { cat "$WORK/dead.txt"; fail "the error does not name rank 1"; }
+resume_one "$WORK/dead"
+pass "kill -9 of rank 1 ended the job with an error naming it; the last checkpoint resumes"
+
+# 4. a rank hangs
+break_rank "$WORK/hung" STOP
+grep -q "rank 0: collective timed out after 10 s (a rank died or hangs)" "$WORK/hung.txt" \
+  || { cat "$WORK/hung.txt"; fail "no collective timeout message"; }
+resume_one "$WORK/hung"
+pass "a hung rank 1 made rank 0 time out and abort the job; the last checkpoint resumes"
