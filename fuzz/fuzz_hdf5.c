@@ -38,8 +38,12 @@ const char *__asan_default_options(void);
  * loaders/hdf5.c leaves open (checked after each input). */
 const char *__lsan_default_suppressions(void) { return "leak:H5C_protect\n"; }
 /* The suppression needs whole allocation stacks, which the fast unwinder does not give through
- * libhdf5 (built without frame pointers). */
-const char *__asan_default_options(void) { return "fast_unwind_on_malloc=0"; }
+ * libhdf5 (built without frame pointers). A corrupt header can also make libhdf5 ask malloc for
+ * terabytes; glibc answers NULL and the library reports an error, so the sanitizer must answer
+ * the same way (allocator_may_return_null) rather than stop. */
+const char *__asan_default_options(void) {
+    return "fast_unwind_on_malloc=0:allocator_may_return_null=1";
+}
 
 static void quiet_log(ts_log_level level, const char *msg, void *user) {
     (void)level, (void)msg, (void)user;

@@ -48,12 +48,16 @@ for name in jpeg png tar csv hdf5 video; do
   elif [ -d ../shared/data/images ]; then
     find ../shared/data/images -name "*.$ext" -size -64k -exec cp -f {} "$seeds/" \;
   fi
+  # Inputs that once found a bug (fuzz/regressions/NAME) are replayed first, as seeds. The
+  # mutation seed is fixed (TS_FUZZ_SEED) so that a CI run explores the same inputs each time.
+  regress=""
+  if [ -d "fuzz/regressions/$name" ]; then regress="../fuzz/regressions/$name"; fi
   echo "fuzz/run.sh: fuzz_$name for ${secs}s"
   # The container files are larger than images: the real robosuite file and clip are ~90 KiB.
   maxlen=$(case "$name" in hdf5|video) echo 131072;; *) echo 65536;; esac)
   (cd build-fuzz && TS_FUZZ_SEEDS="seeds_$name" "./fuzz/fuzz_$name" -max_total_time="$secs" \
-      -max_len="$maxlen" -timeout=10 \
-      -rss_limit_mb=2048 -print_final_stats=1 "corpus_$name" "seeds_$name" 2>&1 |
+      -max_len="$maxlen" -timeout=10 -seed="${TS_FUZZ_SEED:-1}" \
+      -rss_limit_mb=2048 -print_final_stats=1 "corpus_$name" "seeds_$name" $regress 2>&1 |
      grep -E "stat::number_of_executed_units|stat::peak_rss|ERROR|SUMMARY|Test unit written" || true)
   # libFuzzer writes crash-*, leak-*, timeout-* and oom-* files next to where it runs.
   # (ls fails when any one of the patterns matches nothing, so the files are counted instead.)
