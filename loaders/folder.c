@@ -15,7 +15,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 
-#include "loaders.h"
+#include "loaders-impl.h"
 
 struct ts_folder {
     char *root;
@@ -218,13 +218,6 @@ ts_status ts_folder_open(ts_folder **out, const char *root, ts_err *err) {
 /* ---------------------------------------------------------------------------------------- */
 /* The folder source                                                                        */
 
-static uint64_t mix64(uint64_t x) {
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
 typedef struct folder_src {
     ts_folder *f;
     int shuffle;
@@ -235,22 +228,9 @@ static ts_status folder_begin(ts_source *src, uint64_t seed, int64_t epoch, int 
                               ts_err *err) {
     folder_src *s = src->impl;
     int64_t n = s->f->count;
-    if (world < 1) world = 1;
     if (!s->order && !(s->order = malloc((size_t)(n ? n : 1) * sizeof *s->order)))
         return ts_fail(err, TS_ERR_NOMEM, "%s: out of memory", s->f->root);
-    for (int64_t i = 0; i < n; i++) s->order[i] = i;
-    if (s->shuffle) {
-        ts_rng r;
-        ts_rng_seed(&r, mix64(seed ^ mix64(0xf01d3ull + (uint64_t)epoch)));
-        for (int64_t i = n - 1; i > 0; i--) {
-            int64_t j = (int64_t)(ts_rng_next(&r) % (uint64_t)(i + 1));
-            int64_t t = s->order[i];
-            s->order[i] = s->order[j], s->order[j] = t;
-        }
-    }
-    int64_t per = world > 1 ? n / world : n;
-    for (int64_t k = 0; k < per; k++) s->order[k] = s->order[rank + k * world];
-    s->norder = per;
+    s->norder = ts__epoch_order(s->order, n, s->shuffle, seed, 0xf01d3ull, epoch, rank, world);
     s->k = 0;
     return TS_OK;
 }

@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "loaders.h"
+#include "loaders-impl.h"
 
 enum { SLOT_FREE, SLOT_FILLING, SLOT_CLOSED, SLOT_DELIVERED };
 enum { ROW_EMPTY, ROW_PENDING, ROW_GOOD, ROW_BAD };
@@ -92,16 +92,10 @@ struct ts_pipe {
     ts_err fail_err;
 };
 
-static uint64_t mix64(uint64_t x) {
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
 /* The seed of a stream identified by (seed, epoch, rank, what). */
 static uint64_t stream_seed(uint64_t seed, int64_t epoch, int rank, uint64_t what) {
-    return mix64(seed ^ mix64((uint64_t)epoch ^ mix64((uint64_t)rank ^ mix64(what))));
+    return ts__mix64(seed ^
+                     ts__mix64((uint64_t)epoch ^ ts__mix64((uint64_t)rank ^ ts__mix64(what))));
 }
 
 static void *page_alloc(size_t n) {

@@ -18,7 +18,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 
-#include "loaders.h"
+#include "loaders-impl.h"
 
 /* ---------------------------------------------------------------------------------------- */
 /* Samples                                                                                  */
@@ -535,13 +535,6 @@ ts_status ts_wds_shard_next(ts_wds_shard *s, ts_sample *out, int *got, ts_err *e
 /* ---------------------------------------------------------------------------------------- */
 /* The WebDataset source                                                                    */
 
-static uint64_t mix64(uint64_t x) {
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
 typedef struct wds_src {
     char **shards;
     int64_t nshards;
@@ -568,7 +561,7 @@ static ts_status wds_begin(ts_source *src, uint64_t seed, int64_t epoch, int ran
     if (w->shuffle) {
         /* Fisher-Yates from (seed, epoch): the same order on every rank, then split. */
         ts_rng r;
-        ts_rng_seed(&r, mix64(seed ^ mix64(0x5ba4d5ull + (uint64_t)epoch)));
+        ts_rng_seed(&r, ts__mix64(seed ^ ts__mix64(0x5ba4d5ull + (uint64_t)epoch)));
         for (int64_t i = w->nshards - 1; i > 0; i--) {
             int64_t j = (int64_t)(ts_rng_next(&r) % (uint64_t)(i + 1));
             int64_t t = all[i];
