@@ -229,6 +229,44 @@ void ts_st_entry_to_f32(const ts_st_entry *e, float *dst) {
     }
 }
 
+/* "(2, 3, 4)" from a dims array. */
+static void dims_text(char *buf, size_t n, int ndim, const int64_t *shape) {
+    size_t len = (size_t)snprintf(buf, n, "(");
+    for (int i = 0; i < ndim && len < n; i++)
+        len += (size_t)snprintf(buf + len, n - len, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (len < n) snprintf(buf + len, n - len, ")");
+}
+
+int ts_st_check(const ts_st_file *f, ts_tensor *const *t, int n,
+                int (*accept)(const ts_tensor *t, const ts_st_entry *e, void *user), void *user,
+                char *msg, size_t cap) {
+    char want[96], got[96];
+    size_t len = 0;
+    int bad = 0;
+    if (cap) msg[0] = 0;
+    for (int i = 0; i < n; i++) {
+        const ts_st_entry *e = ts_st_find(f, t[i]->name);
+        const char *why = NULL;
+        if (!e) {
+            why = "missing";
+        } else if (e->dtype != TS_F32 && e->dtype != TS_BF16 && e->dtype != TS_F16) {
+            why = "dtype is not F32, BF16 or F16";
+        } else {
+            int same = e->ndim == t[i]->ndim;
+            for (int d = 0; same && d < e->ndim; d++) same = e->shape[d] == t[i]->shape[d];
+            if (!same && !(accept && accept(t[i], e, user))) why = "shape differs";
+        }
+        if (!why) continue;
+        bad++;
+        dims_text(want, sizeof want, t[i]->ndim, t[i]->shape);
+        if (e) dims_text(got, sizeof got, e->ndim, e->shape);
+        if (len < cap)
+            len += (size_t)snprintf(msg + len, cap - len, "\n  %s: %s (model %s%s%s)", t[i]->name,
+                                    why, want, e ? ", file " : "", e ? got : "");
+    }
+    return bad;
+}
+
 /* ---- writing ---- */
 
 typedef struct w_entry {

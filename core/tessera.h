@@ -485,6 +485,13 @@ const char *ts_st_meta(const ts_st_file *f, const char *key); /* NULL when absen
 /* Convert an F32, BF16 or F16 entry to float32 into dst (numel floats). Entry data is packed,
  * not aligned, so this is the way to read it. */
 void ts_st_entry_to_f32(const ts_st_entry *e, float *dst);
+/* Check that f holds each of the n tensors t[i] by name, with a float dtype (F32, BF16, F16)
+ * and t[i]'s shape, or a shape that accept (may be NULL) takes for t[i]. Each problem appends
+ * "\n  NAME: why (model SHAPE, file SHAPE)" to msg (cap bytes, always NUL-terminated). Returns
+ * the number of problems; a loader copies nothing unless it is 0. */
+int ts_st_check(const ts_st_file *f, ts_tensor *const *t, int n,
+                int (*accept)(const ts_tensor *t, const ts_st_entry *e, void *user), void *user,
+                char *msg, size_t cap);
 
 /* Writing: collect entries, then write atomically (temporary file, fsync, rename). The data
  * pointers must stay valid until ts_st_write returns. */

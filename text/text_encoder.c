@@ -407,13 +407,6 @@ static int text_tensors(const ts_text *m, ts_tensor **t) {
     return n;
 }
 
-static void shape_text(char *buf, size_t n, int ndim, const int64_t *shape) {
-    size_t len = (size_t)snprintf(buf, n, "(");
-    for (int i = 0; i < ndim && len < n; i++)
-        len += (size_t)snprintf(buf + len, n - len, "%s%lld", i ? ", " : "", (long long)shape[i]);
-    if (len < n) snprintf(buf + len, n - len, ")");
-}
-
 ts_status ts_text_load(ts_text *m, const char *path, ts_err *err) {
     ts_st_file *f;
     ts_status st = ts_st_read(path, &f, err);
@@ -421,29 +414,8 @@ ts_status ts_text_load(ts_text *m, const char *path, ts_err *err) {
     ts_tensor **t = malloc((size_t)(5 + 12 * m->cfg.layers) * sizeof *t);
     TS_CHECK(t != NULL, "out of memory");
     int n = text_tensors(m, t);
-    char msg[4096], want[96], got[96];
-    size_t len = 0;
-    int bad = 0;
-    for (int i = 0; i < n; i++) {
-        const ts_st_entry *e = ts_st_find(f, t[i]->name);
-        const char *why = NULL;
-        if (!e) {
-            why = "missing";
-        } else if (e->dtype != TS_F32 && e->dtype != TS_BF16 && e->dtype != TS_F16) {
-            why = "dtype is not F32, BF16 or F16";
-        } else {
-            int same = e->ndim == t[i]->ndim;
-            for (int d = 0; same && d < e->ndim; d++) same = e->shape[d] == t[i]->shape[d];
-            if (!same) why = "shape differs";
-        }
-        if (!why) continue;
-        bad++;
-        shape_text(want, sizeof want, t[i]->ndim, t[i]->shape);
-        if (e) shape_text(got, sizeof got, e->ndim, e->shape);
-        if (len < sizeof msg)
-            len += (size_t)snprintf(msg + len, sizeof msg - len, "\n  %s: %s (model %s%s%s)",
-                                    t[i]->name, why, want, e ? ", file " : "", e ? got : "");
-    }
+    char msg[4096];
+    int bad = ts_st_check(f, t, n, NULL, NULL, msg, sizeof msg);
     if (bad) {
         st = ts_fail(err, TS_ERR_MISMATCH, "%s: %d text tensor%s do%s not match the model:%s",
                      path, bad, bad == 1 ? "" : "s", bad == 1 ? "es" : "", msg);

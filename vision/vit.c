@@ -437,18 +437,20 @@ static int vit_tensors(const ts_vit *m, ts_tensor **t) {
     return n;
 }
 
-static void shape_text(char *buf, size_t n, int ndim, const int64_t *shape) {
-    size_t len = (size_t)snprintf(buf, n, "(");
-    for (int i = 0; i < ndim && len < n; i++)
-        len += (size_t)snprintf(buf + len, n - len, "%s%lld", i ? ", " : "", (long long)shape[i]);
-    if (len < n) snprintf(buf + len, n - len, ")");
-}
-
 /* The side of the square grid behind a table of rows = 1 + side^2, or 0 when there is none. */
 static int square_grid(int64_t rows) {
     int64_t n = rows - 1;
     int64_t s = (int64_t)llround(sqrt((double)(n > 0 ? n : 0)));
     return s > 0 && s * s == n ? (int)s : 0;
+}
+
+/* A positional table of another square grid is loaded and resampled: (rows, C), or (1, rows,
+ * C) in timm's layout. */
+static int pos_embed_resizable(const ts_tensor *t, const ts_st_entry *e, void *user) {
+    const ts_vit *m = user;
+    int nd = t->ndim;
+    return t == m->pos_embed && e->ndim == nd && e->shape[nd - 1] == m->cfg.width &&
+           (nd == 2 || e->shape[0] == 1) && square_grid(e->shape[nd - 2]) > 0;
 }
 
 ts_status ts_vit_load(ts_vit *m, const char *path, ts_err *err) {
@@ -459,35 +461,8 @@ ts_status ts_vit_load(ts_vit *m, const char *path, ts_err *err) {
     ts_tensor **t = malloc((size_t)cap * sizeof *t);
     TS_CHECK(t != NULL, "out of memory");
     int n = vit_tensors(m, t);
-    char msg[4096], want[96], got[96];
-    size_t len = 0;
-    int bad = 0;
-    for (int i = 0; i < n; i++) {
-        const ts_st_entry *e = ts_st_find(f, t[i]->name);
-        const char *why = NULL;
-        if (!e) {
-            why = "missing";
-        } else if (e->dtype != TS_F32 && e->dtype != TS_BF16 && e->dtype != TS_F16) {
-            why = "dtype is not F32, BF16 or F16";
-        } else {
-            int same = e->ndim == t[i]->ndim;
-            for (int d = 0; same && d < e->ndim; d++) same = e->shape[d] == t[i]->shape[d];
-            /* A positional table of another square grid is resampled below: (rows, C), or
-             * (1, rows, C) in timm's layout. */
-            int nd = t[i]->ndim;
-            int resizable = t[i] == m->pos_embed && e->ndim == nd &&
-                            e->shape[nd - 1] == m->cfg.width && (nd == 2 || e->shape[0] == 1) &&
-                            square_grid(e->shape[nd - 2]) > 0;
-            if (!same && !resizable) why = "shape differs";
-        }
-        if (!why) continue;
-        bad++;
-        shape_text(want, sizeof want, t[i]->ndim, t[i]->shape);
-        if (e) shape_text(got, sizeof got, e->ndim, e->shape);
-        if (len < sizeof msg)
-            len += (size_t)snprintf(msg + len, sizeof msg - len, "\n  %s: %s (model %s%s%s)",
-                                    t[i]->name, why, want, e ? ", file " : "", e ? got : "");
-    }
+    char msg[4096];
+    int bad = ts_st_check(f, t, n, pos_embed_resizable, m, msg, sizeof msg);
     if (bad) {
         st = ts_fail(err, TS_ERR_MISMATCH, "%s: %d ViT tensor%s do%s not match the model:%s",
                      path, bad, bad == 1 ? "" : "s", bad == 1 ? "es" : "", msg);
