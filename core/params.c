@@ -81,6 +81,16 @@ ts_tensor *ts_param(ts_params *p, const char *name, int ndim, const int64_t *sha
     return t;
 }
 
+void ts_param_set_init(ts_params *p, const ts_tensor *t, ts_init init) {
+    TS_CHECK(!p->finalized, "parameter %s: init changed after finalize", t->name);
+    for (int i = 0; i < p->n; i++)
+        if (p->p[i].t == t) {
+            p->p[i].init = init;
+            return;
+        }
+    TS_CHECK(0, "parameter %s is not in this set", t->name);
+}
+
 ts_status ts_params_finalize(ts_params *p, uint64_t seed, ts_err *err) {
     TS_CHECK(!p->finalized, "ts_params_finalize called twice");
     size_t off = 0;

@@ -368,6 +368,9 @@ ts_params *ts_params_new(void);
 void ts_params_free(ts_params *p);
 ts_tensor *ts_param(ts_params *p, const char *name, int ndim, const int64_t *shape, ts_init init,
                     int flags);
+/* Change the initialiser of a registered parameter before finalize: for a model that builds a
+ * block from the shared nn init and then initialises some of its weights its own way. */
+void ts_param_set_init(ts_params *p, const ts_tensor *t, ts_init init);
 ts_status ts_params_finalize(ts_params *p, uint64_t seed, ts_err *err);
 int ts_params_count(const ts_params *p);
 ts_tensor *ts_params_get(const ts_params *p, int i);

@@ -249,41 +249,21 @@ int64_t ts_text_param_count(const ts_text_cfg *cfg) {
 
 /* ---- building ---- */
 
-/* One block registered as ts_nn_block_init does (same names, same order), but initialised as
+/* One block built by ts_nn_block_init (open_clip names and order), initialised as
  * open_clip's TextTransformer.init_parameters initialises the text blocks. */
 static void text_block_init(ts_nn_block *b, ts_params *p, const char *prefix,
                             const ts_text_cfg *cfg) {
-    int C = cfg->width, hid = (int)(cfg->width * cfg->mlp_ratio);
+    int C = cfg->width;
     float attn_std = 1.0f / sqrtf((float)C);
     float proj_std = attn_std / sqrtf(2.0f * (float)(cfg->layers > 0 ? cfg->layers : 1));
     float fc_std = 1.0f / sqrtf(2.0f * (float)C);
-    float fc_bound = 1.0f / sqrtf((float)C), proj_bound = 1.0f / sqrtf((float)hid);
-    char name[256];
-    memset(b, 0, sizeof *b);
-    ts_nn_layernorm_init(&b->ln_1, p, ts_pname(name, sizeof name, "%s.ln_1", prefix), C,
-                         cfg->ln_eps);
-    b->attn.in_w = ts_param(p, ts_pname(name, sizeof name, "%s.attn.in_proj_weight", prefix), 2,
-                            TS_SHAPE(3 * C, C), TS_INIT_N(attn_std), 0);
-    b->attn.in_b = ts_param(p, ts_pname(name, sizeof name, "%s.attn.in_proj_bias", prefix), 1,
-                            TS_SHAPE(3 * C), TS_INIT_0, TS_PARAM_NO_DECAY);
-    b->attn.out.w = ts_param(p, ts_pname(name, sizeof name, "%s.attn.out_proj.weight", prefix),
-                             2, TS_SHAPE(C, C), TS_INIT_N(proj_std), 0);
-    b->attn.out.b = ts_param(p, ts_pname(name, sizeof name, "%s.attn.out_proj.bias", prefix), 1,
-                             TS_SHAPE(C), TS_INIT_0, TS_PARAM_NO_DECAY);
-    b->attn.dim = C;
-    b->attn.heads = cfg->heads;
-    ts_nn_layernorm_init(&b->ln_2, p, ts_pname(name, sizeof name, "%s.ln_2", prefix), C,
-                         cfg->ln_eps);
-    b->mlp.fc.w = ts_param(p, ts_pname(name, sizeof name, "%s.mlp.c_fc.weight", prefix), 2,
-                           TS_SHAPE(hid, C), TS_INIT_N(fc_std), 0);
-    b->mlp.fc.b = ts_param(p, ts_pname(name, sizeof name, "%s.mlp.c_fc.bias", prefix), 1,
-                           TS_SHAPE(hid), TS_INIT_U(-fc_bound, fc_bound), TS_PARAM_NO_DECAY);
-    b->mlp.proj.w = ts_param(p, ts_pname(name, sizeof name, "%s.mlp.c_proj.weight", prefix), 2,
-                             TS_SHAPE(C, hid), TS_INIT_N(proj_std), 0);
-    b->mlp.proj.b = ts_param(p, ts_pname(name, sizeof name, "%s.mlp.c_proj.bias", prefix), 1,
-                             TS_SHAPE(C), TS_INIT_U(-proj_bound, proj_bound), TS_PARAM_NO_DECAY);
-    b->mlp.act = cfg->act;
-    b->drop_path = cfg->drop_path;
+    ts_nn_block_init(b, p, prefix, C, cfg->heads, cfg->mlp_ratio, cfg->act, cfg->ln_eps,
+                     cfg->drop_path);
+    /* open_clip's text init: normal weights scaled by width and depth; biases as torch's */
+    ts_param_set_init(p, b->attn.in_w, TS_INIT_N(attn_std));
+    ts_param_set_init(p, b->attn.out.w, TS_INIT_N(proj_std));
+    ts_param_set_init(p, b->mlp.fc.w, TS_INIT_N(fc_std));
+    ts_param_set_init(p, b->mlp.proj.w, TS_INIT_N(proj_std));
 }
 
 void ts_text_init(ts_text *m, ts_params *p, const char *prefix, const ts_text_cfg *cfg) {
