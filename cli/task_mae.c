@@ -250,7 +250,8 @@ ts_status ts_task_mae_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *er
            "parameters", cfg.image_h, cfg.image_w, cfg.patch, s->model.L, s->model.len_keep,
            cfg.width, cfg.layers, cfg.heads, cfg.dec_width, cfg.dec_layers, cfg.dec_heads,
            cfg.norm_pix_loss ? "on" : "off", (long long)ts_params_numel(p, 1));
-    s->base = (ts_task){ "mae", p, s->d.batch_size, mae_loss, mae_eval, mae_free, s };
+    s->base = (ts_task){ .type = "mae", .params = p, .batch_size = s->d.batch_size,
+                        .loss = mae_loss, .eval = mae_eval, .free = mae_free, .impl = s };
     *out = &s->base;
     return TS_OK;
 fail:

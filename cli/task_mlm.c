@@ -307,7 +307,8 @@ ts_status ts_task_mlm_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *er
     ts_log(TS_LOG_INFO, "text_mlm: bidirectional text encoder, width %d, %d layers, %d heads, "
            "context %d, vocabulary %d; %lld parameters", cfg.width, cfg.layers, cfg.heads,
            cfg.context_length, cfg.vocab_size, (long long)ts_params_numel(p, 1));
-    s->base = (ts_task){ "text_mlm", p, s->d.batch_size, mlm_loss, mlm_eval, mlm_free, s };
+    s->base = (ts_task){ .type = "text_mlm", .params = p, .batch_size = s->d.batch_size,
+                        .loss = mlm_loss, .eval = mlm_eval, .free = mlm_free, .impl = s };
     *out = &s->base;
     return TS_OK;
 fail:

@@ -213,7 +213,8 @@ ts_status ts_task_seq_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *er
         free(s);
         return st;
     }
-    s->base = (ts_task){ "seq_transformer", p, s->d.batch_size, seq_loss, seq_eval, seq_free, s };
+    s->base = (ts_task){ .type = "seq_transformer", .params = p, .batch_size = s->d.batch_size,
+                        .loss = seq_loss, .eval = seq_eval, .free = seq_free, .impl = s };
     *out = &s->base;
     return TS_OK;
 }

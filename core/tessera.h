@@ -246,7 +246,9 @@ void ts_backward_with(ts_ctx *c, ts_tensor *y, const ts_tensor *dy);
     X(DWCONV2D, "dwconv2d")                                                                  \
     X(RELU, "relu")                                                                          \
     X(DROP_PATH, "drop_path")                                                                \
-    X(STRIPE_ATTENTION, "stripe_attention")
+    X(STRIPE_ATTENTION, "stripe_attention")                                                  \
+    X(EXP, "exp")                                                                            \
+    X(LOG_SIGMOID, "log_sigmoid")
 
 typedef enum {
 #define TS__OP_ENUM(name, str) TS_OP_##name,
@@ -274,6 +276,8 @@ ts_tensor *ts_sub(ts_ctx *c, const ts_tensor *a, const ts_tensor *b);
 ts_tensor *ts_mul(ts_ctx *c, const ts_tensor *a, const ts_tensor *b);
 ts_tensor *ts_scale(ts_ctx *c, const ts_tensor *a, float s); /* s * a */
 ts_tensor *ts_relu(ts_ctx *c, const ts_tensor *a);
+ts_tensor *ts_exp(ts_ctx *c, const ts_tensor *a);         /* e^a */
+ts_tensor *ts_log_sigmoid(ts_ctx *c, const ts_tensor *a); /* log(1 / (1 + e^-a)), stable */
 
 /* Reductions. dim = -1 .. ndim-1 reduces that dim (kept out of the shape); TS_ALL reduces to a
  * scalar of shape (1). */
@@ -599,6 +603,13 @@ struct ts_task {
     ts_status (*eval)(ts_task *t, ts_ctx *c, ts_metrics *m, ts_err *err);
     void (*free)(ts_task *t);
     void *impl;
+    /* Optional (NULL: none). after_step runs after every optimizer step (open_clip clamps its
+     * logit scale there). A task that reads a data stream (files through loaders/) saves where
+     * the stream stands with every checkpoint: data_state writes up to 8 numbers and returns
+     * their count; data_seek gets them back on resume, before the first loss(). */
+    void (*after_step)(ts_task *t);
+    int (*data_state)(ts_task *t, int64_t v[8]);
+    ts_status (*data_seek)(ts_task *t, const int64_t *v, int n, ts_err *err);
 };
 
 typedef struct ts_train_cfg {

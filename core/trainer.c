@@ -138,6 +138,12 @@ static char *state_json(const run *R) {
         cJSON_AddItemToArray(rng, cJSON_CreateString(hex));
     }
     cJSON_AddStringToObject(o, "task", R->task->type);
+    if (R->task->data_state) { /* where the task's data stream stands */
+        int64_t v[8];
+        int n = R->task->data_state(R->task, v);
+        cJSON *a = cJSON_AddArrayToObject(o, "data_stream");
+        for (int i = 0; i < n && i < 8; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber((double)v[i]));
+    }
     char *s = cJSON_Print(o);
     cJSON_Delete(o);
     return s;
@@ -167,8 +173,22 @@ static ts_status load_state(run *R, const char *path, ts_err *err) {
         }
         R->c->rng.s[i] = strtoull(h->valuestring, NULL, 16);
     }
+    cJSON *ds = cJSON_GetObjectItem(o, "data_stream");
+    st = TS_OK;
+    if (R->task->data_seek) {
+        int64_t v[8];
+        int n = 0;
+        cJSON *x;
+        if (!cJSON_IsArray(ds)) {
+            cJSON_Delete(o);
+            return ts_fail(err, TS_ERR_FORMAT, "%s: no data_stream: the checkpoint was not "
+                           "written by a %s run", path, R->task->type);
+        }
+        cJSON_ArrayForEach(x, ds) if (n < 8 && cJSON_IsNumber(x)) v[n++] = (int64_t)x->valuedouble;
+        st = R->task->data_seek(R->task, v, n, err);
+    }
     cJSON_Delete(o);
-    return TS_OK;
+    return st;
 }
 
 static ts_status save_rank0(run *R, ts_err *err) {
@@ -427,6 +447,7 @@ ts_status ts_train(ts_recipe *r, const ts_train_cfg *cfg, const ts_optim_recipe 
         }
         float gnorm = ts_clip_grad_norm(task->params, (float)oc->clip_grad_norm);
         ts_optim_step(&R.opt, task->params, lr);
+        if (task->after_step) task->after_step(task);
         R.step++;
         loss_acc += step_loss;
         log_steps++;

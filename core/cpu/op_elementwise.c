@@ -1,4 +1,4 @@
-/* op_elementwise.c: add, sub, mul, scale and relu on the CPU, forward and backward.
+/* op_elementwise.c: add, sub, mul, scale, relu, exp and log_sigmoid on the CPU, forward and backward.
  *
  * The binary ops broadcast in one simple way: b's shape equals a trailing part of a's shape
  * (a bias (C) against x (B, T, C)), or b has one element. a is then seen as (R, C) rows of
@@ -13,6 +13,7 @@
  */
 #include "../tessera-impl.h"
 
+#include <math.h>
 #include <omp.h>
 
 /* Below this many elements a loop runs on one thread: forking costs more than it saves. */
@@ -296,5 +297,58 @@ ts_tensor *ts_relu(ts_ctx *c, const ts_tensor *a) {
 #pragma omp parallel for if (N > PAR_MIN)
     for (int64_t i = 0; i < N; i++) Y[i] = A[i] > 0.0f ? A[i] : 0.0f;
     TS__RECORD(c, TS_OP_RELU, relu_backward, y, a);
+    return y;
+}
+
+/* ---- exp: y = e^a; da = dy * y ---- */
+
+static void exp_backward(ts_ctx *c, ts_node *n) {
+    const float *dy = ts_f32(n->out->grad), *Y = ts_f32(n->out);
+    float beta;
+    float *da = ts__grad_adopt(c, n, n->in[0], &beta);
+    if (!da) return;
+    int64_t N = n->out->numel;
+#pragma omp parallel for if (N > PAR_MIN)
+    for (int64_t i = 0; i < N; i++) da[i] = (beta == 0.0f ? 0.0f : da[i]) + dy[i] * Y[i];
+}
+
+ts_tensor *ts_exp(ts_ctx *c, const ts_tensor *a) {
+    ts__check_f32("exp", a);
+    ts_tensor *y = ts_new(c, TS_F32, a->ndim, a->shape);
+    const float *A = ts_f32(a);
+    float *Y = ts_f32(y);
+    int64_t N = a->numel;
+#pragma omp parallel for if (N > PAR_MIN)
+    for (int64_t i = 0; i < N; i++) Y[i] = expf(A[i]);
+    TS__RECORD(c, TS_OP_EXP, exp_backward, y, a);
+    return y;
+}
+
+/* ---- log_sigmoid: y = -softplus(-a) = min(a, 0) - log1p(e^-|a|), as torch computes it;
+ * da = dy * sigmoid(-a) ---- */
+
+static void log_sigmoid_backward(ts_ctx *c, ts_node *n) {
+    const float *dy = ts_f32(n->out->grad), *A = ts_f32(n->in[0]);
+    float beta;
+    float *da = ts__grad_adopt(c, n, n->in[0], &beta);
+    if (!da) return;
+    int64_t N = n->out->numel;
+#pragma omp parallel for if (N > PAR_MIN)
+    for (int64_t i = 0; i < N; i++) {
+        float e = expf(-fabsf(A[i])); /* sigmoid(-a) without overflow */
+        float s = A[i] >= 0.0f ? e / (1.0f + e) : 1.0f / (1.0f + e);
+        da[i] = (beta == 0.0f ? 0.0f : da[i]) + dy[i] * s;
+    }
+}
+
+ts_tensor *ts_log_sigmoid(ts_ctx *c, const ts_tensor *a) {
+    ts__check_f32("log_sigmoid", a);
+    ts_tensor *y = ts_new(c, TS_F32, a->ndim, a->shape);
+    const float *A = ts_f32(a);
+    float *Y = ts_f32(y);
+    int64_t N = a->numel;
+#pragma omp parallel for if (N > PAR_MIN)
+    for (int64_t i = 0; i < N; i++) Y[i] = fminf(A[i], 0.0f) - log1pf(expf(-fabsf(A[i])));
+    TS__RECORD(c, TS_OP_LOG_SIGMOID, log_sigmoid_backward, y, a);
     return y;
 }

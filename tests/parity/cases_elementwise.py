@@ -39,6 +39,8 @@ CASES = [
     ("mul_scalar", binary((1,)), torch.mul),
     ("scale", x234, lambda x: -1.5 * x),
     ("relu", x234, F.relu),
+    ("exp", x234, torch.exp),
+    ("log_sigmoid", lambda g: [randn(g, 2, 3, 4, scale=6.0)], F.logsigmoid),
     ("sum_dim0", x234, lambda x: x.sum(0)),
     ("sum_dim1", x234, lambda x: x.sum(1)),
     ("sum_dim_last", x234, lambda x: x.sum(-1)),

@@ -42,6 +42,14 @@ static int mk_relu(ts_ctx *c, ts_rng *r, ts_tensor **in) {
 }
 static ts_tensor *fn_relu(ts_ctx *c, ts_tensor **in) { return ts_relu(c, in[0]); }
 
+static ts_tensor *fn_exp(ts_ctx *c, ts_tensor **in) { return ts_exp(c, in[0]); }
+/* log_sigmoid over a wide range, both tails included (the stable form is what is tested). */
+static int mk_logsig(ts_ctx *c, ts_rng *r, ts_tensor **in) {
+    in[0] = row_randn(c, r, 3, TS_SHAPE(2, 3, 4), 6.0f, 1);
+    return 1;
+}
+static ts_tensor *fn_logsig(ts_ctx *c, ts_tensor **in) { return ts_log_sigmoid(c, in[0]); }
+
 static ts_tensor *fn_sum0(ts_ctx *c, ts_tensor **in) { return ts_sum(c, in[0], 0); }
 static ts_tensor *fn_sum1(ts_ctx *c, ts_tensor **in) { return ts_sum(c, in[0], 1); }
 static ts_tensor *fn_sum_last(ts_ctx *c, ts_tensor **in) { return ts_sum(c, in[0], -1); }
@@ -96,6 +104,8 @@ const test_row rows_elementwise[] = {
     { "mul_scalar", TS_OP_MUL, mk_one, fn_mul, 0, 1 },
     { "scale", TS_OP_SCALE, mk_x, fn_scale, 0, 1 },
     { "relu", TS_OP_RELU, mk_relu, fn_relu, 0, 1 },
+    { "exp", TS_OP_EXP, mk_x, fn_exp, 0, 1 },
+    { "log_sigmoid", TS_OP_LOG_SIGMOID, mk_logsig, fn_logsig, 0, 1 },
     { "sum_dim0", TS_OP_SUM, mk_x, fn_sum0, 0, 1 },
     { "sum_dim1", TS_OP_SUM, mk_x, fn_sum1, 0, 1 },
     { "sum_dim_last", TS_OP_SUM, mk_x, fn_sum_last, 0, 1 },
