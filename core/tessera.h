@@ -586,6 +586,78 @@ typedef struct ts_metrics {
 } ts_metrics;
 void ts_metrics_set(ts_metrics *m, const char *name, double value);
 
+/* ---------------------------------------------------------------------------------------- */
+/* Batches, encoders and objectives: the two plug-in points of a model                       */
+
+/* One micro-batch as the encoders see it. Tensors live in the step arena. */
+typedef struct ts_batch {
+    int64_t n;             /* samples */
+    ts_tensor *images;     /* (n, 3, H, W) f32, or NULL */
+    ts_tensor *text;       /* (n, L) i32 token ids, or NULL */
+    const int64_t *labels; /* (n), or NULL */
+    const int64_t *index;  /* (n) each sample's position in its data stream, or NULL */
+} ts_batch;
+
+/* An encoder: one modality of a batch -> a pooled embedding (n, out_dim), and with tokens_out
+ * not NULL its token sequence. cli/factory.c builds them from a recipe's `type:`. */
+typedef struct ts_encoder ts_encoder;
+struct ts_encoder {
+    const char *type; /* "vit", "cswin", "text", ... */
+    int out_dim;      /* width of the pooled embedding */
+    ts_tensor *(*forward)(ts_ctx *c, ts_encoder *e, const ts_batch *b, ts_tensor **tokens_out);
+    void (*free)(ts_encoder *e);
+    void *impl;
+};
+void ts_encoder_free(ts_encoder *e); /* NULL is a no-op */
+
+/* What the encoders produced for one micro-batch, as the objectives read it. */
+typedef struct ts_embeds {
+    const ts_batch *batch;
+    ts_tensor *image, *text; /* pooled embeddings (n, E) before normalisation, or NULL */
+} ts_embeds;
+
+/* An objective: embeddings -> a scalar loss (1), with its own parameters (a logit scale,
+ * projection heads) registered when it is made. A recipe may combine several with weights; the
+ * task sums weight * loss. after_step (optional) runs after every optimizer step. */
+typedef struct ts_objective ts_objective;
+struct ts_objective {
+    const char *type; /* "clip", "siglip", "protoclip", ... */
+    float weight;
+    ts_tensor *(*loss)(ts_ctx *c, ts_objective *o, const ts_embeds *e, ts_metrics *m);
+    void (*after_step)(ts_objective *o);
+    void (*free)(ts_objective *o);
+    void *impl;
+};
+void ts_objective_free(ts_objective *o); /* NULL is a no-op */
+
+/* CLIP's contrastive objectives (core/objectives/clip.c), as open_clip's ClipLoss and
+ * SigLipLoss compute them. Both L2-normalise the embeddings (eps 1e-12, F.normalize) and scale
+ * the similarities by exp(logit_scale), a learned scalar named "logit_scale" (shape (), as
+ * open_clip's state_dict has it).
+ *   clip:   logits = exp(s) * img @ txt^T; loss = (CE(logits, i) + CE(logits^T, i)) / 2 with
+ *           targets i = 0..n-1; after each optimizer step s is clamped to [0, log(max_scale)]
+ *           as open_clip's training loop does.
+ *   siglip: logits = exp(s) * img @ txt^T + b with a learned "logit_bias" (shape ());
+ *           loss = -sum(log_sigmoid(z * logits)) / n with z = 1 on the diagonal, -1 elsewhere.
+ * In a run of several ranks each rank's loss is over its own share of the batch: the
+ * embeddings are not gathered across ranks. */
+typedef struct ts_clip_cfg {
+    int siglip;             /* 0: InfoNCE (clip), 1: sigmoid (siglip) */
+    float init_logit_scale; /* clip: log(1 / 0.07); siglip: log(10) */
+    float init_logit_bias;  /* siglip: -10 */
+    float max_logit_scale;  /* clip: 100 (the clamp of log-scale at log(100)); 0: no clamp */
+} ts_clip_cfg;
+/* open_clip's defaults for clip (siglip = 0) or siglip (1). */
+ts_clip_cfg ts_clip_cfg_default(int siglip);
+/* Register the objective's parameters in p (before ts_params_finalize) and make it. */
+ts_objective *ts_objective_clip_new(ts_params *p, const ts_clip_cfg *cfg, float weight);
+/* The losses as plain functions of tensors: img and txt (n, E) raw embeddings, logit_scale
+ * and logit_bias one-element tensors (log-scale and bias). Record on the tape like any op. */
+ts_tensor *ts_clip_loss(ts_ctx *c, const ts_tensor *img, const ts_tensor *txt,
+                        const ts_tensor *logit_scale);
+ts_tensor *ts_siglip_loss(ts_ctx *c, const ts_tensor *img, const ts_tensor *txt,
+                          const ts_tensor *logit_scale, const ts_tensor *logit_bias);
+
 /* What the trainer trains: parameters, a deterministic data stream and a loss. The trainer knows
  * nothing else of the model. loss() builds micro-batch number pos of the stream (the same pos
  * gives the same batch, which is what makes resuming exact), runs the model and returns a scalar;
