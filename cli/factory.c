@@ -14,6 +14,7 @@ static const factory_row rows[] = {
     { "seq_transformer", ts_task_seq_new, "transformer on a synthetic sequence task" },
     { "text_mlm", ts_task_mlm_new, "bidirectional text encoder, masked-language objective" },
     { "mae", ts_task_mae_new, "ViT masked autoencoder on built-in images" },
+    { "clip", ts_task_clip_new, "image and text towers, contrastive objectives, WebDataset shards" },
 };
 
 ts_status ts_factory_task(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *err) {

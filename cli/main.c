@@ -117,13 +117,13 @@ static int cmd_train(int argc, char **argv) {
             rc = err.code == TS_ERR_USAGE ? 2 : 1;
             goto out;
         }
-    static const char *const sections[] = { "model", "data", "optim", "train", "eval", NULL };
+    static const char *const sections[] = { "model", "objective", "data", "optim", "train", "eval",
+                                            NULL };
     if (ts_recipe_only(r, NULL, sections, &err)) goto out;
     ts_train_cfg train;
     ts_optim_recipe optim;
     if (ts_train_parse(r, &train, &optim, &err)) goto out;
     if (ts_factory_task(r, (uint64_t)train.seed, &task, &err)) goto out;
-    if (ts_recipe_only(r, "eval", (const char *const[]){ NULL }, &err)) goto out;
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

@@ -213,6 +213,7 @@ ts_status ts_task_mae_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *er
     char where[512];
     ts_status st = ts_recipe_section(r, "model", model_keys, (int)COUNT(model_keys), &s->mc, err);
     if (!st) st = ts_recipe_section(r, "data", data_keys, (int)COUNT(data_keys), &s->d, err);
+    if (!st) st = ts_recipe_only(r, "eval", (const char *const[]){ NULL }, err); /* none */
     if (st) goto fail;
     if (s->d.batch_size < 1 || s->d.eval_batches < 1) {
         st = ts_fail(err, TS_ERR_RECIPE, "%s: data.batch_size and data.eval_batches must be "

@@ -261,6 +261,7 @@ ts_status ts_task_mlm_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *er
         st = ts_recipe_section(r, "model.mlm", mlm_keys, (int)COUNT(mlm_keys), &s->mc, err);
     if (!st)
         st = ts_recipe_section(r, "data", data_keys, (int)COUNT(data_keys), &s->d, err);
+    if (!st) st = ts_recipe_only(r, "eval", (const char *const[]){ NULL }, err); /* none */
     if (st) goto fail;
     if (!(s->mc.mask_prob > 0.0 && s->mc.mask_prob <= 1.0 && s->mc.p_mask >= 0.0 &&
           s->mc.p_random >= 0.0 && s->mc.p_mask + s->mc.p_random <= 1.0)) {

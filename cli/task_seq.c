@@ -170,6 +170,7 @@ ts_status ts_task_seq_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *er
     if (!st)
         st = ts_recipe_section(r, "data", data_keys, (int)(sizeof data_keys / sizeof data_keys[0]),
                                &s->d, err);
+    if (!st) st = ts_recipe_only(r, "eval", (const char *const[]){ NULL }, err); /* none */
     if (st) {
         free(s);
         return st;

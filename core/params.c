@@ -54,7 +54,7 @@ const char *ts_pname(char *buf, size_t n, const char *fmt, ...) {
 ts_tensor *ts_param(ts_params *p, const char *name, int ndim, const int64_t *shape, ts_init init,
                     int flags) {
     TS_CHECK(!p->finalized, "parameter %s registered after finalize", name);
-    TS_CHECK(ndim >= 1 && ndim <= TS_MAX_DIMS, "parameter %s: %d dims", name, ndim);
+    TS_CHECK(ndim >= 0 && ndim <= TS_MAX_DIMS, "parameter %s: %d dims", name, ndim);
     for (int i = 0; i < p->n; i++)
         TS_CHECK(strcmp(p->p[i].t->name, name) != 0, "parameter %s registered twice", name);
     if (p->n == p->cap) {

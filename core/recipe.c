@@ -568,6 +568,18 @@ static ts_status section_map(ts_recipe *r, const char *section, int create, node
     return TS_OK;
 }
 
+int ts_recipe_keys(const ts_recipe *r, const char *section, const char **names, int max) {
+    const node *map = r->root;
+    if (section && *section) {
+        const entry *e = lookup(r, section);
+        map = e ? e->val : NULL;
+    }
+    if (!map || map->kind != NODE_MAP) return 0;
+    int n = 0;
+    for (int i = 0; i < map->n && n < max; i++) names[n++] = map->entries[i].key;
+    return n;
+}
+
 int ts_recipe_has(const ts_recipe *r, const char *path) {
     return r && path && path[0] && lookup(r, path) != NULL;
 }
@@ -917,6 +929,7 @@ static ts_status read_key(const ts_recipe *r, const ts_key *k, const node *v, co
         break;
     case TS_KEY_INT_LIST:
     case TS_KEY_FLOAT_LIST: s = read_list(r, v, path, k->type, dst, err); break;
+    case TS_KEY_SECTION: break; /* never read here */
     }
     return s;
 }
@@ -967,6 +980,14 @@ ts_status ts_recipe_section(ts_recipe *r, const char *section, const ts_key *key
         join(path, sizeof path, section, k->name);
         void *dst = (char *)cfg + k->offset;
         const entry *e = map_find(map, k->name);
+        if (k->type == TS_KEY_SECTION) { /* read by its own table; here only its kind */
+            if (e && e->val->kind != NODE_MAP && !is_null_scalar(e->val)) {
+                char where[PATH_MAX_LEN + 64];
+                return ts_fail(err, TS_ERR_RECIPE, "%s: %s must be a map of keys, got %s",
+                               entry_where(r, e, where, sizeof where), path, kind_name(e->val));
+            }
+            continue;
+        }
         if (e) s = read_key(r, k, e->val, path, dst, err);
         else if (k->def) s = apply_default(r, map, k, path, dst, err);
         else

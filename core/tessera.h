@@ -742,6 +742,7 @@ typedef enum {
     TS_KEY_ENUM,       /* int: index into choices */
     TS_KEY_INT_LIST,   /* ts_int_list */
     TS_KEY_FLOAT_LIST, /* ts_float_list */
+    TS_KEY_SECTION,    /* a nested map read by its own table (nothing stored; offset 0) */
 } ts_key_type;
 
 #define TS_LIST_MAX 32
@@ -775,6 +776,9 @@ ts_status ts_recipe_section(ts_recipe *r, const char *section, const ts_key *key
 ts_status ts_recipe_only(const ts_recipe *r, const char *section, const char *const *names,
                          ts_err *err);
 int ts_recipe_has(const ts_recipe *r, const char *path);
+/* The keys of the map at section (NULL or "" = the top level) in file order, at most max of
+ * them, into names (pointers owned by the recipe); 0 when it is absent or not a map. */
+int ts_recipe_keys(const ts_recipe *r, const char *section, const char **names, int max);
 /* The scalar at path as text, or NULL when absent or not a scalar. */
 const char *ts_recipe_str(const ts_recipe *r, const char *path);
 /* "file:line" of the node at path (or of the file when absent), for messages. */

@@ -81,6 +81,16 @@ extern const char *const ts_vit_cfg_names[];
  * (a patch larger than the image, a width the heads do not divide, an unsupported activation). */
 ts_status ts_vit_cfg_check(const ts_vit_cfg *cfg, ts_err *err);
 
+/* Read a recipe section (e.g. "model.vision") into cfg (open_clip flavour):
+ *   type        vit (required)
+ *   config      an open_clip config name ("ViT-B-16") whose vision tower gives the defaults
+ *               of the keys below ("" = none; the resolved recipe then holds the named values)
+ *   image_size, patch_size, width, layers, heads, mlp_ratio, out_dim, ln_eps, drop_path
+ *   act         gelu | quick_gelu
+ *   pool        token | mean
+ * Errors: TS_ERR_RECIPE naming file:line and the key. */
+ts_status ts_vit_cfg_parse(ts_recipe *r, const char *section, ts_vit_cfg *cfg, ts_err *err);
+
 /* Trainable parameters of a tower of this configuration, counted as open_clip counts them:
  * sum(p.numel() for p in model.visual.parameters()). ViT-B-32 87,849,216, ViT-B-16 86,192,640,
  * ViT-L-14 303,966,208. */
@@ -192,6 +202,14 @@ extern const char *const ts_cswin_cfg_names[]; /* NULL-terminated */
  * its map size and stripe width when the stripes do not divide the map (or the image side that
  * the stem and the merges cannot halve evenly), and the field for other mistakes. */
 ts_status ts_cswin_cfg_check(const ts_cswin_cfg *cfg, ts_err *err);
+/* Read a recipe section into cfg:
+ *   type        cswin (required)
+ *   config      CSWin-T | CSWin-S | CSWin-B | CSWin-L (-384): defaults of the keys below
+ *   image_size, embed_dim, depth [4], num_heads [4], split_size [4], mlp_ratio, ln_eps,
+ *   drop_path, out_dim (the head's outputs; 0 = the pooled features)
+ * Errors: TS_ERR_RECIPE naming file:line and the key (the stage, map and stripe width when the
+ * widths do not divide the maps). */
+ts_status ts_cswin_cfg_parse(ts_recipe *r, const char *section, ts_cswin_cfg *cfg, ts_err *err);
 /* Parameters of a model of this configuration, counted as
  * sum(p.numel() for p in model.parameters()) of the official model: CSWin-T 22,320,552,
  * CSWin-S 34,643,304, CSWin-B 77,382,184, CSWin-L 173,262,664 (the paper's table rounds these

@@ -1,0 +1,673 @@
+/* task_clip.c: CLIP-style contrastive pretraining of an image tower and a text tower on
+ * WebDataset shards of image-caption pairs (model.type clip).
+ *
+ * The model is open_clip's CLIP: model.vision names an image tower (vit, cswin) registered
+ * under "visual.", model.text a text tower registered at the top level, both projecting to
+ * model.embed_dim, so that parameter names are open_clip's and its checkpoints load by name
+ * (model.init_from). The objectives (objective.clip, objective.siglip, with weights) add their
+ * own parameters (logit_scale, logit_bias); the loss is the weighted sum.
+ *
+ * Data: the shards of data.train through loaders/' pipeline (worker threads decode, augment as
+ * open_clip's train transform, and tokenize the caption in the prepare hook), endless, its
+ * position saved with every checkpoint. Samples that are bad (corrupt image, missing caption)
+ * are skipped and counted, or stop the run (data.on_bad). Evaluation reads data.val once with
+ * the eval transform: zero-shot classification for each entry of eval.zeroshot (class names,
+ * prompt templates averaged as open_clip's build_zero_shot_classifier does, labels from the
+ * sample's .json field of the entry's name or its .cls), and image-text retrieval recall@1/5/10
+ * both ways, where the caption of image i is text i and a text tied with the right one (the same
+ * caption) does not push it down.
+ *
+ * What this file is not: the gather of embeddings across ranks (each rank's loss is over its
+ * own samples), or ProtoCLIP's episodes.
+ */
+#include "cli.h"
+#include "../loaders/loaders.h"
+#include "../text/text.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define COUNT(a) (int)(sizeof(a) / sizeof((a)[0]))
+#define ZS_MAX 8   /* zero-shot entries */
+#define TOK_POOL 16 /* tokenizers shared by the worker threads */
+
+/* ---- recipe ---- */
+
+typedef struct clip_model_cfg {
+    int type;
+    int64_t embed_dim;
+    const char *init_from;
+} clip_model_cfg;
+
+static const char *const model_types[] = { "clip", NULL };
+static const ts_key model_keys[] = {
+    TS_KEY_CHOICE(clip_model_cfg, type, NULL, model_types, "model type"),
+    TS_KEY(TS_KEY_INT, clip_model_cfg, embed_dim, "512", "width of the shared embedding"),
+    { "vision", TS_KEY_SECTION, 0, NULL, NULL, "the image tower (type: vit or cswin)" },
+    { "text", TS_KEY_SECTION, 0, NULL, NULL, "the text tower (type: text)" },
+    TS_KEY(TS_KEY_STRING, clip_model_cfg, init_from, "\"\"",
+           "safetensors file of weights to start from (open_clip names); \"\" = none"),
+};
+
+typedef struct clip_data_cfg {
+    const char *train, *val, *tokenizer;
+    int64_t batch_size, workers, shuffle_buffer;
+    int on_bad, interpolation;
+    ts_float_list scale;
+    double hflip;
+} clip_data_cfg;
+
+static const char *const on_bad_names[] = { "skip", "fail", NULL };
+static const char *const interp_names[] = { "bilinear", "bicubic", NULL };
+static const ts_key data_keys[] = {
+    TS_KEY(TS_KEY_STRING, clip_data_cfg, train, NULL,
+           "training shards, a brace pattern as open_clip takes it: dir/train-{000000..000007}.tar"),
+    TS_KEY(TS_KEY_STRING, clip_data_cfg, val, "\"\"", "held-out shards for evaluation"),
+    TS_KEY(TS_KEY_STRING, clip_data_cfg, tokenizer, NULL, "BPE merges file (gzip or text)"),
+    TS_KEY(TS_KEY_INT, clip_data_cfg, batch_size, "256", "image-caption pairs per micro-batch"),
+    TS_KEY(TS_KEY_INT, clip_data_cfg, workers, "2", "loader threads"),
+    TS_KEY(TS_KEY_INT, clip_data_cfg, shuffle_buffer, "1000", "samples held for shuffling"),
+    TS_KEY_CHOICE(clip_data_cfg, on_bad, "skip", on_bad_names,
+                  "a corrupt sample: skip and count it, or stop the run"),
+    TS_KEY_CHOICE(clip_data_cfg, interpolation, "bicubic", interp_names, "resize filter"),
+    TS_KEY(TS_KEY_FLOAT_LIST, clip_data_cfg, scale, "[0.9, 1.0]",
+           "RandomResizedCrop area range (open_clip's)"),
+    TS_KEY(TS_KEY_FLOAT, clip_data_cfg, hflip, "0.0", "horizontal flip probability"),
+};
+
+typedef struct clip_eval_cfg {
+    int retrieval;
+    int64_t max_samples;
+} clip_eval_cfg;
+
+static const ts_key eval_keys[] = {
+    TS_KEY(TS_KEY_BOOL, clip_eval_cfg, retrieval, "true", "image-text retrieval recall@1/5/10"),
+    TS_KEY(TS_KEY_INT, clip_eval_cfg, max_samples, "0", "held-out samples to use; 0 = all"),
+    { "zeroshot", TS_KEY_SECTION, 0, NULL, NULL,
+      "zero-shot tasks by name: {classes: FILE, templates: FILE, label: json field or cls}" },
+};
+
+typedef struct zs_cfg {
+    const char *classes, *templates, *label;
+} zs_cfg;
+
+static const ts_key zs_keys[] = {
+    TS_KEY(TS_KEY_STRING, zs_cfg, classes, NULL, "class names, one a line"),
+    TS_KEY(TS_KEY_STRING, zs_cfg, templates, "\"\"",
+           "prompt templates with {} for the class, one a line; \"\" = \"a photo of a {}.\""),
+    TS_KEY(TS_KEY_STRING, zs_cfg, label, "\"\"",
+           "where the label is: a field of the sample's .json, or cls; \"\" = the task's name"),
+};
+
+typedef struct obj_cfg {
+    double weight;
+} obj_cfg;
+static const ts_key obj_keys[] = {
+    TS_KEY(TS_KEY_FLOAT, obj_cfg, weight, "1.0", "weight of this loss in the sum"),
+};
+
+/* ---- the task ---- */
+
+typedef struct zs_task {
+    char name[64];
+    char metric_top1[96], metric_top5[96];
+    int cls;            /* the label is the sample's .cls */
+    char field[64];     /* else this .json field */
+    int nclasses;
+    char **classes;
+    int ntemplates;
+    char **templates;
+} zs_task;
+
+typedef struct clip_task {
+    ts_task base;
+    clip_model_cfg mc;
+    clip_data_cfg d;
+    clip_eval_cfg ev;
+    uint64_t seed;
+    ts_encoder *vision, *text;
+    ts_enc_info vinfo, tinfo;
+    ts_objective *obj[4];
+    int nobj;
+    /* tokenizers for the prepare hook: one per thread at a time */
+    ts_tokenizer *tok[TOK_POOL];
+    pthread_mutex_t tok_lock[TOK_POOL];
+    int ntok;
+    int ctx_len;
+    zs_task zs[ZS_MAX];
+    int nzs;
+    /* the training stream */
+    ts_pipe *pipe;
+    ts_pipe_pos pos; /* where the stream starts when opened */
+    int64_t bad_logged;
+} clip_task;
+
+/* Row layout written by the prepare hook: ctx_len token ids, then one label per zero-shot task. */
+static size_t row_bytes(const clip_task *s) {
+    return (size_t)(s->ctx_len + s->nzs) * sizeof(int32_t);
+}
+
+static ts_status prepare(void *user, const ts_sample *smp, void *row, ts_err *err) {
+    clip_task *s = user;
+    int32_t *ids = row;
+    /* a free tokenizer: start at a slot picked by the row address, wait on it if all are busy */
+    int k0 = (int)(((uintptr_t)row >> 6) % (uintptr_t)s->ntok), k = -1;
+    for (int i = 0; i < s->ntok && k < 0; i++)
+        if (!pthread_mutex_trylock(&s->tok_lock[(k0 + i) % s->ntok])) k = (k0 + i) % s->ntok;
+    if (k < 0) pthread_mutex_lock(&s->tok_lock[k = k0]);
+    ts_tokenizer_encode_context(s->tok[k], (const char *)smp->text.data, smp->text.n, ids,
+                                s->ctx_len);
+    pthread_mutex_unlock(&s->tok_lock[k]);
+    int32_t *labels = ids + s->ctx_len;
+    if (s->nzs == 0) return TS_OK;
+    cJSON *j = NULL;
+    ts_status st = TS_OK;
+    for (int z = 0; z < s->nzs && !st; z++) {
+        const zs_task *t = &s->zs[z];
+        labels[z] = -1;
+        if (t->cls) {
+            if (smp->has_label) labels[z] = (int32_t)smp->label;
+            continue;
+        }
+        if (!smp->has_json) continue;
+        if (!j && !(j = cJSON_Parse((const char *)smp->json.data))) {
+            st = ts_fail(err, TS_ERR_DATA, "%s: the .json is not valid JSON", smp->where);
+            break;
+        }
+        cJSON *v = cJSON_GetObjectItem(j, t->field);
+        if (cJSON_IsNumber(v)) labels[z] = (int32_t)v->valuedouble;
+        if (labels[z] < -1 || labels[z] >= t->nclasses)
+            st = ts_fail(err, TS_ERR_DATA, "%s: .json field %s is %d, not a class of %d",
+                         smp->where, t->field, labels[z], t->nclasses);
+    }
+    cJSON_Delete(j);
+    return st;
+}
+
+static ts_status open_pipe(clip_task *s, ts_pipe **out, const char *spec, int train, int rank,
+                           int world, int64_t batch, const ts_pipe_pos *start, ts_err *err) {
+    ts_source *src = NULL;
+    ts_status st = ts_wds_source_new(&src, spec, train, err);
+    if (st) return st;
+    ts_pipe_cfg pc = {
+        .batch_size = (int)batch, .workers = (int)s->d.workers,
+        .shuffle_buffer = train ? (int)s->d.shuffle_buffer : 0, .seed = s->seed,
+        .rank = rank, .world = world, .epochs = train ? 0 : 1, .drop_last = train,
+        .on_bad = s->d.on_bad ? TS_ON_BAD_FAIL : TS_ON_BAD_SKIP, .need_text = 1,
+        .xform = {
+            .mode = train ? TS_XFORM_TRAIN : TS_XFORM_EVAL, .size = s->vinfo.image_size,
+            .scale = { (float)s->d.scale.v[0], (float)s->d.scale.v[1] },
+            .hflip = train ? (float)s->d.hflip : 0.0f,
+            .interp = s->d.interpolation ? TS_INTERP_BICUBIC : TS_INTERP_BILINEAR,
+        },
+        .prepare = prepare, .prepare_user = s, .prepare_bytes = row_bytes(s),
+    };
+    return ts_pipe_open(out, src, &pc, start, err);
+}
+
+/* The encoders and objectives on one batch of the pipeline. */
+static ts_batch make_batch(clip_task *s, ts_ctx *c, const ts_pipe_batch *pb) {
+    int64_t n = pb->n, S = s->vinfo.image_size, L = s->ctx_len;
+    ts_batch b = { .n = n, .index = pb->sample_index };
+    b.images = ts_from_f32(c, 4, TS_SHAPE(n, 3, S, S), pb->images);
+    b.text = ts_new(c, TS_I32, 2, TS_SHAPE(n, L));
+    size_t rb = row_bytes(s);
+    for (int64_t i = 0; i < n; i++)
+        memcpy(ts_i32(b.text) + i * L, pb->extra + (size_t)i * rb, (size_t)L * sizeof(int32_t));
+    return b;
+}
+
+static void log_bad(clip_task *s, ts_metrics *m) {
+    int64_t counts[TS_BAD_COUNT], total = 0;
+    ts_pipe_bad_counts(s->pipe, counts);
+    for (int i = 1; i < TS_BAD_COUNT; i++) total += counts[i];
+    if (m) ts_metrics_set(m, "bad_samples", (double)total);
+    if (total > s->bad_logged) {
+        char line[512] = "";
+        size_t k = 0;
+        for (int i = 1; i < TS_BAD_COUNT && k < sizeof line; i++)
+            if (counts[i])
+                k += (size_t)snprintf(line + k, sizeof line - k, "%s%lld %s", k ? ", " : "",
+                                      (long long)counts[i], ts_bad_reason_str(i));
+        ts_log(TS_LOG_WARN, "skipped %lld bad training samples so far (%s)", (long long)total,
+               line);
+        s->bad_logged = total;
+    }
+}
+
+static ts_tensor *clip_loss(ts_task *t, ts_ctx *c, int64_t pos, ts_metrics *m, ts_err *err) {
+    (void)pos;
+    clip_task *s = t->impl;
+    if (!s->pipe) {
+        int64_t B = s->base.batch_size, r = c->rank, w = c->world > 0 ? c->world : 1;
+        int64_t share = (r + 1) * B / w - r * B / w;
+        if (open_pipe(s, &s->pipe, s->d.train, 1, (int)r, (int)w, share, &s->pos, err))
+            return NULL;
+    }
+    ts_pipe_batch pb;
+    if (ts_pipe_next(s->pipe, &pb, err)) return NULL;
+    if (pb.n < 2) {
+        ts_fail(err, TS_ERR_DATA, "%s: a training batch has %d good samples; a contrastive "
+                "loss needs at least 2", s->d.train, pb.n);
+        return NULL;
+    }
+    log_bad(s, m);
+    ts_batch b = make_batch(s, c, &pb);
+    ts_embeds e = { &b, s->vision->forward(c, s->vision, &b, NULL),
+                    s->text->forward(c, s->text, &b, NULL) };
+    ts_tensor *loss = NULL;
+    for (int i = 0; i < s->nobj; i++) {
+        ts_tensor *l = s->obj[i]->loss(c, s->obj[i], &e, m);
+        if (s->obj[i]->weight != 1.0f) l = ts_scale(c, l, s->obj[i]->weight);
+        loss = loss ? ts_add(c, loss, l) : l;
+    }
+    return loss;
+}
+
+static void clip_after_step(ts_task *t) {
+    clip_task *s = t->impl;
+    for (int i = 0; i < s->nobj; i++)
+        if (s->obj[i]->after_step) s->obj[i]->after_step(s->obj[i]);
+}
+
+static int clip_data_state(ts_task *t, int64_t v[8]) {
+    clip_task *s = t->impl;
+    ts_pipe_pos p = s->pipe ? ts_pipe_position(s->pipe) : s->pos;
+    v[0] = p.epoch;
+    v[1] = p.samples;
+    return 2;
+}
+
+static ts_status clip_data_seek(ts_task *t, const int64_t *v, int n, ts_err *err) {
+    clip_task *s = t->impl;
+    if (n != 2 || v[0] < 0 || v[1] < 0)
+        return ts_fail(err, TS_ERR_FORMAT, "data_stream of the checkpoint is not [epoch, "
+                       "samples]");
+    ts_pipe_close(s->pipe);
+    s->pipe = NULL;
+    s->pos = (ts_pipe_pos){ v[0], v[1] };
+    ts_log(TS_LOG_INFO, "data: resuming the training stream at epoch %lld, sample %lld",
+           (long long)v[0], (long long)v[1]);
+    return TS_OK;
+}
+
+/* ---- evaluation ---- */
+
+/* The rows of x (n, E) scaled to unit length, in place. */
+static void normalize_rows(float *x, int64_t n, int64_t E) {
+    for (int64_t i = 0; i < n; i++) {
+        double q = 0;
+        for (int64_t j = 0; j < E; j++) q += (double)x[i * E + j] * x[i * E + j];
+        float inv = (float)(1.0 / fmax(sqrt(q), 1e-12));
+        for (int64_t j = 0; j < E; j++) x[i * E + j] *= inv;
+    }
+}
+
+/* Text embeddings of strings, normalised, into out (n, E), in batches. */
+static ts_status embed_texts(clip_task *s, ts_ctx *c, char **texts, int64_t n, float *out,
+                             ts_err *err) {
+    (void)err;
+    int64_t L = s->ctx_len, E = s->text->out_dim, B = 256;
+    for (int64_t i0 = 0; i0 < n; i0 += B) {
+        int64_t m = n - i0 < B ? n - i0 : B;
+        ts_batch b = { .n = m };
+        b.text = ts_new(c, TS_I32, 2, TS_SHAPE(m, L));
+        for (int64_t i = 0; i < m; i++)
+            ts_tokenizer_encode_context(s->tok[0], texts[i0 + i], strlen(texts[i0 + i]),
+                                        ts_i32(b.text) + i * L, (int)L);
+        ts_tensor *y = s->text->forward(c, s->text, &b, NULL);
+        memcpy(out + i0 * E, ts_f32(y), (size_t)(m * E) * sizeof(float));
+        ts_ctx_reset(c);
+    }
+    normalize_rows(out, n, E);
+    return TS_OK;
+}
+
+/* The zero-shot classifier of one task: for each class the mean of its normalised template
+ * embeddings, normalised again (open_clip's build_zero_shot_classifier). W (nclasses, E). */
+static ts_status zs_classifier(clip_task *s, ts_ctx *c, const zs_task *z, float *W, ts_err *err) {
+    int64_t E = s->text->out_dim, nt = z->ntemplates, nc = z->nclasses;
+    char **prompts = calloc((size_t)(nt * nc), sizeof *prompts);
+    float *emb = malloc((size_t)(nt * nc * E) * sizeof *emb);
+    ts_status st = TS_OK;
+    if (!prompts || !emb) st = ts_fail(err, TS_ERR_NOMEM, "out of memory");
+    for (int64_t k = 0; k < nc && !st; k++)
+        for (int64_t t = 0; t < nt && !st; t++) {
+            const char *tpl = z->templates[t], *hole = strstr(tpl, "{}");
+            size_t len = strlen(tpl) + strlen(z->classes[k]) + 1;
+            char *p = prompts[k * nt + t] = malloc(len);
+            if (!p) {
+                st = ts_fail(err, TS_ERR_NOMEM, "out of memory");
+                break;
+            }
+            if (hole)
+                snprintf(p, len, "%.*s%s%s", (int)(hole - tpl), tpl, z->classes[k], hole + 2);
+            else
+                snprintf(p, len, "%s", tpl);
+        }
+    if (!st) st = embed_texts(s, c, prompts, nt * nc, emb, err);
+    if (!st) {
+        for (int64_t k = 0; k < nc; k++)
+            for (int64_t j = 0; j < E; j++) {
+                double a = 0;
+                for (int64_t t = 0; t < nt; t++) a += emb[(k * nt + t) * E + j];
+                W[k * E + j] = (float)(a / (double)nt);
+            }
+        normalize_rows(W, nc, E);
+    }
+    for (int64_t i = 0; prompts && i < nt * nc; i++) free(prompts[i]);
+    free(prompts);
+    free(emb);
+    return st;
+}
+
+/* Recall@k of queries q (n, E) against keys (n, E) whose match of query i is key i: the rank of
+ * key i is the number of keys scored strictly higher. */
+static void recall(const float *q, const float *keys, int64_t n, int64_t E, double r[3]) {
+    int64_t hits[3] = { 0, 0, 0 };
+#pragma omp parallel for reduction(+ : hits[:3])
+    for (int64_t i = 0; i < n; i++) {
+        double own = 0;
+        for (int64_t j = 0; j < E; j++) own += (double)q[i * E + j] * keys[i * E + j];
+        int64_t above = 0;
+        for (int64_t k = 0; k < n; k++) {
+            if (k == i) continue;
+            double v = 0;
+            for (int64_t j = 0; j < E; j++) v += (double)q[i * E + j] * keys[k * E + j];
+            above += v > own;
+        }
+        hits[0] += above < 1;
+        hits[1] += above < 5;
+        hits[2] += above < 10;
+    }
+    for (int i = 0; i < 3; i++) r[i] = (double)hits[i] / (double)n;
+}
+
+static ts_status clip_eval(ts_task *t, ts_ctx *c, ts_metrics *m, ts_err *err) {
+    clip_task *s = t->impl;
+    if (!s->d.val[0]) return TS_OK;
+    ts_pipe *p = NULL;
+    int64_t E = s->vision->out_dim, cap = 0, n = 0;
+    float *img = NULL, *txt = NULL;
+    int32_t *labels = NULL;
+    ts_status st = open_pipe(s, &p, s->d.val, 0, 0, 1, s->base.batch_size, NULL, err);
+    while (!st) {
+        ts_pipe_batch pb;
+        if ((st = ts_pipe_next(p, &pb, err)) || pb.n == 0) break;
+        if (n + pb.n > cap) {
+            cap = 2 * (n + pb.n);
+            float *a = realloc(img, (size_t)(cap * E) * sizeof *a);
+            if (a) img = a;
+            float *b2 = realloc(txt, (size_t)(cap * E) * sizeof *b2);
+            if (b2) txt = b2;
+            int32_t *l = realloc(labels, (size_t)(cap * (s->nzs + 1)) * sizeof *l);
+            if (l) labels = l;
+            if (!a || !b2 || !l) {
+                st = ts_fail(err, TS_ERR_NOMEM, "out of memory");
+                break;
+            }
+        }
+        ts_batch b = make_batch(s, c, &pb);
+        ts_tensor *vi = s->vision->forward(c, s->vision, &b, NULL);
+        ts_tensor *vt = s->text->forward(c, s->text, &b, NULL);
+        memcpy(img + n * E, ts_f32(vi), (size_t)(pb.n * E) * sizeof(float));
+        memcpy(txt + n * E, ts_f32(vt), (size_t)(pb.n * E) * sizeof(float));
+        for (int i = 0; i < pb.n; i++)
+            for (int z = 0; z < s->nzs; z++)
+                memcpy(&labels[(n + i) * (s->nzs + 1) + z],
+                       pb.extra + (size_t)i * row_bytes(s) +
+                           (size_t)(s->ctx_len + z) * sizeof(int32_t), sizeof(int32_t));
+        n += pb.n;
+        ts_ctx_reset(c);
+        if (s->ev.max_samples > 0 && n >= s->ev.max_samples) {
+            n = s->ev.max_samples;
+            break;
+        }
+    }
+    if (p) {
+        int64_t counts[TS_BAD_COUNT], bad = 0;
+        ts_pipe_bad_counts(p, counts);
+        for (int i = 1; i < TS_BAD_COUNT; i++) bad += counts[i];
+        if (bad) ts_log(TS_LOG_WARN, "eval: %lld held-out samples skipped as bad",
+                        (long long)bad);
+    }
+    ts_pipe_close(p);
+    if (!st && n == 0) st = ts_fail(err, TS_ERR_DATA, "%s: no held-out samples", s->d.val);
+    if (!st) {
+        normalize_rows(img, n, E);
+        normalize_rows(txt, n, E);
+        ts_metrics_set(m, "samples", (double)n);
+        for (int z = 0; z < s->nzs && !st; z++) {
+            zs_task *zt = &s->zs[z];
+            float *W = malloc((size_t)(zt->nclasses * E) * sizeof *W);
+            if (!W) {
+                st = ts_fail(err, TS_ERR_NOMEM, "out of memory");
+                break;
+            }
+            if ((st = zs_classifier(s, c, zt, W, err))) {
+                free(W);
+                break;
+            }
+            int64_t top1 = 0, top5 = 0, counted = 0;
+            for (int64_t i = 0; i < n; i++) {
+                int32_t y = labels[i * (s->nzs + 1) + z];
+                if (y < 0) continue;
+                double own = 0;
+                for (int64_t j = 0; j < E; j++) own += (double)img[i * E + j] * W[y * E + j];
+                int above = 0;
+                for (int k = 0; k < zt->nclasses; k++) {
+                    if (k == y) continue;
+                    double v = 0;
+                    for (int64_t j = 0; j < E; j++) v += (double)img[i * E + j] * W[k * E + j];
+                    above += v > own;
+                }
+                top1 += above < 1;
+                top5 += above < 5;
+                counted++;
+            }
+            free(W);
+            if (counted == 0) {
+                st = ts_fail(err, TS_ERR_DATA, "%s: no held-out sample has a label for "
+                             "zero-shot task %s (%s %s)", s->d.val, zt->name,
+                             zt->cls ? "the" : ".json field", zt->cls ? ".cls" : zt->field);
+                break;
+            }
+            ts_metrics_set(m, zt->metric_top1, (double)top1 / (double)counted);
+            if (zt->nclasses > 5) ts_metrics_set(m, zt->metric_top5, (double)top5 / counted);
+        }
+        if (!st && s->ev.retrieval) {
+            double i2t[3], t2i[3];
+            recall(img, txt, n, E, i2t);
+            recall(txt, img, n, E, t2i);
+            ts_metrics_set(m, "image_to_text_R@1", i2t[0]);
+            ts_metrics_set(m, "image_to_text_R@5", i2t[1]);
+            ts_metrics_set(m, "image_to_text_R@10", i2t[2]);
+            ts_metrics_set(m, "text_to_image_R@1", t2i[0]);
+            ts_metrics_set(m, "text_to_image_R@5", t2i[1]);
+            ts_metrics_set(m, "text_to_image_R@10", t2i[2]);
+        }
+    }
+    free(img);
+    free(txt);
+    free(labels);
+    return st;
+}
+
+/* ---- setup ---- */
+
+static void free_lines(char **v, int n) {
+    for (int i = 0; v && i < n; i++) free(v[i]);
+    free(v);
+}
+
+/* The non-empty lines of a text file (trailing spaces and CR cut). */
+static ts_status read_lines(const char *path, char ***out, int *n, ts_err *err) {
+    char *text;
+    *out = NULL;
+    *n = 0;
+    ts_status st = ts_read_text(path, &text, err);
+    if (st) return st;
+    int cap = 0;
+    for (char *line = text, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = 0;
+        size_t len = strlen(line);
+        while (len && (line[len - 1] == '\r' || line[len - 1] == ' ')) line[--len] = 0;
+        if (!len) continue;
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 16;
+            char **g = realloc(*out, (size_t)cap * sizeof *g);
+            if (!g) goto oom;
+            *out = g;
+        }
+        if (!((*out)[(*n)++] = strdup(line))) goto oom;
+    }
+    free(text);
+    if (*n == 0) return ts_fail(err, TS_ERR_DATA, "%s: no lines", path);
+    return TS_OK;
+oom:
+    free(text);
+    return ts_fail(err, TS_ERR_NOMEM, "out of memory reading %s", path);
+}
+
+static ts_status parse_zeroshot(ts_recipe *r, clip_task *s, ts_err *err) {
+    const char *names[ZS_MAX + 1];
+    int n = ts_recipe_keys(r, "eval.zeroshot", names, ZS_MAX + 1);
+    char sec[256], where[512];
+    if (n > ZS_MAX)
+        return ts_fail(err, TS_ERR_RECIPE, "%s: at most %d zero-shot tasks",
+                       ts_recipe_where(r, "eval.zeroshot", where, sizeof where), ZS_MAX);
+    for (int i = 0; i < n; i++) {
+        zs_task *z = &s->zs[i];
+        zs_cfg zc;
+        ts_pname(sec, sizeof sec, "eval.zeroshot.%s", names[i]);
+        ts_status st = ts_recipe_section(r, sec, zs_keys, COUNT(zs_keys), &zc, err);
+        if (st) return st;
+        snprintf(z->name, sizeof z->name, "%s", names[i]);
+        snprintf(z->metric_top1, sizeof z->metric_top1, "zeroshot_%s_top1", z->name);
+        snprintf(z->metric_top5, sizeof z->metric_top5, "zeroshot_%s_top5", z->name);
+        const char *label = zc.label[0] ? zc.label : names[i];
+        z->cls = !strcmp(label, "cls");
+        snprintf(z->field, sizeof z->field, "%s", label);
+        if ((st = read_lines(zc.classes, &z->classes, &z->nclasses, err))) return st;
+        if (zc.templates[0]) {
+            if ((st = read_lines(zc.templates, &z->templates, &z->ntemplates, err))) return st;
+        } else {
+            z->templates = malloc(sizeof *z->templates);
+            if (!z->templates || !(z->templates[0] = strdup("a photo of a {}.")))
+                return ts_fail(err, TS_ERR_NOMEM, "out of memory");
+            z->ntemplates = 1;
+        }
+        s->nzs = i + 1;
+    }
+    return TS_OK;
+}
+
+static ts_status parse_objectives(ts_recipe *r, clip_task *s, ts_params *p, ts_err *err) {
+    static const char *const known[] = { "clip", "siglip", NULL };
+    ts_status st = ts_recipe_only(r, "objective", known, err);
+    if (st) return st;
+    if (!ts_recipe_has(r, "objective.clip") && !ts_recipe_has(r, "objective.siglip"))
+        if ((st = ts_recipe_set(r, "objective.clip.weight=1.0", err))) return st;
+    for (int i = 0; known[i]; i++) {
+        char sec[64];
+        ts_pname(sec, sizeof sec, "objective.%s", known[i]);
+        if (!ts_recipe_has(r, sec)) continue;
+        obj_cfg oc;
+        if ((st = ts_recipe_section(r, sec, obj_keys, COUNT(obj_keys), &oc, err))) return st;
+        ts_clip_cfg cc = ts_clip_cfg_default(i == 1);
+        s->obj[s->nobj++] = ts_objective_clip_new(p, &cc, (float)oc.weight);
+    }
+    return TS_OK;
+}
+
+static void clip_free(ts_task *t) {
+    clip_task *s = t->impl;
+    ts_pipe_close(s->pipe);
+    ts_encoder_free(s->vision);
+    ts_encoder_free(s->text);
+    for (int i = 0; i < s->nobj; i++) ts_objective_free(s->obj[i]);
+    for (int i = 0; i < s->ntok; i++) {
+        ts_tokenizer_free(s->tok[i]);
+        pthread_mutex_destroy(&s->tok_lock[i]);
+    }
+    for (int z = 0; z < ZS_MAX; z++) {
+        free_lines(s->zs[z].classes, s->zs[z].nclasses);
+        free_lines(s->zs[z].templates, s->zs[z].ntemplates);
+    }
+    ts_params_free(t->params);
+    free(s);
+}
+
+ts_status ts_task_clip_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *err) {
+    *out = NULL;
+    clip_task *s = calloc(1, sizeof *s);
+    if (!s) return ts_fail(err, TS_ERR_NOMEM, "out of memory");
+    s->seed = seed;
+    s->base = (ts_task){ .type = "clip", .loss = clip_loss, .eval = clip_eval,
+                         .free = clip_free, .after_step = clip_after_step,
+                         .data_state = clip_data_state, .data_seek = clip_data_seek, .impl = s };
+    ts_params *p = s->base.params = ts_params_new();
+    char where[512], set[256];
+    ts_status st = ts_recipe_section(r, "model", model_keys, COUNT(model_keys), &s->mc, err);
+    if (!st) st = ts_recipe_section(r, "data", data_keys, COUNT(data_keys), &s->d, err);
+    if (!st) st = ts_recipe_section(r, "eval", eval_keys, COUNT(eval_keys), &s->ev, err);
+    if (st) goto fail;
+    if (s->d.batch_size < 2 || s->d.workers < 1 || s->d.workers > 256 || s->d.scale.n != 2 ||
+        s->mc.embed_dim < 1 || s->mc.embed_dim > (1 << 20)) {
+        st = ts_fail(err, TS_ERR_RECIPE, "%s: data.batch_size must be at least 2, data.workers "
+                     "1..256, data.scale two numbers and model.embed_dim positive",
+                     ts_recipe_where(r, "data", where, sizeof where));
+        goto fail;
+    }
+    /* the tokenizers first: the text tower's vocabulary is the tokenizer's */
+    s->ntok = (int)(s->d.workers + 1 < TOK_POOL ? s->d.workers + 1 : TOK_POOL);
+    for (int i = 0; i < s->ntok; i++) {
+        if ((st = ts_tokenizer_load(s->d.tokenizer, &s->tok[i], err))) {
+            s->ntok = i;
+            goto fail;
+        }
+        pthread_mutex_init(&s->tok_lock[i], NULL);
+    }
+    /* both towers project to embed_dim unless the recipe says otherwise */
+    const char *sub[2] = { "model.vision.out_dim", "model.text.out_dim" };
+    for (int i = 0; i < 2; i++)
+        if (!ts_recipe_has(r, sub[i])) {
+            snprintf(set, sizeof set, "%s=%lld", sub[i], (long long)s->mc.embed_dim);
+            if ((st = ts_recipe_set(r, set, err))) goto fail;
+        }
+    ts_enc_spec vs = { 0, "visual.", 0 }, tspec = { 1, "", ts_tokenizer_vocab_size(s->tok[0]) };
+    if ((st = ts_factory_encoder(r, "model.vision", p, &vs, &s->vision, &s->vinfo, err)))
+        goto fail;
+    if ((st = ts_factory_encoder(r, "model.text", p, &tspec, &s->text, &s->tinfo, err)))
+        goto fail;
+    if (s->vision->out_dim != s->text->out_dim) {
+        st = ts_fail(err, TS_ERR_RECIPE, "%s: the image tower gives %d-wide embeddings and the "
+                     "text tower %d: both out_dim must be model.embed_dim",
+                     ts_recipe_where(r, "model", where, sizeof where), s->vision->out_dim,
+                     s->text->out_dim);
+        goto fail;
+    }
+    s->ctx_len = s->tinfo.context_length;
+    if ((st = parse_objectives(r, s, p, err))) goto fail;
+    if ((st = parse_zeroshot(r, s, err))) goto fail;
+    if ((st = ts_params_finalize(p, seed, err))) goto fail;
+    if (s->mc.init_from[0]) {
+        if ((st = ts_ckpt_load_model(p, s->mc.init_from, 1, err))) goto fail;
+        ts_log(TS_LOG_INFO, "clip: weights from %s", s->mc.init_from);
+    }
+    s->base.batch_size = s->d.batch_size;
+    ts_log(TS_LOG_INFO, "clip: image tower %s", s->vinfo.describe);
+    ts_log(TS_LOG_INFO, "clip: text tower %s", s->tinfo.describe);
+    ts_log(TS_LOG_INFO, "clip: embed_dim %lld, %d objective(s), %d zero-shot task(s); %lld "
+           "parameters", (long long)s->mc.embed_dim, s->nobj, s->nzs,
+           (long long)ts_params_numel(p, 1));
+    *out = &s->base;
+    return TS_OK;
+fail:
+    clip_free(&s->base);
+    return st;
+}
