@@ -25,7 +25,7 @@ DTYPES = {np.float32: "F32", np.int32: "I32", np.int64: "I64", np.uint8: "U8"}
 def write_safetensors(path, tensors, metadata):
     header, blobs, off = {"__metadata__": metadata}, [], 0
     for name, arr in tensors.items():
-        arr = np.ascontiguousarray(arr)
+        arr = np.ascontiguousarray(arr).reshape(np.shape(arr))  # 0-d stays 0-d
         raw = arr.tobytes()
         header[name] = {"dtype": DTYPES[arr.dtype.type], "shape": list(arr.shape),
                         "data_offsets": [off, off + len(raw)]}
