@@ -41,6 +41,12 @@ ts_status ts_task_mae_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *er
  * (cli/task_clip.c, quickstart-clip). */
 ts_status ts_task_clip_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *err);
 
+/* CLIP's merges file (bpe_simple_vocab_16e6.txt.gz) where open_clip and CLIP users have it:
+ * $TESSERA_BPE, ./, the site-packages of the active venv, ~/.local, /usr/local and /usr (an
+ * open_clip or clip package), ~/.cache/clip. Returns a malloc'ed path or NULL, and lists the
+ * places looked at in `looked`. */
+char *ts_find_clip_merges(char *looked, size_t cap);
+
 /* The verbs that live in their own files: argc/argv after the verb; returns the exit status. */
 int ts_cmd_tokenize(int argc, char **argv); /* cli/cmd_tokenize.c */
 int ts_cmd_data(int argc, char **argv);     /* cli/cmd_data.c */

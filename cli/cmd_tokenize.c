@@ -50,45 +50,9 @@ static void tokenize_usage(FILE *out) {
             "Exit status: 0 ok, 1 runtime failure, 2 usage error.\n");
 }
 
-/* Where open_clip and CLIP users have the merges file. Returns a malloc'ed path or NULL, and
- * lists the places looked at in `looked`. */
-static char *find_merges(char *looked, size_t cap) {
-    const char *env = getenv("TESSERA_BPE");
-    looked[0] = 0;
-    if (env && *env) {
-        snprintf(looked, cap, "$TESSERA_BPE=%s", env);
-        return access(env, R_OK) == 0 ? strdup(env) : NULL;
-    }
-    const char *home = getenv("HOME"), *venv = getenv("VIRTUAL_ENV");
-    char pats[8][512];
-    int n = 0;
-    snprintf(pats[n++], 512, "./" BPE_NAME);
-    if (venv) snprintf(pats[n++], 512, "%s/lib/python3*/site-packages/*/" BPE_NAME, venv);
-    if (home) snprintf(pats[n++], 512, "%s/.local/lib/python3*/site-packages/*/" BPE_NAME, home);
-    snprintf(pats[n++], 512, "/usr/local/lib/python3*/*-packages/*/" BPE_NAME);
-    snprintf(pats[n++], 512, "/usr/lib/python3*/*-packages/*/" BPE_NAME);
-    if (home) snprintf(pats[n++], 512, "%s/.cache/clip/" BPE_NAME, home);
-    char *found = NULL;
-    size_t used = 0;
-    for (int i = 0; i < n && !found; i++) {
-        used += (size_t)snprintf(looked + used, used < cap ? cap - used : 0, "%s%s",
-                                 i ? ", " : "", pats[i]);
-        if (used >= cap) used = cap - 1;
-        glob_t g;
-        if (glob(pats[i], 0, NULL, &g) == 0) {
-            for (size_t k = 0; k < g.gl_pathc && !found; k++)
-                if (strstr(g.gl_pathv[k], "/open_clip/") || strstr(g.gl_pathv[k], "/clip/") ||
-                    i == 0)
-                    found = strdup(g.gl_pathv[k]);
-            globfree(&g);
-        }
-    }
-    return found;
-}
-
 static int load(const char *merges, ts_tokenizer **t) {
     char looked[4096];
-    char *path = merges ? strdup(merges) : find_merges(looked, sizeof looked);
+    char *path = merges ? strdup(merges) : ts_find_clip_merges(looked, sizeof looked);
     if (!path) {
         fprintf(stderr,
                 "tessera tokenize: no BPE merges file found (looked at %s).\n"

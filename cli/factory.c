@@ -1,8 +1,13 @@
 /* factory.c: recipe `type:` strings to tasks. The only file that knows them all. */
 #include "cli.h"
 
+#include <glob.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#define BPE_NAME "bpe_simple_vocab_16e6.txt.gz"
 
 typedef struct factory_row {
     const char *type;
@@ -37,3 +42,38 @@ ts_status ts_factory_task(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *er
 void ts_task_free(ts_task *t) {
     if (t && t->free) t->free(t);
 }
+
+char *ts_find_clip_merges(char *looked, size_t cap) {
+    const char *env = getenv("TESSERA_BPE");
+    looked[0] = 0;
+    if (env && *env) {
+        snprintf(looked, cap, "$TESSERA_BPE=%s", env);
+        return access(env, R_OK) == 0 ? strdup(env) : NULL;
+    }
+    const char *home = getenv("HOME"), *venv = getenv("VIRTUAL_ENV");
+    char pats[8][512];
+    int n = 0;
+    snprintf(pats[n++], 512, "./" BPE_NAME);
+    if (venv) snprintf(pats[n++], 512, "%s/lib/python3*/site-packages/*/" BPE_NAME, venv);
+    if (home) snprintf(pats[n++], 512, "%s/.local/lib/python3*/site-packages/*/" BPE_NAME, home);
+    snprintf(pats[n++], 512, "/usr/local/lib/python3*/*-packages/*/" BPE_NAME);
+    snprintf(pats[n++], 512, "/usr/lib/python3*/*-packages/*/" BPE_NAME);
+    if (home) snprintf(pats[n++], 512, "%s/.cache/clip/" BPE_NAME, home);
+    char *found = NULL;
+    size_t used = 0;
+    for (int i = 0; i < n && !found; i++) {
+        used += (size_t)snprintf(looked + used, used < cap ? cap - used : 0, "%s%s",
+                                 i ? ", " : "", pats[i]);
+        if (used >= cap) used = cap - 1;
+        glob_t g;
+        if (glob(pats[i], 0, NULL, &g) == 0) {
+            for (size_t k = 0; k < g.gl_pathc && !found; k++)
+                if (strstr(g.gl_pathv[k], "/open_clip/") || strstr(g.gl_pathv[k], "/clip/") ||
+                    i == 0)
+                    found = strdup(g.gl_pathv[k]);
+            globfree(&g);
+        }
+    }
+    return found;
+}
+

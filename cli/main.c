@@ -51,6 +51,8 @@ static void train_usage(FILE *out) {
             "  --set KEY=VALUE  override a recipe key, e.g. --set optim.lr=3e-4 (repeatable)\n"
             "  --resume DIR     continue a run from its latest checkpoint (DIR is the run\n"
             "                   folder or one checkpoint folder): same step, LR and data order\n"
+            "  --check          read the recipe and build the model, print its size, and stop\n"
+            "                   without training (a recipe's keys, files and sizes checked)\n"
             "  --quiet          log warnings and errors only\n"
             "  -h, --help       this help\n"
             "\n"
@@ -68,7 +70,7 @@ static int fail(const ts_err *err) {
 static int cmd_train(int argc, char **argv) {
     const char *recipe_path = NULL, *resume = NULL;
     const char *sets[256];
-    int nsets = 0;
+    int nsets = 0, check = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -87,6 +89,8 @@ static int cmd_train(int argc, char **argv) {
             resume = a + 9;
         } else if (!strcmp(a, "--quiet")) {
             ts_log_set_level(TS_LOG_WARN);
+        } else if (!strcmp(a, "--check")) {
+            check = 1;
         } else if (a[0] == '-') {
             fprintf(stderr, "tessera train: unknown option %s (see tessera train --help)\n", a);
             return 2;
@@ -124,6 +128,14 @@ static int cmd_train(int argc, char **argv) {
     ts_optim_recipe optim;
     if (ts_train_parse(r, &train, &optim, &err)) goto out;
     if (ts_factory_task(r, (uint64_t)train.seed, &task, &err)) goto out;
+    if (check) {
+        printf("%s: %s model with %lld parameters (%.1f MiB with gradients and optimizer "
+               "state); recipe OK\n", recipe_path, task->type,
+               (long long)ts_params_numel(task->params, 1),
+               (double)ts_params_bytes(task->params) / (1 << 20));
+        rc = 0;
+        goto out;
+    }
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

@@ -66,7 +66,8 @@ static const ts_key data_keys[] = {
     TS_KEY(TS_KEY_STRING, clip_data_cfg, train, NULL,
            "training shards, a brace pattern as open_clip takes it: dir/train-{000000..000007}.tar"),
     TS_KEY(TS_KEY_STRING, clip_data_cfg, val, "\"\"", "held-out shards for evaluation"),
-    TS_KEY(TS_KEY_STRING, clip_data_cfg, tokenizer, NULL, "BPE merges file (gzip or text)"),
+    TS_KEY(TS_KEY_STRING, clip_data_cfg, tokenizer, "\"\"",
+           "BPE merges file (gzip or text); \"\" = CLIP's, found as `tessera tokenize` finds it"),
     TS_KEY(TS_KEY_INT, clip_data_cfg, batch_size, "256", "image-caption pairs per micro-batch"),
     TS_KEY(TS_KEY_INT, clip_data_cfg, workers, "2", "loader threads"),
     TS_KEY(TS_KEY_INT, clip_data_cfg, shuffle_buffer, "1000", "samples held for shuffling"),
@@ -625,13 +626,25 @@ ts_status ts_task_clip_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *e
     }
     /* the tokenizers first: the text tower's vocabulary is the tokenizer's */
     s->ntok = (int)(s->d.workers + 1 < TOK_POOL ? s->d.workers + 1 : TOK_POOL);
+    char looked[2048], *merges = s->d.tokenizer[0] ? strdup(s->d.tokenizer)
+                                                   : ts_find_clip_merges(looked, sizeof looked);
+    if (!merges) {
+        st = ts_fail(err, TS_ERR_RECIPE, "%s: data.tokenizer is \"\" (CLIP's vocabulary) but "
+                     "no bpe_simple_vocab_16e6.txt.gz was found (looked at %s); give the file, "
+                     "set TESSERA_BPE, or train one with `tessera tokenize train`",
+                     ts_recipe_where(r, "data.tokenizer", where, sizeof where), looked);
+        s->ntok = 0;
+        goto fail;
+    }
     for (int i = 0; i < s->ntok; i++) {
-        if ((st = ts_tokenizer_load(s->d.tokenizer, &s->tok[i], err))) {
+        if ((st = ts_tokenizer_load(merges, &s->tok[i], err))) {
+            free(merges);
             s->ntok = i;
             goto fail;
         }
         pthread_mutex_init(&s->tok_lock[i], NULL);
     }
+    free(merges);
     /* both towers project to embed_dim unless the recipe says otherwise */
     const char *sub[2] = { "model.vision.out_dim", "model.text.out_dim" };
     for (int i = 0; i < 2; i++)
