@@ -658,6 +658,146 @@ ts_tensor *ts_clip_loss(ts_ctx *c, const ts_tensor *img, const ts_tensor *txt,
 ts_tensor *ts_siglip_loss(ts_ctx *c, const ts_tensor *img, const ts_tensor *txt,
                           const ts_tensor *logit_scale, const ts_tensor *logit_bias);
 
+/* k-means (core/kmeans.c) of x (n, d) into k clusters (1 <= k <= n), as faiss's Clustering
+ * with its defaults does it: k distinct random points start (or k-means++ seeding), iters
+ * rounds of assigning each point to its nearest centroid (squared L2, ties to the lower index)
+ * and moving each centroid to the mean of its points, no normalisation; a centroid left empty
+ * takes over half of a larger cluster (faiss's split: a copy of that centroid, the two nudged
+ * apart by 1/1024 of their coordinates); beyond 256 points per centroid the rounds run on a
+ * random subset of 256 k points. Then every point's label is its nearest final centroid. The
+ * same seed gives the same centroids (k, d) and labels (n) on any number of threads. Returns
+ * the sum of the squared distances of the points to their centroids. */
+typedef enum {
+    TS_KMEANS_RANDOM,   /* faiss's seeding: k distinct points drawn at random */
+    TS_KMEANS_PLUSPLUS, /* k-means++: each next seed drawn by squared distance to the nearest */
+} ts_kmeans_init;
+typedef struct ts_kmeans_cfg {
+    int64_t k;           /* clusters */
+    int iters;           /* rounds (faiss.Kmeans' niter) */
+    ts_kmeans_init init;
+    uint64_t seed;
+    int nthreads;        /* OpenMP threads; 0: OpenMP's default */
+} ts_kmeans_cfg;
+double ts_kmeans(const float *x, int64_t n, int64_t d, const ts_kmeans_cfg *cfg,
+                 float *centroids, int32_t *labels);
+
+/* Read a 2-D NumPy .npy file of float32, float16 or float64 (little-endian, C order) into a
+ * malloc'ed float32 array (*rows x *cols, the caller frees). Errors name the file: TS_ERR_IO,
+ * TS_ERR_FORMAT (not .npy, truncated, not 2-D), TS_ERR_UNSUPPORTED (another dtype,
+ * big-endian, Fortran order). */
+ts_status ts_npy_read_f32(const char *path, float **out, int64_t *rows, int64_t *cols,
+                          ts_err *err);
+
+/* ProtoCLIP's prototype objective (core/objectives/protoclip.c), as "Prototypical Contrastive
+ * Language Image Pretraining" (Chen et al.) and its official code (megvii-research/protoclip)
+ * define it. The paper's total loss is w_clip * L_clip + w_proto * (L_i2t + L_t2i) / 2 +
+ * w_external * (L_i2e + L_t2e) / 2; the first term is the clip objective above, which the task
+ * combines with this one, and this objective computes the other two with their weights.
+ *
+ * Each modality has a projection head (ts_protoclip_head below) from its raw pooled embedding
+ * (n, E) to L2-normalised features f (n, proj_dim). Parameters, named as the official
+ * state_dict names them: "image_projection_head.0.weight", ".0.bias", ".1.weight", ".1.bias",
+ * ".1.running_mean", ".1.running_var" (buffers), ".3.weight", ".3.bias", the same under
+ * "text_projection_head", and "logit_scale_proto" (shape (), a log-scale initialised to
+ * log(1/0.07) and clamped to [0, log(max_logit_scale)] after every optimizer step, as the
+ * official loop clamps it). All of them are excluded from weight decay, as the official
+ * optimizer groups exclude "projection_head" and "logit_scale". Not kept: BatchNorm's
+ * num_batches_tracked (an integer that momentum 0.1 never reads), and the official code's
+ * image head starting as a copy of the text head: here each head draws its own weights.
+ *
+ * Episodes. At the start of each one the task runs the encoders without grad over the
+ * episode's n samples and hands their raw embeddings to ts_protoclip_episode, which projects
+ * them with the heads in eval mode (the official feature extraction runs model.eval()),
+ * clusters each modality by k-means (ts_kmeans) into K teacher prototypes (the centroids, not
+ * normalised, as faiss.Kmeans leaves them), keeps each sample's cluster label by its episode
+ * position, and builds the student prototypes by Prototype Back Translation (PBT): the image
+ * student prototypes C_img<-txt are the means of the image features grouped by the text
+ * labels (ts_protoclip_pbt), and the other way round. Then in every batch, with
+ * s = exp(logit_scale_proto) and p = batch->index[i] sample i's position in the episode:
+ *   L_i2t = softCE(s f_img @ C_img<-txt^T, softmax(C_txt[lab_txt[p]] @ C_txt^T / T))
+ *   L_t2i = softCE(s f_txt @ C_txt<-img^T, softmax(C_img[lab_img[p]] @ C_img^T / T))
+ * with softCE(z, q) = mean over samples of -sum_k q_k log softmax(z)_k. An external teacher
+ * (precomputed features of the episode's samples, e.g. RoBERTa text features) is clustered
+ * too and its labels translated into both spaces; its losses use hard labels, as the official
+ * loop calls them with no teacher temperature:
+ *   L_i2e = CE(s f_img @ C_img<-ext^T, lab_ext[p]),
+ *   L_t2e = CE(s f_txt @ C_txt<-ext^T, lab_ext[p]).
+ * In a run of several ranks each rank's loss is over its own samples; every rank must call
+ * ts_protoclip_episode with the same episode and seed (k-means is deterministic, whatever the
+ * thread count, so all ranks get the same prototypes). */
+#define TS_PROTOCLIP_MAX_LAYERS 4
+typedef struct ts_protoclip_cfg {
+    int64_t k;                  /* prototypes per modality (20000); an episode needs n >= k */
+    int kmeans_iters;           /* k-means iterations (20) */
+    int kmeans_redo;            /* k-means runs from different seeds, the lowest error kept (1) */
+    ts_kmeans_init kmeans_init; /* seeding (TS_KMEANS_RANDOM: faiss's, as the official code) */
+    int proj_dim;               /* width of the projected features (128) */
+    int hidden_dim;             /* hidden width of the heads (2048) */
+    int proj_layers;            /* Linear-BatchNorm1d-ReLU blocks before the last Linear (1);
+                                 * 0: the head is one Linear; at most TS_PROTOCLIP_MAX_LAYERS */
+    float target_temperature;   /* T of the teacher's softmax (0.01); <= 0: hard labels */
+    float init_logit_scale;     /* initial logit_scale_proto: log(1 / 0.07) */
+    float max_logit_scale;      /* clamp of exp(logit_scale_proto) (100); 0: no clamp */
+    float w_proto;              /* weight of (L_i2t + L_t2i) / 2 (1) */
+    float w_external;           /* weight of (L_i2e + L_t2e) / 2 when a teacher is given (1) */
+    int pbt;                    /* 1: PBT student prototypes; 0: the other modality's centroids
+                                 * (the official code without --PBT; no external teacher then) */
+} ts_protoclip_cfg;
+/* The defaults of the official ProtoCLIP runs (README: --k 20000 --kmeans-max-iter 20
+ * --projection-dim 128 --target-temperature 0.01 --PBT --w-proto 1 --w-proto-external 1;
+ * hidden width 2048, one block and one k-means run as its argument defaults). */
+ts_protoclip_cfg ts_protoclip_cfg_default(void);
+/* Register the heads (image_dim and text_dim wide inputs) and logit_scale_proto in p (before
+ * ts_params_finalize) and make the objective. Its loss() needs e->image, e->text and
+ * e->batch->index (positions in the current episode) and aborts before the first episode. */
+ts_objective *ts_objective_protoclip_new(ts_params *p, const ts_protoclip_cfg *cfg,
+                                         int image_dim, int text_dim, float weight);
+/* Start an episode: img (n, image_dim) and txt (n, text_dim) are the raw pooled embeddings of
+ * the episode's samples in episode order; ext (n, ext_dim) the external teacher's features of
+ * the same samples, or NULL. Projects, clusters (seeded by seed) and builds the prototypes as
+ * described above; NaNs in the projected features become 0 as the official code does. Uses
+ * c's thread count and precision, not its step arena. Errors: TS_ERR_USAGE when n < k (naming
+ * both), TS_ERR_DATA when ext holds a NaN or an infinity. */
+ts_status ts_protoclip_episode(ts_objective *o, ts_ctx *c, const float *img, const float *txt,
+                               int64_t n, const float *ext, int64_t ext_dim, uint64_t seed,
+                               ts_err *err);
+/* The cluster labels (n) of the current episode, by position: which 0 image, 1 text,
+ * 2 external teacher. NULL before the first episode (or without a teacher). */
+const int32_t *ts_protoclip_labels(const ts_objective *o, int which, int64_t *n);
+/* The prototypes (k, width) of the current episode: which 0 image, 1 text, 2 external teacher
+ * (the centroids), 3 image from text, 4 text from image, 5 image from the teacher, 6 text from
+ * the teacher (the PBT students). NULL when absent; *width gets the row width. */
+const float *ts_protoclip_prototypes(const ts_objective *o, int which, int64_t *width);
+
+/* A projection head: Linear(E, hidden) - BatchNorm1d(hidden) - ReLU, layers times, then
+ * Linear(hidden, out), all with biases, output L2-normalised (eps 1e-12) over the last dim.
+ * Parameter names PREFIX.{3l}.weight/bias (the Linears), PREFIX.{3l+1}.weight/bias/
+ * running_mean/running_var (the norms; eps 1e-5, momentum 0.1, batch statistics when
+ * c->training), as torch numbers an nn.Sequential; initialised as torch's defaults. */
+typedef struct ts_protoclip_head {
+    int layers;
+    ts_nn_linear fc[TS_PROTOCLIP_MAX_LAYERS + 1]; /* (hidden, in) ... last (out, hidden) */
+    ts_tensor *bn_w[TS_PROTOCLIP_MAX_LAYERS], *bn_b[TS_PROTOCLIP_MAX_LAYERS];       /* (hidden) */
+    ts_tensor *bn_mean[TS_PROTOCLIP_MAX_LAYERS], *bn_var[TS_PROTOCLIP_MAX_LAYERS]; /* (hidden) */
+} ts_protoclip_head;
+void ts_protoclip_head_init(ts_protoclip_head *h, ts_params *p, const char *prefix, int in,
+                            int hidden, int out, int layers);
+/* x (n, in) -> normalised features (n, out). */
+ts_tensor *ts_protoclip_head_forward(ts_ctx *c, const ts_protoclip_head *h, const ts_tensor *x);
+/* The prototype loss as a plain function, recorded on the tape: f (B, D) student features,
+ * c_student (K, D) and c_teacher (K, D') prototypes (constants), labels (B) i32 teacher
+ * cluster labels, logit_scale a one-element log-scale. With temperature > 0 the soft
+ * cross-entropy of exp(logit_scale) f @ c_student^T against softmax(c_teacher[labels] @
+ * c_teacher^T / temperature); otherwise the cross-entropy against labels (c_teacher unused,
+ * may be NULL). Returns (1). */
+ts_tensor *ts_protoclip_proto_loss(ts_ctx *c, const ts_tensor *f, const ts_tensor *c_student,
+                                   const ts_tensor *c_teacher, const ts_tensor *labels,
+                                   const ts_tensor *logit_scale, float temperature);
+/* Prototype Back Translation: out (k, d) row j = mean of the rows of feat (n, d) whose label
+ * is j, zero for a label that no row has. labels in [0, k). */
+void ts_protoclip_pbt(const float *feat, const int32_t *labels, int64_t n, int64_t d, int64_t k,
+                      float *out);
+
 /* What the trainer trains: parameters, a deterministic data stream and a loss. The trainer knows
  * nothing else of the model. loss() builds micro-batch number pos of the stream (the same pos
  * gives the same batch, which is what makes resuming exact), runs the model and returns a scalar;
