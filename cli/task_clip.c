@@ -17,8 +17,17 @@
  * both ways, where the caption of image i is text i and a text tied with the right one (the same
  * caption) does not push it down.
  *
+ * ProtoCLIP (objective.protoclip, usually beside objective.clip): training runs in episodes of
+ * episode_size samples. At the start of each, a second pipeline opened where the training
+ * stream stands reads the episode's samples (the same batches training then gets, since the
+ * stream is deterministic), the towers embed them without grad, and the objective clusters them
+ * (ts_protoclip_episode); each training row then finds its episode position by its stream
+ * position. A resumed run clusters a fresh episode from the resume point (the prototypes are
+ * not saved), so its losses follow the uninterrupted run's only up to that re-clustering.
+ *
  * What this file is not: the gather of embeddings across ranks (each rank's loss is over its
- * own samples), or ProtoCLIP's episodes.
+ * own samples), or ProtoCLIP's external teacher from a recipe (the objective takes one through
+ * ts_protoclip_episode; reading it aligned with a streamed dataset is not built).
  */
 #include "cli.h"
 #include "../loaders/loaders.h"
@@ -110,6 +119,25 @@ static const ts_key obj_keys[] = {
     TS_KEY(TS_KEY_FLOAT, obj_cfg, weight, "1.0", "weight of this loss in the sum"),
 };
 
+typedef struct proto_cfg {
+    double weight, target_temperature, w_proto;
+    int64_t k, kmeans_iters, kmeans_redo, episode_size, proj_dim, hidden_dim;
+    int pbt;
+} proto_cfg;
+static const ts_key proto_keys[] = {
+    TS_KEY(TS_KEY_FLOAT, proto_cfg, weight, "1.0", "weight of the ProtoCLIP loss in the sum"),
+    TS_KEY(TS_KEY_INT, proto_cfg, k, "20000", "prototypes (k-means clusters) per modality"),
+    TS_KEY(TS_KEY_INT, proto_cfg, kmeans_iters, "20", "k-means iterations"),
+    TS_KEY(TS_KEY_INT, proto_cfg, kmeans_redo, "1", "k-means runs, the best kept"),
+    TS_KEY(TS_KEY_INT, proto_cfg, episode_size, "200000",
+           "samples per episode: clustered, then trained on"),
+    TS_KEY(TS_KEY_INT, proto_cfg, proj_dim, "128", "width of the projection heads' output"),
+    TS_KEY(TS_KEY_INT, proto_cfg, hidden_dim, "2048", "hidden width of the projection heads"),
+    TS_KEY(TS_KEY_FLOAT, proto_cfg, target_temperature, "0.01", "teacher softmax temperature"),
+    TS_KEY(TS_KEY_FLOAT, proto_cfg, w_proto, "1.0", "weight of (L_i2t + L_t2i) / 2 inside it"),
+    TS_KEY(TS_KEY_BOOL, proto_cfg, pbt, "true", "Prototypical Back Translation"),
+};
+
 /* ---- the task ---- */
 
 typedef struct zs_task {
@@ -144,6 +172,11 @@ typedef struct clip_task {
     ts_pipe *pipe;
     ts_pipe_pos pos; /* where the stream starts when opened */
     int64_t bad_logged;
+    /* ProtoCLIP's episodes: the stream positions of the episode's rows, in order */
+    ts_objective *proto;
+    int64_t episode_size, ep_n, ep_used, ep_count;
+    int64_t *ep_keys;
+    int64_t *index; /* (batch) episode positions of the current batch */
 } clip_task;
 
 /* Row layout written by the prepare hook: ctx_len token ids, then one label per zero-shot task. */
@@ -239,6 +272,83 @@ static void log_bad(clip_task *s, ts_metrics *m) {
     }
 }
 
+/* A row's place in the stream, as one ordered number. */
+static int64_t stream_key(int64_t epoch, int64_t sample) { return (epoch << 40) | sample; }
+
+/* ProtoCLIP's episode: the next episode_size samples of the training stream (whole batches),
+ * read by a second pipeline opened where the training stream stands, so that it delivers the
+ * very batches training will get next; their embeddings without grad and in eval mode (the
+ * official feature extraction runs model.eval()) go to ts_protoclip_episode. */
+static ts_status run_episode(clip_task *s, ts_ctx *c, ts_err *err) {
+    ts_pipe_pos start = s->pipe ? ts_pipe_position(s->pipe) : s->pos;
+    int64_t B = s->base.batch_size, E = s->vision->out_dim, N = s->episode_size;
+    int64_t cap = N + B, n = 0;
+    float *img = malloc((size_t)(cap * E) * sizeof *img);
+    float *txt = malloc((size_t)(cap * E) * sizeof *txt);
+    int64_t *keys = malloc((size_t)cap * sizeof *keys);
+    ts_pipe *p = NULL;
+    ts_status st = !img || !txt || !keys ? ts_fail(err, TS_ERR_NOMEM, "out of memory for an "
+                                                   "episode of %lld samples", (long long)N)
+                                         : open_pipe(s, &p, s->d.train, 1, 0, 1, B, &start, err);
+    int grad = c->grad_enabled, training = c->training;
+    c->grad_enabled = 0;
+    c->training = 0;
+    while (!st && n < N) {
+        ts_pipe_batch pb;
+        if ((st = ts_pipe_next(p, &pb, err))) break;
+        ts_batch b = make_batch(s, c, &pb);
+        ts_tensor *vi = s->vision->forward(c, s->vision, &b, NULL);
+        ts_tensor *vt = s->text->forward(c, s->text, &b, NULL);
+        memcpy(img + n * E, ts_f32(vi), (size_t)(pb.n * E) * sizeof(float));
+        memcpy(txt + n * E, ts_f32(vt), (size_t)(pb.n * E) * sizeof(float));
+        for (int i = 0; i < pb.n; i++) keys[n + i] = stream_key(pb.epoch, pb.sample_index[i]);
+        n += pb.n;
+        ts_ctx_reset(c);
+    }
+    c->grad_enabled = grad;
+    c->training = training;
+    ts_pipe_close(p);
+    if (!st) {
+        ts_log(TS_LOG_INFO, "protoclip: episode %lld: clustering %lld samples from epoch %lld, "
+               "sample %lld", (long long)s->ep_count, (long long)n, (long long)start.epoch,
+               (long long)start.samples);
+        st = ts_protoclip_episode(s->proto, c, img, txt, n, NULL, 0,
+                                  s->seed ^ ((uint64_t)s->ep_count * 0x9e3779b97f4a7c15ull), err);
+    }
+    free(img);
+    free(txt);
+    if (st) {
+        free(keys);
+        return st;
+    }
+    free(s->ep_keys);
+    s->ep_keys = keys;
+    s->ep_n = n;
+    s->ep_used = 0;
+    s->ep_count++;
+    return TS_OK;
+}
+
+/* The episode positions of a training batch's rows (they are in the episode, in order). */
+static ts_status episode_index(clip_task *s, const ts_pipe_batch *pb, ts_err *err) {
+    int64_t lo = s->ep_used;
+    for (int i = 0; i < pb->n; i++) {
+        int64_t key = stream_key(pb->epoch, pb->sample_index[i]), hi = s->ep_n;
+        while (lo < hi) { /* the first position whose key is not below key */
+            int64_t mid = lo + (hi - lo) / 2;
+            if (s->ep_keys[mid] < key) lo = mid + 1;
+            else hi = mid;
+        }
+        if (lo >= s->ep_n || s->ep_keys[lo] != key)
+            return ts_fail(err, TS_ERR_DATA, "%s: sample %lld of epoch %lld (%s) is not in "
+                           "ProtoCLIP's episode", s->d.train, (long long)pb->sample_index[i],
+                           (long long)pb->epoch, pb->keys[i]);
+        s->index[i] = lo++;
+    }
+    s->ep_used = lo;
+    return TS_OK;
+}
+
 static ts_tensor *clip_loss(ts_task *t, ts_ctx *c, int64_t pos, ts_metrics *m, ts_err *err) {
     (void)pos;
     clip_task *s = t->impl;
@@ -248,6 +358,12 @@ static ts_tensor *clip_loss(ts_task *t, ts_ctx *c, int64_t pos, ts_metrics *m, t
         if (open_pipe(s, &s->pipe, s->d.train, 1, (int)r, (int)w, share, &s->pos, err))
             return NULL;
     }
+    if (s->proto && c->world > 1) {
+        ts_fail(err, TS_ERR_RECIPE, "objective.protoclip: episodes across several ranks are "
+                "not supported yet; run it in one process");
+        return NULL;
+    }
+    if (s->proto && s->ep_used >= s->ep_n && run_episode(s, c, err)) return NULL;
     ts_pipe_batch pb;
     if (ts_pipe_next(s->pipe, &pb, err)) return NULL;
     if (pb.n < 2) {
@@ -257,6 +373,10 @@ static ts_tensor *clip_loss(ts_task *t, ts_ctx *c, int64_t pos, ts_metrics *m, t
     }
     log_bad(s, m);
     ts_batch b = make_batch(s, c, &pb);
+    if (s->proto) {
+        if (episode_index(s, &pb, err)) return NULL;
+        b.index = s->index;
+    }
     ts_embeds e = { &b, s->vision->forward(c, s->vision, &b, NULL),
                     s->text->forward(c, s->text, &b, NULL) };
     ts_tensor *loss = NULL;
@@ -290,6 +410,7 @@ static ts_status clip_data_seek(ts_task *t, const int64_t *v, int n, ts_err *err
     ts_pipe_close(s->pipe);
     s->pipe = NULL;
     s->pos = (ts_pipe_pos){ v[0], v[1] };
+    s->ep_n = s->ep_used = 0; /* ProtoCLIP clusters a new episode from here */
     ts_log(TS_LOG_INFO, "data: resuming the training stream at epoch %lld, sample %lld",
            (long long)v[0], (long long)v[1]);
     return TS_OK;
@@ -567,13 +688,45 @@ static ts_status parse_zeroshot(ts_recipe *r, clip_task *s, ts_err *err) {
     return TS_OK;
 }
 
+static ts_status parse_protoclip(ts_recipe *r, clip_task *s, ts_params *p, ts_err *err) {
+    proto_cfg pc;
+    char where[512];
+    ts_status st = ts_recipe_section(r, "objective.protoclip", proto_keys, COUNT(proto_keys), &pc,
+                                     err);
+    if (st) return st;
+    ts_recipe_where(r, "objective.protoclip", where, sizeof where);
+    if (pc.k < 1 || pc.kmeans_iters < 1 || pc.kmeans_redo < 1 || pc.proj_dim < 1 ||
+        pc.hidden_dim < 1 || pc.episode_size < pc.k || pc.episode_size > ((int64_t)1 << 30) ||
+        !(pc.target_temperature > 0))
+        return ts_fail(err, TS_ERR_RECIPE, "%s: objective.protoclip: k, kmeans_iters, "
+                       "kmeans_redo, proj_dim, hidden_dim and target_temperature must be "
+                       "positive and episode_size at least k", where);
+    ts_protoclip_cfg cfg = ts_protoclip_cfg_default();
+    cfg.k = pc.k;
+    cfg.kmeans_iters = (int)pc.kmeans_iters;
+    cfg.kmeans_redo = (int)pc.kmeans_redo;
+    cfg.proj_dim = (int)pc.proj_dim;
+    cfg.hidden_dim = (int)pc.hidden_dim;
+    cfg.target_temperature = (float)pc.target_temperature;
+    cfg.w_proto = (float)pc.w_proto;
+    cfg.pbt = pc.pbt;
+    s->proto = ts_objective_protoclip_new(p, &cfg, s->vision->out_dim, s->text->out_dim,
+                                          (float)pc.weight);
+    s->obj[s->nobj++] = s->proto;
+    s->episode_size = pc.episode_size;
+    return TS_OK;
+}
+
 static ts_status parse_objectives(ts_recipe *r, clip_task *s, ts_params *p, ts_err *err) {
-    static const char *const known[] = { "clip", "siglip", NULL };
+    static const char *const known[] = { "clip", "siglip", "protoclip", NULL };
     ts_status st = ts_recipe_only(r, "objective", known, err);
     if (st) return st;
-    if (!ts_recipe_has(r, "objective.clip") && !ts_recipe_has(r, "objective.siglip"))
+    if (!ts_recipe_has(r, "objective.clip") && !ts_recipe_has(r, "objective.siglip") &&
+        !ts_recipe_has(r, "objective.protoclip"))
         if ((st = ts_recipe_set(r, "objective.clip.weight=1.0", err))) return st;
-    for (int i = 0; known[i]; i++) {
+    if (ts_recipe_has(r, "objective.protoclip") && (st = parse_protoclip(r, s, p, err)))
+        return st;
+    for (int i = 0; i < 2; i++) { /* clip, siglip */
         char sec[64];
         ts_pname(sec, sizeof sec, "objective.%s", known[i]);
         if (!ts_recipe_has(r, sec)) continue;
@@ -591,6 +744,8 @@ static void clip_free(ts_task *t) {
     ts_encoder_free(s->vision);
     ts_encoder_free(s->text);
     for (int i = 0; i < s->nobj; i++) ts_objective_free(s->obj[i]);
+    free(s->ep_keys);
+    free(s->index);
     for (int i = 0; i < s->ntok; i++) {
         ts_tokenizer_free(s->tok[i]);
         pthread_mutex_destroy(&s->tok_lock[i]);
@@ -673,6 +828,10 @@ ts_status ts_task_clip_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *e
         ts_log(TS_LOG_INFO, "clip: weights from %s", s->mc.init_from);
     }
     s->base.batch_size = s->d.batch_size;
+    if (s->proto && !(s->index = malloc((size_t)s->d.batch_size * sizeof *s->index))) {
+        st = ts_fail(err, TS_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
     ts_log(TS_LOG_INFO, "clip: image tower %s", s->vinfo.describe);
     ts_log(TS_LOG_INFO, "clip: text tower %s", s->tinfo.describe);
     ts_log(TS_LOG_INFO, "clip: embed_dim %lld, %d objective(s), %d zero-shot task(s); %lld "
