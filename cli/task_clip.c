@@ -25,6 +25,14 @@
  * position. A resumed run clusters a fresh episode from the resume point (the prototypes are
  * not saved), so its losses follow the uninterrupted run's only up to that re-clustering.
  *
+ * Weight decay of the towers follows open_clip's training script (open_clip_train/main.py), not
+ * the flags the modules register: every tensor is decayed except those of fewer than 2 dimensions
+ * or whose name contains "bn", "ln", "bias" or "logit_scale". So the positional tables, the token
+ * embedding and the projections are decayed as open_clip decays them, and a run with open_clip's
+ * optimizer settings (betas 0.9 / 0.98, eps 1e-6, weight decay 0.2) follows its loss curve
+ * (tests/parity/clip_curve.py). The objectives' own tensors keep their objective's flags
+ * (ProtoCLIP's heads are not decayed, as in the official optimizer groups).
+ *
  * What this file is not: the gather of embeddings across ranks (each rank's loss is over its
  * own samples), or ProtoCLIP's external teacher from a recipe (the objective takes one through
  * ts_protoclip_episode; reading it aligned with a streamed dataset is not built).
@@ -738,6 +746,35 @@ static ts_status parse_objectives(ts_recipe *r, clip_task *s, ts_params *p, ts_e
     return TS_OK;
 }
 
+/* open_clip's weight-decay rule (open_clip_train/main.py: exclude = p.ndim < 2 or "bn" in n or
+ * "ln" in n or "bias" in n or "logit_scale" in n) on the first ntowers tensors of p, the two
+ * towers'. The objectives' own tensors keep the flags their objective gives them (logit_scale
+ * and logit_bias are not decayed, which is the rule's answer too). Logs the resulting groups. */
+static void apply_open_clip_decay(ts_params *p, int ntowers) {
+    int decayed = 0, kept = 0;
+    int64_t nd = 0;
+    for (int i = 0; i < ts_params_count(p); i++) {
+        int flags = ts_params_flags(p, i);
+        const ts_tensor *t = ts_params_get(p, i);
+        if (flags & TS_PARAM_BUFFER) continue;
+        if (i < ntowers) {
+            const char *n = t->name;
+            int exclude = t->ndim < 2 || strstr(n, "bn") || strstr(n, "ln") ||
+                          strstr(n, "bias") || strstr(n, "logit_scale");
+            flags = exclude ? flags | TS_PARAM_NO_DECAY : flags & ~TS_PARAM_NO_DECAY;
+            ts_param_set_flags(p, t, flags);
+        }
+        if (flags & TS_PARAM_NO_DECAY) {
+            kept++;
+        } else {
+            decayed++;
+            nd += t->numel;
+        }
+    }
+    ts_log(TS_LOG_INFO, "clip: weight decay (open_clip's rule) on %d tensors (%lld values), "
+           "none on %d", decayed, (long long)nd, kept);
+}
+
 static void clip_free(ts_task *t) {
     clip_task *s = t->impl;
     ts_pipe_close(s->pipe);
@@ -820,8 +857,10 @@ ts_status ts_task_clip_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *e
         goto fail;
     }
     s->ctx_len = s->tinfo.context_length;
+    int ntowers = ts_params_count(p);
     if ((st = parse_objectives(r, s, p, err))) goto fail;
     if ((st = parse_zeroshot(r, s, err))) goto fail;
+    apply_open_clip_decay(p, ntowers);
     if ((st = ts_params_finalize(p, seed, err))) goto fail;
     if (s->mc.init_from[0]) {
         if ((st = ts_ckpt_load_model(p, s->mc.init_from, 1, err))) goto fail;

@@ -91,6 +91,18 @@ void ts_param_set_init(ts_params *p, const ts_tensor *t, ts_init init) {
     TS_CHECK(0, "parameter %s is not in this set", t->name);
 }
 
+void ts_param_set_flags(ts_params *p, const ts_tensor *t, int flags) {
+    TS_CHECK(!p->finalized, "parameter %s: flags changed after finalize", t->name);
+    for (int i = 0; i < p->n; i++)
+        if (p->p[i].t == t) {
+            TS_CHECK((p->p[i].flags & TS_PARAM_BUFFER) == (flags & TS_PARAM_BUFFER),
+                     "parameter %s: TS_PARAM_BUFFER cannot change after registration", t->name);
+            p->p[i].flags = flags;
+            return;
+        }
+    TS_CHECK(0, "parameter %s is not in this set", t->name);
+}
+
 ts_status ts_params_finalize(ts_params *p, uint64_t seed, ts_err *err) {
     TS_CHECK(!p->finalized, "ts_params_finalize called twice");
     size_t off = 0;

@@ -375,6 +375,10 @@ ts_tensor *ts_param(ts_params *p, const char *name, int ndim, const int64_t *sha
 /* Change the initialiser of a registered parameter before finalize: for a model that builds a
  * block from the shared nn init and then initialises some of its weights its own way. */
 void ts_param_set_init(ts_params *p, const ts_tensor *t, ts_init init);
+/* Change the flags of a registered parameter before finalize: for a task whose optimizer rule
+ * is not the modules' (the CLIP task applies open_clip's weight-decay rule to every tensor).
+ * TS_PARAM_BUFFER cannot be set or cleared this way (it decides whether a gradient exists). */
+void ts_param_set_flags(ts_params *p, const ts_tensor *t, int flags);
 ts_status ts_params_finalize(ts_params *p, uint64_t seed, ts_err *err);
 int ts_params_count(const ts_params *p);
 ts_tensor *ts_params_get(const ts_params *p, int i);

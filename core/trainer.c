@@ -35,7 +35,8 @@
 
 static const char *const precisions[] = { "f32", "bf16", NULL };
 static const ts_key train_keys[] = {
-    TS_KEY(TS_KEY_INT, ts_train_cfg, steps, NULL, "optimizer steps in the run"),
+    TS_KEY(TS_KEY_INT, ts_train_cfg, steps, NULL,
+           "optimizer steps in the run (0: save the initial weights as checkpoint step 0)"),
     TS_KEY(TS_KEY_INT, ts_train_cfg, accum, "1", "micro-batches accumulated per step"),
     TS_KEY(TS_KEY_INT, ts_train_cfg, log_every, "10", "steps between log lines"),
     TS_KEY(TS_KEY_INT, ts_train_cfg, eval_every, "0", "steps between evaluations (0: at the end)"),
@@ -77,8 +78,8 @@ ts_status ts_train_parse(ts_recipe *r, ts_train_cfg *train, ts_optim_recipe *opt
                            optim, err);
     if (st) return st;
     char where[512];
-    if (train->steps <= 0)
-        return ts_fail(err, TS_ERR_RECIPE, "%s: train.steps must be positive",
+    if (train->steps < 0)
+        return ts_fail(err, TS_ERR_RECIPE, "%s: train.steps must be 0 or more",
                        ts_recipe_where(r, "train.steps", where, sizeof where));
     if (train->collective_timeout_s < 0)
         return ts_fail(err, TS_ERR_RECIPE, "%s: train.collective_timeout_s must be >= 0",
@@ -487,7 +488,9 @@ ts_status ts_train(ts_recipe *r, const ts_train_cfg *cfg, const ts_optim_recipe 
         if (cfg->ckpt_every > 0 && R.step % cfg->ckpt_every == 0 && R.step < cfg->steps)
             if ((st = save(&R, err))) goto done;
     }
-    if ((st = evaluate(&R, err))) goto done;
+    /* steps 0 (the initial weights as a checkpoint): the evaluation before the first step,
+     * if any, was the last one */
+    if (!(cfg->steps == 0 && cfg->eval_every > 0) && (st = evaluate(&R, err))) goto done;
     if ((st = save(&R, err))) goto done;
     ts_log(TS_LOG_INFO, "done: %lld steps in %.1f s; step arena peak %.1f MiB", (long long)R.step,
            now_s() - t_start, (double)ts_arena_high_water(R.c->step) / (1 << 20));

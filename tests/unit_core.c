@@ -112,6 +112,33 @@ static void params_are_laid_out_and_seeded(void **state) {
     ts_params_free(NULL);
 }
 
+/* A task may replace the modules' decay flags before finalize (the CLIP task applies open_clip's
+ * rule); AdamW then decays exactly the tensors without TS_PARAM_NO_DECAY. */
+static void param_flags_change_before_finalize(void **state) {
+    (void)state;
+    ts_params *p = ts_params_new();
+    ts_nn_linear l;
+    ts_nn_linear_init(&l, p, "proj", 4, 3, 1);
+    assert_int_equal(ts_params_flags(p, 0), 0);
+    assert_int_equal(ts_params_flags(p, 1), TS_PARAM_NO_DECAY);
+    ts_param_set_flags(p, l.w, TS_PARAM_NO_DECAY);
+    ts_param_set_flags(p, l.b, 0);
+    assert_int_equal(ts_params_finalize(p, 1, NULL), TS_OK);
+    assert_int_equal(ts_params_flags(p, 0), TS_PARAM_NO_DECAY);
+    assert_int_equal(ts_params_flags(p, 1), 0);
+    float w0[12], b0[3];
+    memcpy(w0, l.w->data, sizeof w0);
+    memcpy(b0, l.b->data, sizeof b0);
+    ts_optim o;
+    ts_optim_init(&o, &(ts_optim_cfg){ TS_OPTIM_ADAMW, 0.1f, 0.9f, 0.999f, 1e-8f, 0.5f, 0.0f });
+    ts_params_zero_grad(p); /* zero gradients: only the decay moves a weight */
+    ts_optim_step(&o, p, 0.1f);
+    assert_memory_equal(l.w->data, w0, sizeof w0);
+    for (int i = 0; i < 3; i++)
+        assert_float_equal(ts_f32(l.b)[i], b0[i] * (1.0f - 0.1f * 0.5f), 1e-7);
+    ts_params_free(p);
+}
+
 /* ---- safetensors ---- */
 
 static void write_bytes(const char *path, const void *data, size_t n) {
@@ -334,6 +361,7 @@ int main(void) {
         cmocka_unit_test(arena_aligns_and_stops_allocating),
         cmocka_unit_test(rng_is_deterministic),
         cmocka_unit_test(params_are_laid_out_and_seeded),
+        cmocka_unit_test(param_flags_change_before_finalize),
         cmocka_unit_test(safetensors_round_trip),
         cmocka_unit_test(safetensors_rejects_bad_files),
         cmocka_unit_test(checkpoint_round_trip_and_mismatch),
