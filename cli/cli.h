@@ -50,5 +50,6 @@ char *ts_find_clip_merges(char *looked, size_t cap);
 /* The verbs that live in their own files: argc/argv after the verb; returns the exit status. */
 int ts_cmd_tokenize(int argc, char **argv); /* cli/cmd_tokenize.c */
 int ts_cmd_data(int argc, char **argv);     /* cli/cmd_data.c */
+int ts_cmd_export(int argc, char **argv);   /* cli/cmd_export.c */
 
 #endif

@@ -35,6 +35,7 @@ static void usage(FILE *out) {
             "  train RECIPE    train the model a recipe describes\n"
             "  tokenize        encode, decode, or train a CLIP byte-level BPE tokenizer\n"
             "  data inspect    summarise a data file (HDF5 trajectories, video, image)\n"
+            "  export hf       write a CLIP checkpoint as HuggingFace transformers' CLIPModel\n"
             "  version         print the version\n"
             "\n"
             "Run `tessera VERB --help` for the options of a verb.\n",
@@ -177,7 +178,8 @@ int main(int argc, char **argv) {
     if (!strcmp(verb, "train")) return cmd_train(argc - 2, argv + 2);
     if (!strcmp(verb, "tokenize")) return ts_cmd_tokenize(argc - 2, argv + 2);
     if (!strcmp(verb, "data")) return ts_cmd_data(argc - 2, argv + 2);
-    fprintf(stderr, "tessera: unknown verb '%s' (valid: train, tokenize, data, version; see "
+    if (!strcmp(verb, "export")) return ts_cmd_export(argc - 2, argv + 2);
+    fprintf(stderr, "tessera: unknown verb '%s' (valid: train, tokenize, data, export, version; see "
             "tessera --help)\n", verb);
     return 2;
 }
