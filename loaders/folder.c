@@ -4,7 +4,9 @@
  * Classes are the sub-folders of root sorted by name and numbered from 0; the images of a
  * class are the files below its folder (sub-folders included, as os.walk finds them) whose
  * names end in one of torchvision's image extensions, in the order sorted(os.walk(...)) gives.
- * A class without images is an error, as in torchvision.
+ * A class without images is an error, as in torchvision. A flat folder (ts_folder_open_flat) is
+ * the images directly in root, sorted, without labels: what `tessera embed --images DIR` reads
+ * when DIR holds images rather than class folders.
  *
  * What this file is not: a loader of the images themselves (the pipeline's workers read them)
  * or a reader of class-name files (the zero-shot class names come from the recipe).
@@ -165,6 +167,32 @@ static ts_status walk_dirs(const char *dir, char ***all, int *n, int *cap, int d
     return st;
 }
 
+ts_status ts_folder_open_flat(ts_folder **out, const char *root, ts_err *err) {
+    *out = NULL;
+    ts_folder *f = calloc(1, sizeof *f);
+    if (!f || !(f->root = strdup(root))) {
+        free(f);
+        return ts_fail(err, TS_ERR_NOMEM, "%s: out of memory", root);
+    }
+    size_t rl = strlen(f->root);
+    while (rl > 1 && f->root[rl - 1] == '/') f->root[--rl] = 0;
+    char **files;
+    int nf;
+    ts_status st = list_dir(f->root, 0, &files, &nf, err);
+    for (int i = 0; !st && i < nf; i++)
+        if (is_image_name(files[i])) st = add_path(f, f->root, files[i], -1, err);
+    free_list(files, nf);
+    if (!st && !f->count)
+        st = ts_fail(err, TS_ERR_DATA, "%s: no image files (.jpg, .jpeg, .png, .ppm, .bmp, "
+                     ".pgm, .tif, .tiff, .webp)", root);
+    if (st) {
+        ts_folder_close(f);
+        return st;
+    }
+    *out = f;
+    return TS_OK;
+}
+
 ts_status ts_folder_open(ts_folder **out, const char *root, ts_err *err) {
     *out = NULL;
     ts_folder *f = calloc(1, sizeof *f);
@@ -254,7 +282,7 @@ static ts_status folder_next(ts_source *src, ts_sample *out, int *got, ts_err *e
     snprintf(out->key, sizeof out->key, "%s", rel);
     snprintf(out->where, sizeof out->where, "%s", path);
     out->label = s->f->labels[i];
-    out->has_label = 1;
+    out->has_label = out->label >= 0; /* a flat folder has no classes */
     *got = 1;
     return TS_OK;
 }

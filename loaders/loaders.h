@@ -455,6 +455,11 @@ const char *ts_folder_class_name(const ts_folder *f, int k);
 int64_t ts_folder_count(const ts_folder *f);
 const char *ts_folder_path(const ts_folder *f, int64_t i); /* full path of image i */
 int ts_folder_label(const ts_folder *f, int64_t i);
+/* A plain folder of images, without classes: the files directly in root (sub-folders are not
+ * read) with the image extensions above, sorted by name (strcmp). ts_folder_classes is 0 and
+ * every label -1; the folder source gives its samples no label. TS_ERR_IO when root cannot be
+ * read, TS_ERR_DATA when it holds no image (both naming root). */
+ts_status ts_folder_open_flat(ts_folder **out, const char *root, ts_err *err);
 /* A source over the images (it owns f), split over ranks and shuffled as the CSV source. */
 ts_status ts_folder_source_new(ts_source **out, ts_folder *f, int shuffle, ts_err *err);
 
@@ -480,6 +485,23 @@ typedef struct ts_xform_cfg {
 
 typedef enum { TS_ON_BAD_SKIP, TS_ON_BAD_FAIL } ts_on_bad;
 
+/* A sample the skip policy left out, as the on_skip hook of ts_pipe_cfg is told of it. The
+ * strings belong to the pipeline and are valid during the call only. */
+typedef struct ts_skipped {
+    int reason;           /* ts_bad_reason */
+    int64_t epoch, index; /* its stream position; index -1 for a shard that could not be read */
+    const char *where;    /* the sample: "shard.tar:key", "file.csv:row 3 (line 4)", a folder
+                             image's path; "" for a shard that could not be read */
+    const char *path;     /* the image file of a CSV or folder sample, else "" */
+    const char *msg;      /* what was wrong, naming the sample (or the shard) */
+} ts_skipped;
+/* Called by ts_pipe_next on the consumer's thread, once for every sample left out of a batch
+ * (and for every shard that could not be read while it filled), in stream order, before the
+ * batch is returned; also for batches whose samples were all bad and so are never returned.
+ * It runs with the pipeline's lock held: it must be quick and must not call ts_pipe_* on the
+ * same pipeline. The counts of ts_pipe_bad_counts include these samples. */
+typedef void (*ts_skip_fn)(void *user, const ts_skipped *s);
+
 /* The per-sample prepare hook: write prepare_bytes into row for sample s (e.g. tokenize
  * s->text into a (T) int32 row). Called from several worker threads at once: it must be
  * thread-safe. An error makes the sample bad (TS_BAD_PREPARE), with err's message. */
@@ -500,6 +522,8 @@ typedef struct ts_pipe_cfg {
     ts_prepare_fn prepare; /* NULL: none */
     void *prepare_user;
     size_t prepare_bytes; /* bytes per row written by prepare */
+    ts_skip_fn on_skip;   /* NULL: none; see ts_skip_fn (skip policy only) */
+    void *on_skip_user;
 } ts_pipe_cfg;
 
 /* Where the data stream stands: the epoch, and how many samples of this rank's stream of that

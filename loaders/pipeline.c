@@ -9,8 +9,8 @@
  * calls the prepare hook, all outside the lock; the consumer takes whole batches in order.
  *
  * A bad sample (found while reading or decoding) leaves its row empty: with the skip policy the
- * consumer closes the gap (rows stay in stream order, n < B) and counts it by reason; with the
- * fail policy the first bad sample of the batch stops the pipeline with its message. Never a
+ * consumer closes the gap (rows stay in stream order, n < B), counts it by reason and tells the
+ * cfg's on_skip hook, when there is one, which sample it was and why; with the fail policy the first bad sample of the batch stops the pipeline with its message. Never a
  * silent zero image: an empty row is never delivered.
  *
  * What this file is not: a decoder, a format reader or a GPU uploader. The slots are plain
@@ -46,8 +46,12 @@ typedef struct slot {
     uint8_t *row_state;     /* (B) ROW_* */
     int *row_bad;           /* (B) ts_bad_reason of a bad row */
     char (*row_msg)[ROW_MSG]; /* (B) message of a bad row */
+    char (*row_where)[ROW_MSG]; /* (B) where and path of a bad row's sample (with on_skip) */
+    char (*row_path)[ROW_MSG];
     int64_t src_bad;        /* shards skipped while this batch was filling */
     char src_msg[ROW_MSG];  /* the first of them */
+    char (*src_msgs)[ROW_MSG]; /* all of them (with on_skip), src_cap allocated */
+    int64_t src_cap;
     int has_err;            /* a source error under the fail policy (after every row) */
     ts_err err;
 } slot;
@@ -187,6 +191,13 @@ static int reader_step(ts_pipe *p, worker *w, slot **out, int *row) {
         if (st) {
             if (c->on_bad == TS_ON_BAD_SKIP && st != TS_ERR_NOMEM && st != TS_ERR_USAGE) {
                 if (s->state == SLOT_FREE) slot_open(p, s);
+                if (c->on_skip && s->src_bad == s->src_cap) {
+                    int64_t cap = s->src_cap ? 2 * s->src_cap : 4;
+                    char (*m)[ROW_MSG] = realloc(s->src_msgs, (size_t)cap * sizeof *m);
+                    if (m) s->src_msgs = m, s->src_cap = cap;
+                }
+                if (s->src_bad < s->src_cap)
+                    snprintf(s->src_msgs[s->src_bad], ROW_MSG, "%s", e.msg);
                 if (!s->src_bad++) snprintf(s->src_msg, sizeof s->src_msg, "%s", e.msg);
                 continue;
             }
@@ -336,7 +347,13 @@ static void *worker_main(void *arg) {
         s->row_state[r] = bad ? ROW_BAD : ROW_GOOD;
         if (bad) {
             s->row_bad[r] = bad;
+            s->sidx[r] = w->sample->index;
             memcpy(s->row_msg[r], msg, ROW_MSG);
+            if (s->row_where) {
+                snprintf(s->row_where[r], ROW_MSG, "%s", w->sample->where);
+                snprintf(s->row_path[r], ROW_MSG, "%s",
+                         w->sample->path.n ? (const char *)w->sample->path.data : "");
+            }
         }
         s->done++;
         if (s->state == SLOT_CLOSED && s->done == s->assigned) pthread_cond_broadcast(&p->cv_done);
@@ -357,6 +374,9 @@ static void slot_free(slot *s) {
     free(s->row_state);
     free(s->row_bad);
     free(s->row_msg);
+    free(s->row_where);
+    free(s->row_path);
+    free(s->src_msgs);
 }
 
 void ts_pipe_close(ts_pipe *p) {
@@ -452,8 +472,13 @@ ts_status ts_pipe_open(ts_pipe **out, ts_source *src, const ts_pipe_cfg *cfg,
         s->row_state = malloc(B);
         s->row_bad = malloc(B * sizeof *s->row_bad);
         s->row_msg = malloc(B * sizeof *s->row_msg);
+        if (c.on_skip) {
+            s->row_where = malloc(B * sizeof *s->row_where);
+            s->row_path = malloc(B * sizeof *s->row_path);
+        }
         ok = (!S || s->images) && s->labels && (!c.prepare_bytes || s->extra) && s->sidx &&
-             s->keys && s->row_state && s->row_bad && s->row_msg;
+             s->keys && s->row_state && s->row_bad && s->row_msg &&
+             (!c.on_skip || (s->row_where && s->row_path));
     }
     for (int i = 0; ok && i < p->kbuf; i++) ok = (p->buf[i] = sample_new()) != NULL;
     for (int i = 0; ok && i < c.workers; i++) {
@@ -497,6 +522,21 @@ static void log_bad(ts_pipe *p, int reason, const char *msg) {
         ts_log(TS_LOG_WARN, "data: more samples skipped for '%s'; counted, no longer logged",
                ts_bad_reason_str(reason));
     p->logged[reason]++;
+}
+
+/* The on_skip hook for each bad row of s, then each shard skipped while it filled. */
+static void tell_skipped(ts_pipe *p, slot *s) {
+    for (int r = 0; r < s->last_row; r++) {
+        if (s->row_state[r] != ROW_BAD) continue;
+        ts_skipped k = { s->row_bad[r], s->epoch, s->sidx[r], s->row_where[r], s->row_path[r],
+                         s->row_msg[r] };
+        p->cfg.on_skip(p->cfg.on_skip_user, &k);
+    }
+    for (int64_t i = 0; i < s->src_bad; i++) {
+        ts_skipped k = { TS_BAD_SHARD, s->epoch, -1, "", "",
+                         i < s->src_cap ? s->src_msgs[i] : s->src_msg };
+        p->cfg.on_skip(p->cfg.on_skip_user, &k);
+    }
 }
 
 /* Move the good rows of s to the front, in order. Returns how many there are. */
@@ -554,6 +594,7 @@ ts_status ts_pipe_next(ts_pipe *p, ts_pipe_batch *b, ts_err *err) {
             for (int r = 0; r < s->last_row; r++)
                 if (s->row_state[r] == ROW_BAD) log_bad(p, s->row_bad[r], s->row_msg[r]);
             for (int64_t k = 0; k < s->src_bad; k++) log_bad(p, TS_BAD_SHARD, s->src_msg);
+            if (p->cfg.on_skip) tell_skipped(p, s);
             int n = compact(p, s);
             p->pos = (ts_pipe_pos){ s->epoch, s->end_pos };
             p->next_g++;

@@ -6,7 +6,8 @@
  * unclosed quote, a row with the wrong number of fields, an unknown column listing the real
  * ones); through the pipeline, paths relative to the CSV's folder, a missing image skipped and
  * counted (or failing) with a message naming the row; class folders sorted into labels as
- * torchvision's ImageFolder does, with nested folders and non-image files.
+ * torchvision's ImageFolder does, with nested folders and non-image files; a flat folder of
+ * images, its corrupt file named to the pipeline's on_skip hook.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -221,6 +222,80 @@ static void test_folders(void **state) {
     assert_int_equal(ts_folder_open(&f, "/nonexistent/folder", &err), TS_ERR_IO);
 }
 
+/* A flat folder: the images directly in it, sorted, unlabelled; sub-folders and other files
+ * are passed over; a corrupt one is skipped through the pipeline and the on_skip hook names
+ * it by its path. */
+typedef struct skipped_seen {
+    int n;
+    char path[4][512];
+    int reason[4];
+} skipped_seen;
+
+static void note_skip(void *user, const ts_skipped *k) {
+    skipped_seen *s = user;
+    if (s->n < 4) {
+        snprintf(s->path[s->n], sizeof s->path[0], "%s", k->path);
+        s->reason[s->n] = k->reason;
+        assert_string_equal(k->where, k->path); /* a folder's sample is named by its path */
+        assert_true(k->index >= 0 && strstr(k->msg, "flat/") != NULL);
+    }
+    s->n++;
+}
+
+static void test_flat_folder(void **state) {
+    (void)state;
+    char root[700], cmd[4000];
+    snprintf(root, sizeof root, "%s/flat", g_tmp);
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s/sub' && touch '%s/readme.txt'", root, root);
+    assert_int_equal(system(cmd), 0);
+    const char *files[] = { "c.jpg", "a.PNG", "b.jpeg", "sub/d.jpg" };
+    for (int i = 0; i < 4; i++) {
+        unsigned char *jpg;
+        size_t n = fx_jpeg(20, 20, i, &jpg);
+        char path[800];
+        snprintf(path, sizeof path, "%s/%s", root, files[i]);
+        fx_write(path, jpg, i == 2 ? n / 2 : n); /* b.jpeg is cut short */
+        free(jpg);
+    }
+    ts_folder *f;
+    ts_err err;
+    assert_int_equal(ts_folder_open_flat(&f, root, &err), TS_OK);
+    assert_int_equal(ts_folder_classes(f), 0);
+    assert_int_equal(ts_folder_count(f), 3);
+    const char *order[] = { "flat/a.PNG", "flat/b.jpeg", "flat/c.jpg" };
+    for (int i = 0; i < 3; i++) {
+        assert_non_null(strstr(ts_folder_path(f, i), order[i]));
+        assert_int_equal(ts_folder_label(f, i), -1);
+    }
+    ts_source *src;
+    assert_int_equal(ts_folder_source_new(&src, f, 0, &err), TS_OK);
+    skipped_seen seen = { 0 };
+    ts_pipe_cfg cfg = { .batch_size = 2, .workers = 2, .epochs = 1,
+                        .xform = { .mode = TS_XFORM_EVAL, .size = 8 },
+                        .on_skip = note_skip, .on_skip_user = &seen };
+    ts_pipe *p;
+    assert_int_equal(ts_pipe_open(&p, src, &cfg, NULL, &err), TS_OK);
+    int n = 0;
+    for (;;) {
+        ts_pipe_batch b;
+        assert_int_equal(ts_pipe_next(p, &b, &err), TS_OK);
+        if (!b.n) break;
+        for (int i = 0; i < b.n; i++) assert_int_equal(b.labels[i], -1);
+        n += b.n;
+    }
+    ts_pipe_close(p);
+    assert_int_equal(n, 2);
+    assert_int_equal(seen.n, 1);
+    assert_non_null(strstr(seen.path[0], "flat/b.jpeg"));
+    assert_int_equal(seen.reason[0], TS_BAD_DECODE);
+
+    /* No image directly in it (only in a sub-folder): an error naming it; so is no folder. */
+    snprintf(cmd, sizeof cmd, "%s/classes", g_tmp);
+    assert_int_equal(ts_folder_open_flat(&f, cmd, &err), TS_ERR_DATA);
+    assert_non_null(strstr(err.msg, "no image files"));
+    assert_int_equal(ts_folder_open_flat(&f, "/nonexistent/folder", &err), TS_ERR_IO);
+}
+
 int main(void) {
     fx_scratch(g_tmp, sizeof g_tmp, "unit_csvdata_tmp");
     ts_log_set_level(TS_LOG_ERROR);
@@ -229,6 +304,7 @@ int main(void) {
         cmocka_unit_test(test_csv_errors),
         cmocka_unit_test(test_csv_pipeline),
         cmocka_unit_test(test_folders),
+        cmocka_unit_test(test_flat_folder),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,7 +6,8 @@
  * a saved position delivers exactly the batches that followed it, across an epoch boundary;
  * ranks read disjoint samples; eval mode equals decode + resize + center crop + normalise done
  * by hand; bad samples (a truncated JPEG, a WebP, a missing caption, a shard cut short, a file
- * that is no tar) are skipped and counted by reason, or stop the run naming the sample.
+ * that is no tar) are skipped and counted by reason, or stop the run naming the sample; the
+ * on_skip hook is told of each of them by name.
  * Last it prints samples/s with 1 and 2 workers on 500x375 JPEGs (decode + RandomResizedCrop
  * 224 + flip + normalise): a figure for the log, not a pass mark.
  */
@@ -384,6 +385,65 @@ static void test_bad_samples(void **state) {
     free(r.b);
 }
 
+/* The on_skip hook hears of every sample the skip policy left out, in stream order, with
+ * its reason and name, and of the shard that could not be read; its count is the counts'. */
+typedef struct skip_log {
+    int n;
+    int reason[16];
+    int64_t index[16];
+    char where[16][128];
+} skip_log;
+
+static void log_skip(void *user, const ts_skipped *k) {
+    skip_log *l = user;
+    if (l->n < 16) {
+        l->reason[l->n] = k->reason;
+        l->index[l->n] = k->index;
+        snprintf(l->where[l->n], sizeof l->where[0], "%s", k->where[0] ? k->where : k->msg);
+    }
+    l->n++;
+}
+
+static void test_skip_hook(void **state) {
+    (void)state;
+    char spec[800];
+    write_bad_shards(spec, sizeof spec);
+    ts_err err;
+    ts_pipe_cfg c = train_cfg(3);
+    c.shuffle_buffer = 0;
+    c.epochs = 1;
+    c.batch_size = 2;
+    skip_log l = { 0 };
+    c.on_skip = log_skip;
+    c.on_skip_user = &l;
+    run r;
+    assert_int_equal(do_run(spec, &c, NULL, 0, &r, &err), TS_OK);
+    int64_t total = 0;
+    for (int k = 1; k < TS_BAD_COUNT; k++) total += r.bad[k];
+    assert_int_equal(l.n, total);
+    assert_int_equal(l.n, 5);
+    int seen[TS_BAD_COUNT] = { 0 };
+    for (int i = 0; i < l.n; i++) {
+        printf("  skipped: %s (%s)\n", l.where[i], ts_bad_reason_str(l.reason[i]));
+        seen[l.reason[i]]++;
+        if (l.reason[i] == TS_BAD_SHARD) {
+            assert_int_equal(l.index[i], -1);
+            assert_non_null(strstr(l.where[i], "bad-2.tar"));
+        } else {
+            assert_true(l.index[i] >= 0);
+            assert_non_null(strstr(l.where[i], ".tar:"));
+        }
+    }
+    assert_int_equal(seen[TS_BAD_DECODE], 1);
+    assert_int_equal(seen[TS_BAD_UNSUPPORTED], 1);
+    assert_int_equal(seen[TS_BAD_MISSING], 1);
+    assert_int_equal(seen[TS_BAD_TRUNCATED], 1);
+    assert_int_equal(seen[TS_BAD_SHARD], 1);
+    for (int i = 0; i < l.n; i++) /* the truncated JPEG is named by its key */
+        if (l.reason[i] == TS_BAD_DECODE) assert_non_null(strstr(l.where[i], "bad-0.tar:b1"));
+    free(r.b);
+}
+
 static void test_bad_config(void **state) {
     (void)state;
     ts_err err;
@@ -469,6 +529,7 @@ int main(void) {
         cmocka_unit_test(test_ranks_disjoint),
         cmocka_unit_test(test_eval_matches_transforms),
         cmocka_unit_test(test_bad_samples),
+        cmocka_unit_test(test_skip_hook),
         cmocka_unit_test(test_bad_config),
         cmocka_unit_test(test_throughput),
     };
