@@ -33,6 +33,11 @@
  * (tests/parity/clip_curve.py). The objectives' own tensors keep their objective's flags
  * (ProtoCLIP's heads are not decayed, as in the official optimizer groups).
  *
+ * Outside training, the verbs `tessera embed` and `tessera eval` open a trained model from a run
+ * or checkpoint folder (ts_clip_load: its resolved recipe, then its weights), encode images and
+ * texts with it, and evaluate it on data named on the command line through the same
+ * ts_clip_evaluate that the training-time evaluation calls.
+ *
  * What this file is not: the gather of embeddings across ranks (each rank's loss is over its
  * own samples), or ProtoCLIP's external teacher from a recipe (the objective takes one through
  * ts_protoclip_episode; reading it aligned with a streamed dataset is not built).
@@ -46,9 +51,10 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define COUNT(a) (int)(sizeof(a) / sizeof((a)[0]))
-#define ZS_MAX 8   /* zero-shot entries */
+#define ZS_MAX TS_CLIP_ZS_MAX /* zero-shot entries */
 #define TOK_POOL 16 /* tokenizers shared by the worker threads */
 
 /* ---- recipe ---- */
@@ -200,8 +206,11 @@ static ts_status prepare(void *user, const ts_sample *smp, void *row, ts_err *er
     for (int i = 0; i < s->ntok && k < 0; i++)
         if (!pthread_mutex_trylock(&s->tok_lock[(k0 + i) % s->ntok])) k = (k0 + i) % s->ntok;
     if (k < 0) pthread_mutex_lock(&s->tok_lock[k = k0]);
-    ts_tokenizer_encode_context(s->tok[k], (const char *)smp->text.data, smp->text.n, ids,
-                                s->ctx_len);
+    if (smp->has_text)
+        ts_tokenizer_encode_context(s->tok[k], (const char *)smp->text.data, smp->text.n, ids,
+                                    s->ctx_len);
+    else /* zero-shot data need no caption: its row is never read */
+        memset(ids, 0, (size_t)s->ctx_len * sizeof *ids);
     pthread_mutex_unlock(&s->tok_lock[k]);
     int32_t *labels = ids + s->ctx_len;
     if (s->nzs == 0) return TS_OK;
@@ -229,12 +238,10 @@ static ts_status prepare(void *user, const ts_sample *smp, void *row, ts_err *er
     return st;
 }
 
-static ts_status open_pipe(clip_task *s, ts_pipe **out, const char *spec, int train, int rank,
-                           int world, int64_t batch, const ts_pipe_pos *start, ts_err *err) {
-    ts_source *src = NULL;
-    ts_status st = ts_wds_source_new(&src, spec, train, err);
-    if (st) return st;
-    ts_pipe_cfg pc = {
+/* The pipeline of the training stream (train) or of evaluation: open_clip's train or eval
+ * transform at the image tower's size, the caption tokenized by the prepare hook. */
+static ts_pipe_cfg pipe_cfg(const clip_task *s, int train, int rank, int world, int64_t batch) {
+    return (ts_pipe_cfg){
         .batch_size = (int)batch, .workers = (int)s->d.workers,
         .shuffle_buffer = train ? (int)s->d.shuffle_buffer : 0, .seed = s->seed,
         .rank = rank, .world = world, .epochs = train ? 0 : 1, .drop_last = train,
@@ -245,8 +252,16 @@ static ts_status open_pipe(clip_task *s, ts_pipe **out, const char *spec, int tr
             .hflip = train ? (float)s->d.hflip : 0.0f,
             .interp = s->d.interpolation ? TS_INTERP_BICUBIC : TS_INTERP_BILINEAR,
         },
-        .prepare = prepare, .prepare_user = s, .prepare_bytes = row_bytes(s),
+        .prepare = prepare, .prepare_user = (void *)s, .prepare_bytes = row_bytes(s),
     };
+}
+
+static ts_status open_pipe(clip_task *s, ts_pipe **out, const char *spec, int train, int rank,
+                           int world, int64_t batch, const ts_pipe_pos *start, ts_err *err) {
+    ts_source *src = NULL;
+    ts_status st = ts_wds_source_new(&src, spec, train, err);
+    if (st) return st;
+    ts_pipe_cfg pc = pipe_cfg(s, train, rank, world, batch);
     return ts_pipe_open(out, src, &pc, start, err);
 }
 
@@ -436,24 +451,97 @@ static void normalize_rows(float *x, int64_t n, int64_t E) {
     }
 }
 
-/* Text embeddings of strings, normalised, into out (n, E), in batches. */
-static ts_status embed_texts(clip_task *s, ts_ctx *c, char **texts, int64_t n, float *out,
-                             ts_err *err) {
+static clip_task *clip_of(const ts_task *t) {
+    TS_CHECK(t && t->type && !strcmp(t->type, "clip"), "not a clip task: %s",
+             t && t->type ? t->type : "(null)");
+    return t->impl;
+}
+
+/* Inference on c for the span of one call: no tape, no dropout; the caller's mode comes back. */
+typedef struct infer_mode {
+    int grad, training;
+} infer_mode;
+static infer_mode infer_begin(ts_ctx *c) {
+    infer_mode m = { c->grad_enabled, c->training };
+    c->grad_enabled = 0;
+    c->training = 0;
+    return m;
+}
+static void infer_end(ts_ctx *c, infer_mode m) {
+    c->grad_enabled = m.grad;
+    c->training = m.training;
+}
+
+/* The image tower on (n, 3, S, S) preprocessed images into out (n, E), raw. */
+static void image_forward(clip_task *s, ts_ctx *c, const float *images, int64_t n, float *out) {
+    int64_t S = s->vinfo.image_size, E = s->vision->out_dim;
+    ts_batch b = { .n = n };
+    b.images = ts_from_f32(c, 4, TS_SHAPE(n, 3, S, S), images);
+    ts_tensor *y = s->vision->forward(c, s->vision, &b, NULL);
+    memcpy(out, ts_f32(y), (size_t)(n * E) * sizeof(float));
+    ts_ctx_reset(c);
+}
+
+/* The text tower on n rows of token ids, each `stride` int32 apart (the first ctx_len of each
+ * are read), into out (n, E), raw. */
+static void text_forward(clip_task *s, ts_ctx *c, const int32_t *ids, size_t stride, int64_t n,
+                         float *out) {
+    int64_t L = s->ctx_len, E = s->text->out_dim;
+    ts_batch b = { .n = n };
+    b.text = ts_new(c, TS_I32, 2, TS_SHAPE(n, L));
+    for (int64_t i = 0; i < n; i++)
+        memcpy(ts_i32(b.text) + i * L, ids + (size_t)i * stride, (size_t)L * sizeof(int32_t));
+    ts_tensor *y = s->text->forward(c, s->text, &b, NULL);
+    memcpy(out, ts_f32(y), (size_t)(n * E) * sizeof(float));
+    ts_ctx_reset(c);
+}
+
+ts_status ts_clip_encode_images(ts_task *t, ts_ctx *c, const float *images, int64_t n,
+                                float *out, int normalize, ts_err *err) {
     (void)err;
-    int64_t L = s->ctx_len, E = s->text->out_dim, B = 256;
+    clip_task *s = clip_of(t);
+    int64_t S = s->vinfo.image_size, E = s->vision->out_dim, B = s->d.batch_size;
+    infer_mode m = infer_begin(c);
     for (int64_t i0 = 0; i0 < n; i0 += B) {
-        int64_t m = n - i0 < B ? n - i0 : B;
-        ts_batch b = { .n = m };
-        b.text = ts_new(c, TS_I32, 2, TS_SHAPE(m, L));
-        for (int64_t i = 0; i < m; i++)
-            ts_tokenizer_encode_context(s->tok[0], texts[i0 + i], strlen(texts[i0 + i]),
-                                        ts_i32(b.text) + i * L, (int)L);
-        ts_tensor *y = s->text->forward(c, s->text, &b, NULL);
-        memcpy(out + i0 * E, ts_f32(y), (size_t)(m * E) * sizeof(float));
-        ts_ctx_reset(c);
+        int64_t k = n - i0 < B ? n - i0 : B;
+        image_forward(s, c, images + (size_t)(i0 * 3 * S * S), k, out + i0 * E);
     }
-    normalize_rows(out, n, E);
+    infer_end(c, m);
+    if (normalize) normalize_rows(out, n, E);
     return TS_OK;
+}
+
+ts_status ts_clip_encode_texts(ts_task *t, ts_ctx *c, const char *const *texts, int64_t n,
+                               float *out, int normalize, ts_err *err) {
+    clip_task *s = clip_of(t);
+    int64_t L = s->ctx_len, E = s->text->out_dim, B = 256;
+    int32_t *ids = malloc((size_t)(B * L) * sizeof *ids);
+    if (!ids) return ts_fail(err, TS_ERR_NOMEM, "out of memory");
+    infer_mode m = infer_begin(c);
+    for (int64_t i0 = 0; i0 < n; i0 += B) {
+        int64_t k = n - i0 < B ? n - i0 : B;
+        /* tokenizer 0 may be lent to a worker of an open training stream meanwhile */
+        pthread_mutex_lock(&s->tok_lock[0]);
+        for (int64_t i = 0; i < k; i++)
+            ts_tokenizer_encode_context(s->tok[0], texts[i0 + i], strlen(texts[i0 + i]),
+                                        ids + i * L, (int)L);
+        pthread_mutex_unlock(&s->tok_lock[0]);
+        text_forward(s, c, ids, (size_t)L, k, out + i0 * E);
+    }
+    infer_end(c, m);
+    free(ids);
+    if (normalize) normalize_rows(out, n, E);
+    return TS_OK;
+}
+
+void ts_clip_eval_pipe_cfg(const ts_task *t, ts_pipe_cfg *pc) {
+    const clip_task *s = clip_of(t);
+    *pc = pipe_cfg(s, 0, 0, 1, s->d.batch_size);
+    pc->need_text = 0;
+    pc->on_bad = TS_ON_BAD_SKIP;
+    pc->prepare = NULL;
+    pc->prepare_user = NULL;
+    pc->prepare_bytes = 0;
 }
 
 /* The zero-shot classifier of one task: for each class the mean of its normalised template
@@ -478,7 +566,9 @@ static ts_status zs_classifier(clip_task *s, ts_ctx *c, const zs_task *z, float 
             else
                 snprintf(p, len, "%s", tpl);
         }
-    if (!st) st = embed_texts(s, c, prompts, nt * nc, emb, err);
+    if (!st)
+        st = ts_clip_encode_texts(&s->base, c, (const char *const *)prompts, nt * nc, emb, 1,
+                                  err);
     if (!st) {
         for (int64_t k = 0; k < nc; k++)
             for (int64_t j = 0; j < E; j++) {
@@ -516,14 +606,62 @@ static void recall(const float *q, const float *keys, int64_t n, int64_t E, doub
     for (int i = 0; i < 3; i++) r[i] = (double)hits[i] / (double)n;
 }
 
-static ts_status clip_eval(ts_task *t, ts_ctx *c, ts_metrics *m, ts_err *err) {
-    clip_task *s = t->impl;
-    if (!s->d.val[0]) return TS_OK;
+/* Zero-shot task z on the normalised image embeddings img (n, E) whose labels are column z of
+ * labels (n, nzs + 1): top-1 and top-5 counts, overall and by true class, into r. */
+static ts_status zs_score(clip_task *s, ts_ctx *c, int z, const float *img, const int32_t *labels,
+                          int64_t n, const char *data, ts_clip_zs_result *r, ts_err *err) {
+    zs_task *zt = &s->zs[z];
+    int64_t E = s->vision->out_dim;
+    r->name = zt->name;
+    r->nclasses = zt->nclasses;
+    r->class_count = calloc((size_t)zt->nclasses, sizeof *r->class_count);
+    r->class_top1 = calloc((size_t)zt->nclasses, sizeof *r->class_top1);
+    float *W = malloc((size_t)(zt->nclasses * E) * sizeof *W);
+    ts_status st = TS_OK;
+    if (!W || !r->class_count || !r->class_top1) st = ts_fail(err, TS_ERR_NOMEM, "out of memory");
+    if (!st) st = zs_classifier(s, c, zt, W, err);
+    for (int64_t i = 0; i < n && !st; i++) {
+        int32_t y = labels[i * (s->nzs + 1) + z];
+        if (y < 0) continue;
+        double own = 0;
+        for (int64_t j = 0; j < E; j++) own += (double)img[i * E + j] * W[y * E + j];
+        int above = 0;
+        for (int k = 0; k < zt->nclasses; k++) {
+            if (k == y) continue;
+            double v = 0;
+            for (int64_t j = 0; j < E; j++) v += (double)img[i * E + j] * W[k * E + j];
+            above += v > own;
+        }
+        r->top1 += above < 1;
+        r->top5 += above < 5;
+        r->counted++;
+        r->class_count[y]++;
+        r->class_top1[y] += above < 1;
+    }
+    free(W);
+    if (!st && r->counted == 0)
+        st = ts_fail(err, TS_ERR_DATA, "%s: no sample has a label for zero-shot task %s (%s %s)",
+                     data, zt->name, zt->cls ? "the" : ".json field",
+                     zt->cls ? ".cls" : zt->field);
+    return st;
+}
+
+ts_status ts_clip_evaluate(ts_task *t, ts_ctx *c, ts_source *src, const ts_clip_eval_opts *o,
+                           ts_clip_eval_result *res, ts_err *err) {
+    clip_task *s = clip_of(t);
+    memset(res, 0, sizeof *res);
+    const char *data = o->data ? o->data : "evaluation data";
     ts_pipe *p = NULL;
     int64_t E = s->vision->out_dim, cap = 0, n = 0;
     float *img = NULL, *txt = NULL;
     int32_t *labels = NULL;
-    ts_status st = open_pipe(s, &p, s->d.val, 0, 0, 1, s->base.batch_size, NULL, err);
+    size_t rb = row_bytes(s);
+    ts_pipe_cfg pc = pipe_cfg(s, 0, 0, 1, o->batch > 0 ? o->batch : s->d.batch_size);
+    if (o->workers > 0) pc.workers = o->workers;
+    pc.need_text = o->retrieval;
+    pc.on_bad = o->on_bad;
+    infer_mode mode = infer_begin(c);
+    ts_status st = ts_pipe_open(&p, src, &pc, NULL, err);
     while (!st) {
         ts_pipe_batch pb;
         if ((st = ts_pipe_next(p, &pb, err)) || pb.n == 0) break;
@@ -531,98 +669,103 @@ static ts_status clip_eval(ts_task *t, ts_ctx *c, ts_metrics *m, ts_err *err) {
             cap = 2 * (n + pb.n);
             float *a = realloc(img, (size_t)(cap * E) * sizeof *a);
             if (a) img = a;
-            float *b2 = realloc(txt, (size_t)(cap * E) * sizeof *b2);
+            float *b2 = o->retrieval ? realloc(txt, (size_t)(cap * E) * sizeof *b2) : NULL;
             if (b2) txt = b2;
             int32_t *l = realloc(labels, (size_t)(cap * (s->nzs + 1)) * sizeof *l);
             if (l) labels = l;
-            if (!a || !b2 || !l) {
+            if (!a || (o->retrieval && !b2) || !l) {
                 st = ts_fail(err, TS_ERR_NOMEM, "out of memory");
                 break;
             }
         }
-        ts_batch b = make_batch(s, c, &pb);
-        ts_tensor *vi = s->vision->forward(c, s->vision, &b, NULL);
-        ts_tensor *vt = s->text->forward(c, s->text, &b, NULL);
-        memcpy(img + n * E, ts_f32(vi), (size_t)(pb.n * E) * sizeof(float));
-        memcpy(txt + n * E, ts_f32(vt), (size_t)(pb.n * E) * sizeof(float));
+        image_forward(s, c, pb.images, pb.n, img + n * E);
+        if (o->retrieval)
+            text_forward(s, c, (const int32_t *)pb.extra, rb / sizeof(int32_t), pb.n,
+                         txt + n * E);
         for (int i = 0; i < pb.n; i++)
             for (int z = 0; z < s->nzs; z++)
                 memcpy(&labels[(n + i) * (s->nzs + 1) + z],
-                       pb.extra + (size_t)i * row_bytes(s) +
-                           (size_t)(s->ctx_len + z) * sizeof(int32_t), sizeof(int32_t));
+                       pb.extra + (size_t)i * rb + (size_t)(s->ctx_len + z) * sizeof(int32_t),
+                       sizeof(int32_t));
         n += pb.n;
-        ts_ctx_reset(c);
-        if (s->ev.max_samples > 0 && n >= s->ev.max_samples) {
-            n = s->ev.max_samples;
+        if (o->max_samples > 0 && n >= o->max_samples) {
+            n = o->max_samples;
             break;
         }
+        if (o->progress) o->progress(o->progress_user, n);
     }
     if (p) {
-        int64_t counts[TS_BAD_COUNT], bad = 0;
+        int64_t counts[TS_BAD_COUNT];
         ts_pipe_bad_counts(p, counts);
-        for (int i = 1; i < TS_BAD_COUNT; i++) bad += counts[i];
-        if (bad) ts_log(TS_LOG_WARN, "eval: %lld held-out samples skipped as bad",
-                        (long long)bad);
+        for (int i = 1; i < TS_BAD_COUNT; i++) res->skipped += counts[i];
+        if (res->skipped)
+            ts_log(TS_LOG_WARN, "eval: %lld samples of %s skipped as bad",
+                   (long long)res->skipped, data);
     }
     ts_pipe_close(p);
-    if (!st && n == 0) st = ts_fail(err, TS_ERR_DATA, "%s: no held-out samples", s->d.val);
+    infer_end(c, mode);
+    if (!st && n == 0) st = ts_fail(err, TS_ERR_DATA, "%s: no samples", data);
+    res->samples = n;
     if (!st) {
         normalize_rows(img, n, E);
-        normalize_rows(txt, n, E);
-        ts_metrics_set(m, "samples", (double)n);
         for (int z = 0; z < s->nzs && !st; z++) {
-            zs_task *zt = &s->zs[z];
-            float *W = malloc((size_t)(zt->nclasses * E) * sizeof *W);
-            if (!W) {
-                st = ts_fail(err, TS_ERR_NOMEM, "out of memory");
-                break;
-            }
-            if ((st = zs_classifier(s, c, zt, W, err))) {
-                free(W);
-                break;
-            }
-            int64_t top1 = 0, top5 = 0, counted = 0;
-            for (int64_t i = 0; i < n; i++) {
-                int32_t y = labels[i * (s->nzs + 1) + z];
-                if (y < 0) continue;
-                double own = 0;
-                for (int64_t j = 0; j < E; j++) own += (double)img[i * E + j] * W[y * E + j];
-                int above = 0;
-                for (int k = 0; k < zt->nclasses; k++) {
-                    if (k == y) continue;
-                    double v = 0;
-                    for (int64_t j = 0; j < E; j++) v += (double)img[i * E + j] * W[k * E + j];
-                    above += v > own;
-                }
-                top1 += above < 1;
-                top5 += above < 5;
-                counted++;
-            }
-            free(W);
-            if (counted == 0) {
-                st = ts_fail(err, TS_ERR_DATA, "%s: no held-out sample has a label for "
-                             "zero-shot task %s (%s %s)", s->d.val, zt->name,
-                             zt->cls ? "the" : ".json field", zt->cls ? ".cls" : zt->field);
-                break;
-            }
-            ts_metrics_set(m, zt->metric_top1, (double)top1 / (double)counted);
-            if (zt->nclasses > 5) ts_metrics_set(m, zt->metric_top5, (double)top5 / counted);
+            st = zs_score(s, c, z, img, labels, n, data, &res->zs[z], err);
+            res->nzs = z + 1;
         }
-        if (!st && s->ev.retrieval) {
-            double i2t[3], t2i[3];
-            recall(img, txt, n, E, i2t);
-            recall(txt, img, n, E, t2i);
-            ts_metrics_set(m, "image_to_text_R@1", i2t[0]);
-            ts_metrics_set(m, "image_to_text_R@5", i2t[1]);
-            ts_metrics_set(m, "image_to_text_R@10", i2t[2]);
-            ts_metrics_set(m, "text_to_image_R@1", t2i[0]);
-            ts_metrics_set(m, "text_to_image_R@5", t2i[1]);
-            ts_metrics_set(m, "text_to_image_R@10", t2i[2]);
-        }
+    }
+    if (!st && o->retrieval) {
+        normalize_rows(txt, n, E);
+        recall(img, txt, n, E, res->i2t);
+        recall(txt, img, n, E, res->t2i);
+        res->retrieval = 1;
     }
     free(img);
     free(txt);
     free(labels);
+    return st;
+}
+
+void ts_clip_eval_result_free(ts_clip_eval_result *r) {
+    if (!r) return;
+    for (int z = 0; z < TS_CLIP_ZS_MAX; z++) {
+        free(r->zs[z].class_count);
+        free(r->zs[z].class_top1);
+        r->zs[z].class_count = r->zs[z].class_top1 = NULL;
+    }
+}
+
+/* The training-time evaluation: data.val through ts_clip_evaluate, as metrics. */
+static ts_status clip_eval(ts_task *t, ts_ctx *c, ts_metrics *m, ts_err *err) {
+    clip_task *s = t->impl;
+    if (!s->d.val[0]) return TS_OK;
+    ts_source *src = NULL;
+    ts_status st = ts_wds_source_new(&src, s->d.val, 0, err);
+    if (st) return st;
+    ts_clip_eval_opts o = {
+        .data = s->d.val, .batch = (int)s->base.batch_size, .retrieval = s->ev.retrieval,
+        .max_samples = s->ev.max_samples,
+        .on_bad = s->d.on_bad ? TS_ON_BAD_FAIL : TS_ON_BAD_SKIP,
+    };
+    ts_clip_eval_result r;
+    st = ts_clip_evaluate(t, c, src, &o, &r, err);
+    if (!st) {
+        ts_metrics_set(m, "samples", (double)r.samples);
+        for (int z = 0; z < r.nzs; z++) {
+            const ts_clip_zs_result *q = &r.zs[z];
+            ts_metrics_set(m, s->zs[z].metric_top1, (double)q->top1 / (double)q->counted);
+            if (q->nclasses > 5)
+                ts_metrics_set(m, s->zs[z].metric_top5, (double)q->top5 / (double)q->counted);
+        }
+        if (r.retrieval) {
+            ts_metrics_set(m, "image_to_text_R@1", r.i2t[0]);
+            ts_metrics_set(m, "image_to_text_R@5", r.i2t[1]);
+            ts_metrics_set(m, "image_to_text_R@10", r.i2t[2]);
+            ts_metrics_set(m, "text_to_image_R@1", r.t2i[0]);
+            ts_metrics_set(m, "text_to_image_R@5", r.t2i[1]);
+            ts_metrics_set(m, "text_to_image_R@10", r.t2i[2]);
+        }
+    }
+    ts_clip_eval_result_free(&r);
     return st;
 }
 
@@ -882,3 +1025,164 @@ fail:
     clip_free(&s->base);
     return st;
 }
+
+/* ---- the model outside training: ts_clip_load and the zero-shot task of `tessera eval` ---- */
+
+static int is_file(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* The folder part of path ("." when it has none). */
+static void dir_of(const char *path, char *out, size_t n) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(out, n, ".");
+    else if (slash == path) snprintf(out, n, "/");
+    else snprintf(out, n, "%.*s", (int)(slash - path), path);
+}
+
+/* Where the weights and the recipe of `checkpoint` are: a model.safetensors file (its recipe
+ * beside it), a checkpoint folder, or a run folder (its latest checkpoint). */
+static ts_status locate(const char *checkpoint, const char *recipe, ts_clip_model *m,
+                        ts_err *err) {
+    char dir[4000]; /* leaves room for a file name in the 4096 of m->checkpoint */
+    struct stat sb;
+    if (stat(checkpoint, &sb) != 0)
+        return ts_fail(err, TS_ERR_IO, "%s: no such checkpoint (a run folder, a checkpoint "
+                       "folder or a model.safetensors file)", checkpoint);
+    if (S_ISDIR(sb.st_mode)) {
+        ts_status st = ts_ckpt_find(checkpoint, dir, sizeof dir, err);
+        if (st) return st;
+        snprintf(m->checkpoint, sizeof m->checkpoint, "%s/model.safetensors", dir);
+    } else {
+        snprintf(m->checkpoint, sizeof m->checkpoint, "%s", checkpoint);
+        dir_of(checkpoint, dir, sizeof dir);
+    }
+    if (recipe) {
+        snprintf(m->recipe_path, sizeof m->recipe_path, "%s", recipe);
+        return TS_OK;
+    }
+    snprintf(m->recipe_path, sizeof m->recipe_path, "%s/recipe.yaml", dir);
+    if (is_file(m->recipe_path)) return TS_OK;
+    return ts_fail(err, TS_ERR_IO, "%s: no recipe.yaml beside the checkpoint %s; name the recipe "
+                   "the model was trained with (--recipe FILE)", m->recipe_path, m->checkpoint);
+}
+
+ts_status ts_clip_load(ts_clip_model *m, const char *checkpoint, const ts_clip_load_opts *o,
+                       ts_err *err) {
+    memset(m, 0, sizeof *m);
+    ts_clip_load_opts none = { 0 };
+    if (!o) o = &none;
+    char where[512];
+    ts_status st = locate(checkpoint, o->recipe, m, err);
+    if (!st) st = ts_read_text(m->recipe_path, &m->recipe_text, err);
+    if (!st) st = ts_recipe_parse(m->recipe_text, m->recipe_path, &m->recipe, err);
+    /* the weights come from the checkpoint, the zero-shot tasks from the caller: neither the
+     * run's init_from nor its class files need to exist any more */
+    if (!st) st = ts_recipe_set(m->recipe, "model.init_from=''", err);
+    if (!st) st = ts_recipe_set(m->recipe, "eval.zeroshot={}", err);
+    for (int i = 0; !st && i < o->nsets; i++) st = ts_recipe_set(m->recipe, o->sets[i], err);
+    if (st) goto fail;
+    const char *type = ts_recipe_str(m->recipe, "model.type");
+    if (!type || strcmp(type, "clip")) {
+        st = ts_fail(err, TS_ERR_RECIPE, "%s: model.type is %s; embed and eval take CLIP models "
+                     "(model.type clip)", ts_recipe_where(m->recipe, "model.type", where,
+                     sizeof where), type ? type : "missing");
+        goto fail;
+    }
+    if ((st = ts_factory_task(m->recipe, 0, &m->task, err))) goto fail;
+    if ((st = ts_ckpt_load_model(m->task->params, m->checkpoint, 0, err))) {
+        if (st == TS_ERR_MISMATCH) {
+            /* the names stay; the hint goes last, cutting the list if it must */
+            char hint[600], list[sizeof err->msg];
+            snprintf(hint, sizeof hint, "\n(the model was built from %.300s; a checkpoint of "
+                     "another model shape needs the recipe it was trained with: --recipe FILE)",
+                     m->recipe_path);
+            size_t room = sizeof list - strlen(hint) - 8;
+            size_t keep = strlen(err->msg);
+            if (keep > room) { /* whole lines only */
+                keep = room;
+                while (keep && err->msg[keep] != '\n') keep--;
+            }
+            snprintf(list, sizeof list, "%.*s%s", (int)keep, err->msg,
+                     keep < strlen(err->msg) ? "\n  ..." : "");
+            ts_fail(err, TS_ERR_MISMATCH, "%s%s", list, hint);
+        }
+        goto fail;
+    }
+    clip_task *s = m->task->impl;
+    m->image_size = s->vinfo.image_size;
+    m->context_length = s->ctx_len;
+    m->embed_dim = s->vision->out_dim;
+    snprintf(m->describe, sizeof m->describe, "clip, embed_dim %d; image tower %s; text tower %s",
+             m->embed_dim, s->vinfo.describe, s->tinfo.describe);
+    return TS_OK;
+fail:
+    ts_clip_model_free(m);
+    return st;
+}
+
+void ts_clip_model_free(ts_clip_model *m) {
+    if (!m) return;
+    ts_task_free(m->task);
+    ts_recipe_free(m->recipe);
+    free(m->recipe_text);
+    m->task = NULL;
+    m->recipe = NULL;
+    m->recipe_text = NULL;
+}
+
+/* A copy of n strings, or of `fallback` alone when v is NULL. */
+static char **copy_lines(char *const *v, int n, const char *fallback, int *out_n) {
+    int k = v ? n : 1;
+    char **c = calloc((size_t)k, sizeof *c);
+    for (int i = 0; c && i < k; i++)
+        if (!(c[i] = strdup(v ? v[i] : fallback))) {
+            free_lines(c, i);
+            return NULL;
+        }
+    *out_n = c ? k : 0;
+    return c;
+}
+
+ts_status ts_clip_zeroshot_set(ts_task *t, const char *name, char *const *classes, int nclasses,
+                               char *const *templates, int ntemplates, const char *label,
+                               ts_err *err) {
+    clip_task *s = clip_of(t);
+    TS_CHECK(classes && nclasses > 0 && (!templates || ntemplates > 0),
+             "zero-shot task without classes or templates");
+    for (int z = 0; z < ZS_MAX; z++) {
+        free_lines(s->zs[z].classes, s->zs[z].nclasses);
+        free_lines(s->zs[z].templates, s->zs[z].ntemplates);
+        memset(&s->zs[z], 0, sizeof s->zs[z]);
+    }
+    s->nzs = 0;
+    zs_task *z = &s->zs[0];
+    snprintf(z->name, sizeof z->name, "%s", name);
+    snprintf(z->metric_top1, sizeof z->metric_top1, "zeroshot_%s_top1", z->name);
+    snprintf(z->metric_top5, sizeof z->metric_top5, "zeroshot_%s_top5", z->name);
+    z->cls = !label || !strcmp(label, "cls");
+    snprintf(z->field, sizeof z->field, "%s", label ? label : "cls");
+    z->classes = copy_lines(classes, nclasses, NULL, &z->nclasses);
+    z->templates = copy_lines(templates, ntemplates, "a photo of a {}.", &z->ntemplates);
+    if (!z->classes || !z->templates) {
+        free_lines(z->classes, z->nclasses);
+        free_lines(z->templates, z->ntemplates);
+        memset(z, 0, sizeof *z);
+        return ts_fail(err, TS_ERR_NOMEM, "out of memory");
+    }
+    s->nzs = 1;
+    return TS_OK;
+}
+
+ts_status ts_clip_read_lines(const char *path, char ***out, int *n, ts_err *err) {
+    ts_status st = read_lines(path, out, n, err);
+    if (st) {
+        free_lines(*out, *n);
+        *out = NULL;
+        *n = 0;
+    }
+    return st;
+}
+
+void ts_clip_free_lines(char **v, int n) { free_lines(v, n); }
