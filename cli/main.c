@@ -33,6 +33,8 @@ static void usage(FILE *out) {
             "\n"
             "verbs:\n"
             "  train RECIPE    train the model a recipe describes\n"
+            "  embed           write the embeddings of images or texts (HDF5 or .npy)\n"
+            "  eval            zero-shot classification and retrieval of a trained model\n"
             "  tokenize        encode, decode, or train a CLIP byte-level BPE tokenizer\n"
             "  data inspect    summarise a data file (HDF5 trajectories, video, image)\n"
             "  export hf       write a CLIP checkpoint as HuggingFace transformers' CLIPModel\n"
@@ -178,8 +180,11 @@ int main(int argc, char **argv) {
     if (!strcmp(verb, "train")) return cmd_train(argc - 2, argv + 2);
     if (!strcmp(verb, "tokenize")) return ts_cmd_tokenize(argc - 2, argv + 2);
     if (!strcmp(verb, "data")) return ts_cmd_data(argc - 2, argv + 2);
+    if (!strcmp(verb, "embed")) return ts_cmd_embed(argc - 2, argv + 2);
+    if (!strcmp(verb, "eval")) return ts_cmd_eval(argc - 2, argv + 2);
     if (!strcmp(verb, "export")) return ts_cmd_export(argc - 2, argv + 2);
-    fprintf(stderr, "tessera: unknown verb '%s' (valid: train, tokenize, data, export, version; see "
+    fprintf(stderr, "tessera: unknown verb '%s' (valid: train, embed, eval, export, tokenize, data, "
+            "version; see "
             "tessera --help)\n", verb);
     return 2;
 }
