@@ -38,14 +38,6 @@
  * texts with it, and evaluate it on data named on the command line through the same
  * ts_clip_evaluate that the training-time evaluation calls.
  *
- * ProtoCLIP (objective.protoclip, usually beside objective.clip): training runs in episodes of
- * episode_size samples. At the start of each, a second pipeline opened where the training
- * stream stands reads the episode's samples (the same batches training then gets, since the
- * stream is deterministic), the towers embed them without grad, and the objective clusters them
- * (ts_protoclip_episode); each training row then finds its episode position by its stream
- * position. A resumed run clusters a fresh episode from the resume point (the prototypes are
- * not saved), so its losses follow the uninterrupted run's only up to that re-clustering.
- *
  * What this file is not: the gather of embeddings across ranks (each rank's loss is over its
  * own samples), or ProtoCLIP's external teacher from a recipe (the objective takes one through
  * ts_protoclip_episode; reading it aligned with a streamed dataset is not built).
