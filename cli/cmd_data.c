@@ -7,26 +7,33 @@
  * shard its samples, fields by extension, first keys and damaged members; for a CSV/TSV file its
  * rows, columns and missing image files. Files are told apart by their signatures (the
  * extension only for tar and CSV).
+ * `tessera data synth shapes --out DIR` writes the bundled synthetic image-caption dataset
+ * (loaders/synth.c) as WebDataset shards, with class and prompt-template files for zero-shot
+ * evaluation, and trains a BPE tokenizer on its captions (text/).
  * Exit codes as every verb: 0 ok, 1 a file that cannot be read or is not understood, 2 usage.
  *
  * What it is not: a validator that decodes every frame or sample; reading a file whole is the
  * loaders' tests' job.
  */
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
 
 #include "tessera.h"
 #include "loaders.h"
+#include "text.h"
 #include "cli.h"
 
 static void data_usage(FILE *out) {
     fprintf(out,
             "usage: tessera data inspect PATH...\n"
+            "       tessera data synth shapes --out DIR [options]\n"
             "\n"
-            "Print a summary of each data file:\n"
+            "inspect: print a summary of each data file:\n"
             "  HDF5    the tree of groups and datasets (shapes, dtypes, short attributes);\n"
             "          for robomimic/LIBERO/robosuite files the demos, steps and masks\n"
             "  video   container, codec, size, fps, frame count (counted) and duration\n"
@@ -36,10 +43,145 @@ static void data_usage(FILE *out) {
             "  CSV/TSV rows, columns, the image column (open_clip's 'filepath' or a column\n"
             "          named like a path) and its missing files (relative to the CSV's folder)\n"
             "\n"
+            "synth shapes: write the synthetic image-caption dataset (one shape on a\n"
+            "textured background; captions name its shape, colour, size and position, e.g.\n"
+            "\"a small red triangle at the top left\") into DIR as WebDataset shards\n"
+            "train-{000000..N-1}.tar and val-{000000..M-1}.tar of KEY.jpg, KEY.txt, KEY.json;\n"
+            "zero-shot classes shapes.txt, colours.txt, sizes.txt, positions.txt with prompt\n"
+            "templates shapes-templates.txt, ...; the training captions captions-train.txt;\n"
+            "BPE merges trained on them, " TS_SYNTH_VOCAB_FILE "; manifest.json and README.txt.\n"
+            "The same options give byte-identical files.\n"
+            "  --out DIR           output folder (required; created when missing). A folder\n"
+            "                      holding other files than synth's is refused without --force;\n"
+            "                      synth's own files are overwritten\n"
+            "  --seed N            seed (default 0)\n"
+            "  --size S            image side in pixels, 16..1024 (default 64)\n"
+            "  --train-shards N    training shards (default 8)\n"
+            "  --val-shards N      validation shards, held-out draws (default 2)\n"
+            "  --per-shard N       samples per shard (default 500)\n"
+            "  --quality Q         JPEG quality 1..100 (default 90)\n"
+            "  --vocab-size N      BPE vocabulary bound, 515..49408 (default 1024; merging stops\n"
+            "                      earlier when every caption word is one token)\n"
+            "  --force             write into a folder that holds other files\n"
+            "\n"
             "options:\n"
             "  -h, --help   this help\n"
             "\n"
             "Exit status: 0 ok, 1 a file that cannot be read or understood, 2 usage error.\n");
+}
+
+static void synth_progress(void *user, const char *path, int64_t done, int64_t total) {
+    (void)user;
+    fprintf(stderr, "tessera data synth: wrote %s (%lld/%lld samples)\n", path, (long long)done,
+            (long long)total);
+}
+
+/* `tessera data synth shapes --out DIR ...`: the shards, then the tokenizer trained on the
+ * training captions, then the manifest that marks the folder finished. */
+static int cmd_synth(int argc, char **argv) {
+    if (argc < 1) {
+        fprintf(stderr, "tessera data synth: name a dataset (valid: shapes; see tessera data "
+                        "--help)\n");
+        return 2;
+    }
+    if (!strcmp(argv[0], "-h") || !strcmp(argv[0], "--help")) {
+        data_usage(stdout);
+        return 0;
+    }
+    if (strcmp(argv[0], "shapes")) {
+        fprintf(stderr, "tessera data synth: unknown dataset '%s' (valid: shapes)\n", argv[0]);
+        return 2;
+    }
+    ts_synth_cfg cfg = { .seed = 0, .size = 64, .train_shards = 8, .val_shards = 2,
+                         .per_shard = 500, .quality = 90 };
+    const char *out = NULL;
+    int force = 0;
+    long long vocab = 1024;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            data_usage(stdout);
+            return 0;
+        }
+        if (!strcmp(a, "--force")) {
+            force = 1;
+            continue;
+        }
+        static const char *const valued[] = { "--out", "--seed", "--size", "--train-shards",
+                                              "--val-shards", "--per-shard", "--quality",
+                                              "--vocab-size", NULL };
+        int k = 0;
+        while (valued[k] && strcmp(a, valued[k])) k++;
+        if (!valued[k]) {
+            fprintf(stderr, "tessera data synth: unknown option %s (see tessera data --help)\n", a);
+            return 2;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "tessera data synth: %s needs a value\n", a);
+            return 2;
+        }
+        const char *v = argv[++i];
+        if (k == 0) {
+            out = v;
+            continue;
+        }
+        char *end;
+        errno = 0;
+        unsigned long long n = strtoull(v, &end, 10);
+        static const long long lo[] = { 0, 0, 16, 1, 0, 1, 1, 515 };
+        static const long long hi[] = { 0, 0, 1024, 999999, 999999, 1000000, 100, 49408 };
+        if (!*v || *end || v[0] == '-' || errno ||
+            (k > 1 && ((long long)n < lo[k] || (long long)n > hi[k]))) {
+            if (k == 1)
+                fprintf(stderr, "tessera data synth: --seed must be a non-negative integer "
+                                "(got %s)\n", v);
+            else
+                fprintf(stderr, "tessera data synth: %s must be an integer in %lld..%lld (got "
+                                "%s)\n", a, lo[k], hi[k], v);
+            return 2;
+        }
+        switch (k) {
+        case 1: cfg.seed = n; break;
+        case 2: cfg.size = (int)n; break;
+        case 3: cfg.train_shards = (int)n; break;
+        case 4: cfg.val_shards = (int)n; break;
+        case 5: cfg.per_shard = (int)n; break;
+        case 6: cfg.quality = (int)n; break;
+        default: vocab = (long long)n; break;
+        }
+    }
+    if (!out || !*out) {
+        fprintf(stderr, "tessera data synth: --out DIR is required (see tessera data --help)\n");
+        return 2;
+    }
+    ts_err err = { 0 };
+    ts_status st = ts_synth_shapes_write(out, &cfg, force, synth_progress, NULL, &err);
+    if (st) {
+        fprintf(stderr, "tessera: error: %s\n", err.msg);
+        return st == TS_ERR_USAGE ? 2 : 1;
+    }
+    char captions[4200], merges_path[4200];
+    snprintf(captions, sizeof captions, "%s/%s", out, TS_SYNTH_CAPTIONS_FILE);
+    snprintf(merges_path, sizeof merges_path, "%s/%s", out, TS_SYNTH_VOCAB_FILE);
+    const char *corpus[1] = { captions };
+    int merges = 0;
+    /* The trainer warns when merging stops before the asked size; here that is expected (every
+     * caption word ends as one token), so only errors are logged. */
+    ts_log_set_level(TS_LOG_ERROR);
+    st = ts_bpe_train(corpus, 1, (int)vocab, merges_path, &merges, &err);
+    ts_log_set_level(TS_LOG_INFO);
+    if (st ||
+        (st = ts_synth_shapes_manifest(out, &cfg, TS_SYNTH_VOCAB_FILE, merges + 514, &err))) {
+        fprintf(stderr, "tessera: error: %s\n", err.msg);
+        return 1;
+    }
+    fprintf(stderr, "tessera data synth: wrote %s (%d merges, vocabulary %d)\n", merges_path,
+            merges, merges + 514);
+    printf("%s: %lld train and %lld val samples of %d x %d pixels (seed %llu); see "
+           "%s/README.txt\n", out, (long long)cfg.train_shards * cfg.per_shard,
+           (long long)cfg.val_shards * cfg.per_shard, cfg.size, cfg.size,
+           (unsigned long long)cfg.seed, out);
+    return 0;
 }
 
 static int has_suffix(const char *s, const char *suf) {
@@ -282,9 +424,10 @@ int ts_cmd_data(int argc, char **argv) {
         data_usage(stdout);
         return 0;
     }
+    if (!strcmp(argv[0], "synth")) return cmd_synth(argc - 1, argv + 1);
     if (strcmp(argv[0], "inspect")) {
-        fprintf(stderr, "tessera data: unknown command '%s' (valid: inspect; see tessera data "
-                "--help)\n", argv[0]);
+        fprintf(stderr, "tessera data: unknown command '%s' (valid: inspect, synth; see tessera "
+                "data --help)\n", argv[0]);
         return 2;
     }
     int npaths = 0, rc = 0;

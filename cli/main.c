@@ -37,6 +37,7 @@ static void usage(FILE *out) {
             "  eval            zero-shot classification and retrieval of a trained model\n"
             "  tokenize        encode, decode, or train a CLIP byte-level BPE tokenizer\n"
             "  data inspect    summarise a data file (HDF5 trajectories, video, image)\n"
+            "  data synth      write the synthetic shapes image-caption dataset\n"
             "  export hf       write a CLIP checkpoint as HuggingFace transformers' CLIPModel\n"
             "  version         print the version\n"
             "\n"

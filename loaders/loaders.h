@@ -465,6 +465,87 @@ ts_status ts_folder_source_new(ts_source **out, ts_folder *f, int shuffle, ts_er
 
 
 /* ---------------------------------------------------------------------------------------- */
+/* The synthetic shapes dataset (loaders/synth.c)                                           */
+
+/* "shapes": a generated image-caption dataset written as real WebDataset shards, so that a
+ * CLIP-style quickstart reads it through the same reader and pipeline as real data. Each
+ * S x S image holds one shape on a textured background; four attributes are drawn uniformly
+ * and the caption names them all ("a small red triangle at the top left"). Sample i of a split
+ * depends only on (seed, size, split, i): not on the shard layout or the thread count. */
+enum { TS_SYNTH_SHAPE, TS_SYNTH_COLOUR, TS_SYNTH_SIZE, TS_SYNTH_POSITION, TS_SYNTH_NATTR };
+#define TS_SYNTH_SHAPES 5    /* circle, square, triangle, star, cross */
+#define TS_SYNTH_COLOURS 7   /* red, green, blue, yellow, purple, orange, white */
+#define TS_SYNTH_SIZES 2     /* small, large */
+#define TS_SYNTH_POSITIONS 5 /* top left, top right, bottom left, bottom right, center */
+
+/* The files of an output folder besides the shards (train-NNNNNN.tar, val-NNNNNN.tar): one
+ * class name a line in label order (positions.txt holds the captions' phrases, "at the top
+ * left", ..., "in the center"), with open_clip-style prompt templates ("a photo of a {}.") in
+ * shapes-templates.txt, colours-templates.txt, sizes-templates.txt, positions-templates.txt;
+ * the training captions one a line; the BPE merges the command line trains on them; and
+ * manifest.json and README.txt, written last. */
+#define TS_SYNTH_SHAPES_FILE "shapes.txt"
+#define TS_SYNTH_COLOURS_FILE "colours.txt"
+#define TS_SYNTH_SIZES_FILE "sizes.txt"
+#define TS_SYNTH_POSITIONS_FILE "positions.txt"
+#define TS_SYNTH_CAPTIONS_FILE "captions-train.txt"
+#define TS_SYNTH_VOCAB_FILE "bpe.txt.gz"
+
+/* How much to generate. Zero size, per_shard and quality take the defaults 64, 500 and 90. */
+typedef struct ts_synth_cfg {
+    uint64_t seed;
+    int size;         /* S: 16..1024 */
+    int train_shards; /* 1..999999 */
+    int val_shards;   /* 0..999999 */
+    int per_shard;    /* samples per shard, 1..1000000 */
+    int quality;      /* JPEG quality 1..100 */
+} ts_synth_cfg;
+
+/* One drawn sample: the class of each attribute (indexed by TS_SYNTH_SHAPE ...), the caption,
+ * and where the shape is: centre (cx, cy) and radius r in pixels (every shape lies within
+ * that circle; its centroid is the centre), rotation in degrees. */
+typedef struct ts_synth_sample {
+    int attr[TS_SYNTH_NATTR];
+    int phrasing;      /* which of the caption forms */
+    char caption[128];
+    float cx, cy, r, angle;
+} ts_synth_sample;
+
+int ts_synth_num_classes(int attr);              /* attr: TS_SYNTH_SHAPE ... */
+const char *ts_synth_class_name(int attr, int k); /* "circle", "top left" */
+const char *ts_synth_position_phrase(int k);      /* "at the top left", "in the center" */
+void ts_synth_class_rgb(int colour, float rgb[3]); /* the nominal colour, 0..255 */
+/* The nominal centre of a position in an image of side size, in pixels. */
+void ts_synth_anchor(int position, int size, float *x, float *y);
+
+/* Draw sample index of split (0 train, 1 val) into out and render its image into im (made
+ * S x S, reusing its buffer). Errors: TS_ERR_NOMEM. */
+ts_status ts_synth_shapes_draw(const ts_synth_cfg *cfg, int split, int64_t index,
+                               ts_synth_sample *out, ts_image_u8 *im, ts_err *err);
+
+/* Called after each shard is written: its path, samples written so far, samples in all. */
+typedef void (*ts_synth_progress_fn)(void *user, const char *path, int64_t done, int64_t total);
+
+/* Write the dataset into dir (created with its parents when missing): the shards (samples in
+ * parallel with OpenMP), the class and template files and the captions file; every file goes
+ * to NAME.tmp, is synced and renamed. A folder holding any name synth does not write is refused
+ * (TS_ERR_USAGE naming it) unless force is set; in a folder of only synth's names (an earlier
+ * output) the shards beyond this run's counts are removed, and temporaries of synth's names
+ * that an interrupted run left are removed in any case. Samples are drawn and encoded a chunk
+ * at a time, so memory does not grow with the shard size. The same cfg gives byte-identical
+ * files. Errors: TS_ERR_USAGE (a cfg out of range, a foreign folder), TS_ERR_IO naming the
+ * path, TS_ERR_NOMEM. progress may be NULL. */
+ts_status ts_synth_shapes_write(const char *dir, const ts_synth_cfg *cfg, int force,
+                                ts_synth_progress_fn progress, void *user, ts_err *err);
+/* Write manifest.json and README.txt, which describe the folder (shard patterns as brace
+ * lists, counts, classes and template files); vocab_file names the merges file trained on the
+ * captions (NULL: none) and vocab_size its vocabulary. Call it last: ts_synth_shapes_write
+ * removes manifest.json first, so that the manifest marks a finished output. */
+ts_status ts_synth_shapes_manifest(const char *dir, const ts_synth_cfg *cfg,
+                                   const char *vocab_file, int vocab_size, ts_err *err);
+
+
+/* ---------------------------------------------------------------------------------------- */
 /* The batch pipeline (loaders/pipeline.c)                                                  */
 
 /* What workers do to a sample's image: nothing (no image wanted), training augmentation
