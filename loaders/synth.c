@@ -72,9 +72,14 @@ static const float size_range[][2] = { { 0.12f, 0.14f }, { 0.19f, 0.22f } };
 #define MAX_TILT 15.0f /* degrees of rotation either way (not for circles) */
 
 /* Prompt templates for zero-shot classification of each attribute (open_clip style); the
- * class names of the position are the phrases of the captions. */
-static const char *const shape_templates[] = { "a {}.", "a photo of a {}.", "a picture of a {}.",
-                                               "a {} shape.", "there is a {}." };
+ * class names of the position are the phrases of the captions. The shape's name with a size, as
+ * in OpenAI's ImageNet templates ("a photo of a small {}.", "a photo of a big {}."): every
+ * caption gives the size before the shape. */
+static const char *const shape_templates[] = { "a small {}.", "a large {}.",
+                                               "a photo of a small {}.", "a photo of a large {}.",
+                                               "a picture of a small {}.",
+                                               "a picture of a large {}.", "there is a small {}.",
+                                               "there is a large {}." };
 static const char *const colour_templates[] = { "a {} shape.", "a photo of a {} shape.",
                                                 "a picture of something {}.", "something {}." };
 static const char *const size_templates[] = { "a {} shape.", "a photo of a {} shape.",

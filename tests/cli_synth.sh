@@ -53,7 +53,7 @@ grep -q "^-rw-r--r-- 0/0 .* 1970-01-01 00:00 val-0000000.jpg" members.txt ||
   { head -3 members.txt; fail "tar headers are not fixed (owner, time)"; }
 grep -qF '"pattern": "train-{000000..000001}.tar"' a/manifest.json || fail "manifest pattern"
 [ "$(cat a/shapes.txt | tr '\n' ,)" = "circle,square,triangle,star,cross," ] || fail "shapes.txt"
-grep -qF "a photo of a {}." a/shapes-templates.txt || fail "shape templates"
+grep -qF "a photo of a small {}." a/shapes-templates.txt || fail "shape templates"
 [ "$(wc -l < a/captions-train.txt)" -eq 50 ] || fail "captions-train.txt has one line a sample"
 
 # Trained on enough captions (1000 here; 4000 by default), the merges hold every word of the
