@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j"$(nproc)"
-build/tessera train recipes/quickstart-seq.yaml
+build/tessera data synth shapes --out data/shapes
+build/tessera train recipes/quickstart-clip.yaml
