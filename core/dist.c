@@ -17,6 +17,7 @@
 #include "tessera-impl.h"
 
 #include <sched.h>
+#include <string.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <time.h>
@@ -218,6 +219,64 @@ ts_status ts_dist_allreduce_sum_f64(ts_dist *d, double *buf, int64_t n, ts_err *
 #else
     (void)buf;
     (void)n;
+    (void)err;
+    return TS_OK;
+#endif
+}
+
+ts_status ts_dist_allgather_f32(ts_dist *d, const float *send, int64_t n, float *recv,
+                                int64_t *counts, ts_err *err) {
+    if (!d || !d->initialized || d->world == 1) {
+        if (counts) counts[0] = n;
+        if (recv && recv != send) memcpy(recv, send, (size_t)n * sizeof *send);
+        return TS_OK;
+    }
+#ifdef TS_HAVE_MPI
+    int64_t *cnt = malloc((size_t)d->world * sizeof *cnt);
+    int *ci = malloc((size_t)d->world * sizeof *ci), *di = malloc((size_t)d->world * sizeof *di);
+    ts_status st = TS_OK;
+    if (!cnt || !ci || !di) {
+        st = ts_fail(err, TS_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    double t0 = dist_now();
+    if (MPI_Allgather(&n, 1, MPI_INT64_T, cnt, 1, MPI_INT64_T, MPI_COMM_WORLD) != MPI_SUCCESS) {
+        st = ts_fail(err, TS_ERR_IO, "rank %d: all-gather of the row counts failed", d->rank);
+        goto done;
+    }
+    int64_t off = 0;
+    for (int r = 0; r < d->world; r++) {
+        if (cnt[r] < 0 || off + cnt[r] > INT32_MAX) {
+            st = ts_fail(err, TS_ERR_IO, "rank %d: all-gather of %lld floats is too large for "
+                         "one MPI call", d->rank, (long long)(off + cnt[r]));
+            goto done;
+        }
+        ci[r] = (int)cnt[r];
+        di[r] = (int)off;
+        off += cnt[r];
+        if (counts) counts[r] = cnt[r];
+    }
+    if (!recv) goto done; /* the counts only */
+    if (d->timeout_s <= 0) {
+        if (MPI_Allgatherv(send, (int)n, MPI_FLOAT, recv, ci, di, MPI_FLOAT, MPI_COMM_WORLD) !=
+            MPI_SUCCESS)
+            st = ts_fail(err, TS_ERR_IO, "rank %d: all-gather of %lld floats failed", d->rank,
+                         (long long)off);
+        d->comm_s += dist_now() - t0;
+    } else {
+        MPI_Request req;
+        if (MPI_Iallgatherv(send, (int)n, MPI_FLOAT, recv, ci, di, MPI_FLOAT, MPI_COMM_WORLD,
+                            &req) != MPI_SUCCESS)
+            st = ts_fail(err, TS_ERR_IO, "rank %d: all-gather failed to start", d->rank);
+        else
+            st = wait_all(d, &req, 1, "all-gather of embeddings", err);
+    }
+done:
+    free(cnt);
+    free(ci);
+    free(di);
+    return st;
+#else
     (void)err;
     return TS_OK;
 #endif

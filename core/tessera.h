@@ -181,6 +181,7 @@ typedef struct ts_ctx {
     ts_err err;
     void *cpu_cache;       /* the CPU backend's primitives, created once per shape */
     int rank, world;       /* this replica's place in a data-parallel run (0 of 1 alone) */
+    struct ts_dist *dist;  /* its group of ranks (ts_all_gather), or NULL alone */
 } ts_ctx;
 
 /* Make a context with a step arena of initial_bytes (grows on the first step). */
@@ -248,7 +249,8 @@ void ts_backward_with(ts_ctx *c, ts_tensor *y, const ts_tensor *dy);
     X(DROP_PATH, "drop_path")                                                                \
     X(STRIPE_ATTENTION, "stripe_attention")                                                  \
     X(EXP, "exp")                                                                            \
-    X(LOG_SIGMOID, "log_sigmoid")
+    X(LOG_SIGMOID, "log_sigmoid")                                                            \
+    X(ALL_GATHER, "all_gather")
 
 typedef enum {
 #define TS__OP_ENUM(name, str) TS_OP_##name,
@@ -336,6 +338,13 @@ ts_tensor *ts_stripe_attention(ts_ctx *c, const ts_tensor *qkv, const ts_tensor 
                                int64_t heads, int64_t sw, float scale);
 /* Inverted dropout with probability p; identity when not training or p == 0. */
 ts_tensor *ts_dropout(ts_ctx *c, const ts_tensor *x, float p);
+/* The rows of x (n, ...) of every rank of c->dist, in rank order: (N, ...) with N the sum of the
+ * ranks' n; alone, a copy of x. For losses that every rank computes over the gathered rows, as
+ * open_clip's gather_with_grad: every rank holds the same dy, and the backward gives x this
+ * rank's rows of dy times N / n, so that the trainer's sum of the ranks' gradients weighted by
+ * their shares of the batch (n / N) is the gradient of one process with all N rows. A failed
+ * collective ends the job (ts_dist_abort). */
+ts_tensor *ts_all_gather(ts_ctx *c, const ts_tensor *x);
 /* x / max(||x||_2, eps) over the last dim. */
 ts_tensor *ts_l2_normalize(ts_ctx *c, const ts_tensor *x, float eps);
 /* conv2d, NCHW: x (B, Cin, H, W), w (Cout, Cin, kh, kw), bias (Cout) or NULL. */
@@ -570,6 +579,11 @@ int ts_dist_world(const ts_dist *d); /* 1 for NULL */
 ts_status ts_dist_allreduce_sum_f32(ts_dist *d, float *buf, int64_t n, ts_err *err);
 ts_status ts_dist_allreduce_sum_f64(ts_dist *d, double *buf, int64_t n, ts_err *err);
 /* Copy bytes from rank root's buf into every other rank's buf. */
+/* Every rank's n floats, in rank order, into recv (the sum of all ranks' n); counts (world)
+ * receives each rank's n when not NULL. Ranks may give different n. With recv NULL only the
+ * counts are gathered. */
+ts_status ts_dist_allgather_f32(ts_dist *d, const float *send, int64_t n, float *recv,
+                                int64_t *counts, ts_err *err);
 ts_status ts_dist_broadcast(ts_dist *d, void *buf, size_t bytes, int root, ts_err *err);
 /* Wait until every rank arrives; what names the wait in a timeout message. */
 ts_status ts_dist_barrier(ts_dist *d, const char *what, ts_err *err);
@@ -643,8 +657,8 @@ void ts_objective_free(ts_objective *o); /* NULL is a no-op */
  *           as open_clip's training loop does.
  *   siglip: logits = exp(s) * img @ txt^T + b with a learned "logit_bias" (shape ());
  *           loss = -sum(log_sigmoid(z * logits)) / n with z = 1 on the diagonal, -1 elsewhere.
- * In a run of several ranks each rank's loss is over its own share of the batch: the
- * embeddings are not gathered across ranks. */
+ * In a run of several ranks (c->dist) both embeddings are gathered from every rank first
+ * (ts_all_gather) and the loss is over the global batch, as open_clip's gather_with_grad. */
 typedef struct ts_clip_cfg {
     int siglip;             /* 0: InfoNCE (clip), 1: sigmoid (siglip) */
     float init_logit_scale; /* clip: log(1 / 0.07); siglip: log(10) */

@@ -343,6 +343,7 @@ ts_status ts_train(ts_recipe *r, const ts_train_cfg *cfg, const ts_optim_recipe 
     R.c->precision = cfg->precision == 1 ? TS_PREC_BF16 : TS_PREC_F32;
     R.c->rank = R.rank;
     R.c->world = R.world;
+    R.c->dist = R.dist;
 
     /* where the run lives: the resumed run's folder, or train.out_dir */
     char ck[4096];

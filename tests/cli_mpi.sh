@@ -9,6 +9,9 @@
 # 3. kill -9 of rank 1 mid-run: mpirun ends the job, naming rank 1; 1 process resumes.
 # 4. SIGSTOP of rank 1 (a hang): rank 0's collective times out after train.collective_timeout_s
 #    and aborts the job with "rank 0: collective timed out"; 1 process resumes.
+# 5. CLIP over the global batch: 2 ranks that each read one shard and gather both embeddings
+#    (ts_all_gather) train as one process reading both: the same losses and weights, with plain
+#    SGD so that a wrongly scaled gradient would show (AdamW would hide the scale).
 # Registered only when CMake found MPI; OpenMPI's launcher needs --allow-run-as-root as root and
 # --oversubscribe for more ranks than cores.
 source "$(dirname "$0")/clilib.sh"
@@ -174,3 +177,31 @@ grep -q "rank 0: collective timed out after 10 s (a rank died or hangs)" "$WORK/
   || { cat "$WORK/hung.txt"; fail "no collective timeout message"; }
 resume_one "$WORK/hung"
 pass "a hung rank 1 made rank 0 time out and abort the job; the last checkpoint resumes"
+
+# 5. CLIP: one global batch is the two shards' 32 samples each; the augmentation is the identity
+# (images at the model's size, crop scale 1, no flip) because its draws depend on the rank.
+"$TS" data synth shapes --out "$WORK/shapes" --size 32 --train-shards 2 --val-shards 1 \
+  --per-shard 32 2> /dev/null || fail "data synth"
+cat > clip.yaml <<YAML
+model:
+  type: clip
+  embed_dim: 32
+  vision: {type: vit, image_size: 32, patch_size: 8, width: 32, layers: 2, heads: 2}
+  text: {type: text, context_length: 24, width: 32, layers: 2, heads: 2}
+data:
+  train: $WORK/shapes/train-{000000..000001}.tar
+  tokenizer: $WORK/shapes/bpe.txt.gz
+  batch_size: 64
+  workers: 1
+  shuffle_buffer: 0
+  scale: [1.0, 1.0]
+optim: {name: sgd, lr: 0.5, momentum: 0.0}
+train: {steps: 6, log_every: 1, eval_every: 0, ckpt_every: 0, threads: 1, out_dir: $WORK/clip1}
+YAML
+"$TS" train clip.yaml 2> clip1.txt || { tail clip1.txt; fail "clip, one process"; }
+mpi 2 "$TS" train clip.yaml --set train.out_dir="$WORK/clip2" 2> clip2.txt \
+  || { tail clip2.txt; fail "clip, 2 ranks"; }
+compare "$WORK/clip1/metrics.jsonl" "$WORK/clip2/metrics.jsonl" \
+  "$WORK/clip1/checkpoints/step_00000006/model.safetensors" \
+  "$WORK/clip2/checkpoints/step_00000006/model.safetensors" || fail "clip: 2 ranks differ"
+pass "CLIP with embeddings gathered over 2 ranks trains as one process with the global batch"

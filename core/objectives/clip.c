@@ -1,8 +1,11 @@
 /* clip.c: CLIP's contrastive objectives, InfoNCE (open_clip's ClipLoss) and the sigmoid loss
  * of SigLIP (open_clip's SigLipLoss), built from core ops so that their backward is the ops'.
  *
- * What this file is not: the gather of embeddings across ranks (each rank's loss is over its
- * own samples), nor open_clip's local_loss / cache_labels options, which change only speed.
+ * In a run of several ranks the embeddings of all ranks are gathered first (ts_all_gather) and
+ * every rank computes the loss over the global batch, as open_clip with gather_with_grad; the
+ * gathered backward makes the ranks' weighted gradient that of one process with the whole batch.
+ *
+ * What this file is not: open_clip's local_loss / cache_labels options, which change only speed.
  */
 #include "../tessera-impl.h"
 
@@ -27,8 +30,16 @@ static ts_tensor *scaled_logits(ts_ctx *c, const ts_tensor *img, const ts_tensor
     return ts_mul(c, sim, ts_exp(c, logit_scale));
 }
 
+/* In a run of several ranks, the embeddings of every rank (ts_all_gather). */
+static void gather(ts_ctx *c, const ts_tensor **img, const ts_tensor **txt) {
+    if (!c->dist || c->world <= 1) return;
+    *img = ts_all_gather(c, *img);
+    *txt = ts_all_gather(c, *txt);
+}
+
 ts_tensor *ts_clip_loss(ts_ctx *c, const ts_tensor *img, const ts_tensor *txt,
                         const ts_tensor *logit_scale) {
+    gather(c, &img, &txt);
     int64_t n = img->shape[0];
     ts_tensor *logits = scaled_logits(c, img, txt, logit_scale);
     ts_tensor *targets = ts_new(c, TS_I32, 1, TS_SHAPE(n));
@@ -40,6 +51,7 @@ ts_tensor *ts_clip_loss(ts_ctx *c, const ts_tensor *img, const ts_tensor *txt,
 
 ts_tensor *ts_siglip_loss(ts_ctx *c, const ts_tensor *img, const ts_tensor *txt,
                           const ts_tensor *logit_scale, const ts_tensor *logit_bias) {
+    gather(c, &img, &txt);
     int64_t n = img->shape[0];
     TS_CHECK(logit_bias->numel == 1, "siglip loss: logit_bias has %lld elements",
              (long long)logit_bias->numel);

@@ -39,6 +39,8 @@ def siglip_loss(img, txt, s, b):
 
 
 CASES = [
+    ("all_gather", lambda g: [torch.randn(5, 3, generator=g).requires_grad_(True)],
+     lambda x: x.clone()),  # torch.distributed.nn.all_gather in one process
     ("clip_loss", clip_inputs, clip_loss),
     ("siglip_loss", pair, siglip_loss),
 ]

@@ -23,7 +23,15 @@ static ts_tensor *fn_siglip(ts_ctx *c, ts_tensor **in) {
     return ts_siglip_loss(c, in[0], in[1], in[2], in[3]);
 }
 
+/* all_gather alone (one process): a copy, and its backward passes dy through (N / n = 1). */
+static int mk_rows(ts_ctx *c, ts_rng *r, ts_tensor **in) {
+    in[0] = row_randn(c, r, 2, TS_SHAPE(5, 3), 1.0f, 1);
+    return 1;
+}
+static ts_tensor *fn_gather(ts_ctx *c, ts_tensor **in) { return ts_all_gather(c, in[0]); }
+
 const test_row rows_objectives[] = {
+    { "all_gather", TS_OP_ALL_GATHER, mk_rows, fn_gather, 0, 1 },
     { "clip_loss", -1, mk_clip, fn_clip, 0, 1 },
     { "siglip_loss", -1, mk_pair, fn_siglip, 0, 1 },
     ROW_END,
