@@ -23,7 +23,9 @@
  * stream is deterministic), the towers embed them without grad, and the objective clusters them
  * (ts_protoclip_episode); each training row then finds its episode position by its stream
  * position. A resumed run clusters a fresh episode from the resume point (the prototypes are
- * not saved), so its losses follow the uninterrupted run's only up to that re-clustering.
+ * not saved), so its losses follow the uninterrupted run's only up to that re-clustering. With
+ * several ranks each reads its part of the episode from its own shards, the embeddings of all
+ * ranks are gathered, and every rank runs the same k-means over all of them.
  *
  * Weight decay of the towers follows open_clip's training script (open_clip_train/main.py), not
  * the flags the modules register: every tensor is decayed except those of fewer than 2 dimensions
@@ -188,7 +190,7 @@ typedef struct clip_task {
     int64_t bad_logged;
     /* ProtoCLIP's episodes: the stream positions of the episode's rows, in order */
     ts_objective *proto;
-    int64_t episode_size, ep_n, ep_used, ep_count;
+    int64_t episode_size, ep_n, ep_used, ep_count, ep_off; /* ep_off: our first row's place */
     int64_t *ep_keys;
     int64_t *index; /* (batch) episode positions of the current batch */
 } clip_task;
@@ -304,7 +306,9 @@ static int64_t stream_key(int64_t epoch, int64_t sample) { return (epoch << 40) 
  * official feature extraction runs model.eval()) go to ts_protoclip_episode. */
 static ts_status run_episode(clip_task *s, ts_ctx *c, ts_err *err) {
     ts_pipe_pos start = s->pipe ? ts_pipe_position(s->pipe) : s->pos;
-    int64_t B = s->base.batch_size, E = s->vision->out_dim, N = s->episode_size;
+    int64_t r = c->rank, w = c->world > 0 ? c->world : 1, E = s->vision->out_dim;
+    int64_t B = (r + 1) * s->base.batch_size / w - r * s->base.batch_size / w; /* this rank's */
+    int64_t N = (s->episode_size + w - 1) / w;                                  /* its part */
     int64_t cap = N + B, n = 0;
     float *img = malloc((size_t)(cap * E) * sizeof *img);
     float *txt = malloc((size_t)(cap * E) * sizeof *txt);
@@ -312,7 +316,8 @@ static ts_status run_episode(clip_task *s, ts_ctx *c, ts_err *err) {
     ts_pipe *p = NULL;
     ts_status st = !img || !txt || !keys ? ts_fail(err, TS_ERR_NOMEM, "out of memory for an "
                                                    "episode of %lld samples", (long long)N)
-                                         : open_pipe(s, &p, s->d.train, 1, 0, 1, B, &start, err);
+                                         : open_pipe(s, &p, s->d.train, 1, (int)r, (int)w, B,
+                                                     &start, err);
     int grad = c->grad_enabled, training = c->training;
     c->grad_enabled = 0;
     c->training = 0;
@@ -331,13 +336,36 @@ static ts_status run_episode(clip_task *s, ts_ctx *c, ts_err *err) {
     c->grad_enabled = grad;
     c->training = training;
     ts_pipe_close(p);
+    /* Several ranks: every rank clusters the episode rows of all ranks, in rank order (the
+     * same k-means on every rank), and its own rows start at off. */
+    int64_t total = n, off = 0;
+    float *all_img = img, *all_txt = txt;
+    if (!st && w > 1 && c->dist) {
+        int64_t *counts = calloc((size_t)w, sizeof *counts);
+        if (!counts) st = ts_fail(err, TS_ERR_NOMEM, "out of memory");
+        if (!st) st = ts_dist_allgather_f32(c->dist, NULL, n * E, NULL, counts, err);
+        total = 0;
+        for (int64_t q = 0; q < w && !st; q++) {
+            if (q < r) off += counts[q] / E;
+            total += counts[q] / E;
+        }
+        free(counts);
+        if (!st && (!(all_img = malloc((size_t)(total * E) * sizeof *all_img)) ||
+                    !(all_txt = malloc((size_t)(total * E) * sizeof *all_txt))))
+            st = ts_fail(err, TS_ERR_NOMEM, "out of memory for an episode of %lld samples",
+                         (long long)total);
+        if (!st) st = ts_dist_allgather_f32(c->dist, img, n * E, all_img, NULL, err);
+        if (!st) st = ts_dist_allgather_f32(c->dist, txt, n * E, all_txt, NULL, err);
+    }
     if (!st) {
         ts_log(TS_LOG_INFO, "protoclip: episode %lld: clustering %lld samples from epoch %lld, "
-               "sample %lld", (long long)s->ep_count, (long long)n, (long long)start.epoch,
+               "sample %lld", (long long)s->ep_count, (long long)total, (long long)start.epoch,
                (long long)start.samples);
-        st = ts_protoclip_episode(s->proto, c, img, txt, n, NULL, 0,
+        st = ts_protoclip_episode(s->proto, c, all_img, all_txt, total, NULL, 0,
                                   s->seed ^ ((uint64_t)s->ep_count * 0x9e3779b97f4a7c15ull), err);
     }
+    if (all_img != img) free(all_img);
+    if (all_txt != txt) free(all_txt);
     free(img);
     free(txt);
     if (st) {
@@ -347,6 +375,7 @@ static ts_status run_episode(clip_task *s, ts_ctx *c, ts_err *err) {
     free(s->ep_keys);
     s->ep_keys = keys;
     s->ep_n = n;
+    s->ep_off = off;
     s->ep_used = 0;
     s->ep_count++;
     return TS_OK;
@@ -366,7 +395,7 @@ static ts_status episode_index(clip_task *s, const ts_pipe_batch *pb, ts_err *er
             return ts_fail(err, TS_ERR_DATA, "%s: sample %lld of epoch %lld (%s) is not in "
                            "ProtoCLIP's episode", s->d.train, (long long)pb->sample_index[i],
                            (long long)pb->epoch, pb->keys[i]);
-        s->index[i] = lo++;
+        s->index[i] = s->ep_off + lo++;
     }
     s->ep_used = lo;
     return TS_OK;
@@ -380,11 +409,6 @@ static ts_tensor *clip_loss(ts_task *t, ts_ctx *c, int64_t pos, ts_metrics *m, t
         int64_t share = (r + 1) * B / w - r * B / w;
         if (open_pipe(s, &s->pipe, s->d.train, 1, (int)r, (int)w, share, &s->pos, err))
             return NULL;
-    }
-    if (s->proto && c->world > 1) {
-        ts_fail(err, TS_ERR_RECIPE, "objective.protoclip: episodes across several ranks are "
-                "not supported yet; run it in one process");
-        return NULL;
     }
     if (s->proto && s->ep_used >= s->ep_n && run_episode(s, c, err)) return NULL;
     ts_pipe_batch pb;

@@ -205,3 +205,18 @@ compare "$WORK/clip1/metrics.jsonl" "$WORK/clip2/metrics.jsonl" \
   "$WORK/clip1/checkpoints/step_00000006/model.safetensors" \
   "$WORK/clip2/checkpoints/step_00000006/model.safetensors" || fail "clip: 2 ranks differ"
 pass "CLIP with embeddings gathered over 2 ranks trains as one process with the global batch"
+
+# ProtoCLIP over 2 ranks: each rank embeds its part of the episode, all ranks cluster all of it.
+# (Not compared with one process: the heads' batch norm sees each rank's rows only.)
+mpi 2 "$TS" train clip.yaml --set train.out_dir="$WORK/proto2" --set objective.clip.weight=1.0 \
+  --set objective.protoclip.k=4 --set objective.protoclip.episode_size=64 \
+  --set objective.protoclip.hidden_dim=32 --set objective.protoclip.proj_dim=16 \
+  --set train.log_every=1 2> proto2.txt || { tail proto2.txt; fail "protoclip, 2 ranks"; }
+grep -q "protoclip: episode 0: clustering 64 samples" proto2.txt \
+  || { grep -i episode proto2.txt; fail "the episode did not gather both ranks' samples"; }
+/usr/bin/python3 - "$WORK/proto2/metrics.jsonl" <<'PY' || fail "protoclip, 2 ranks: see above"
+import json, math, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"train"' in l]
+assert len(rows) == 6 and all(math.isfinite(r["loss"]) and "loss_proto" in r for r in rows), rows
+PY
+pass "ProtoCLIP over 2 ranks clusters the episode of both ranks"
