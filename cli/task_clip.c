@@ -53,6 +53,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #define COUNT(a) (int)(sizeof(a) / sizeof((a)[0]))
@@ -997,6 +998,14 @@ ts_status ts_task_clip_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *e
     }
     for (int i = 0; i < s->ntok; i++) {
         if ((st = ts_tokenizer_load(merges, &s->tok[i], err))) {
+            char msg[sizeof err->msg];
+            snprintf(msg, sizeof msg, "%s", err->msg);
+            /* the quickstart's files come from one command */
+            int synth = !strncmp(merges, "data/shapes/", 12) && access(merges, F_OK) != 0;
+            st = ts_fail(err, st, "%s: data.tokenizer: %s%s",
+                         ts_recipe_where(r, "data.tokenizer", where, sizeof where), msg,
+                         synth ? " (make the quickstart's data first: tessera data synth "
+                                 "shapes --out data/shapes)" : "");
             free(merges);
             s->ntok = i;
             goto fail;
