@@ -27,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 
+from served import Served
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 OPEN_CLIP = ["open_clip_torch==3.3.0", "ftfy==6.3.1", "regex==2026.11.19", "tqdm==4.70.1",
@@ -118,33 +120,6 @@ def worker(a):
 # ---------------------------------------------------------------------------------------------
 # The driver
 
-class Served:
-    """A process that answers one JSON line per command."""
-
-    def __init__(self, cmd, env):
-        self.p = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  text=True)
-        self.ready = self.read()
-
-    def read(self):
-        while True:
-            line = self.p.stdout.readline()
-            if not line:
-                raise SystemExit(f"clip_step.py: {self.p.args[0]} ended early")
-            if line.startswith("{"):
-                return json.loads(line)
-
-    def ask(self, cmd):
-        self.p.stdin.write(cmd + "\n")
-        self.p.stdin.flush()
-        return self.read()
-
-    def close(self):
-        self.p.stdin.write("quit\n")
-        self.p.stdin.flush()
-        self.p.wait()
-
-
 def ensure_open_clip(py, log):
     if subprocess.run([py, "-c", "import open_clip"], capture_output=True).returncode == 0:
         return
@@ -200,13 +175,13 @@ def main():
             if ts.ready["params"] != pt.ready["params"]:
                 raise SystemExit(f"{name}: tessera has {ts.ready['params']} parameters, "
                                  f"open_clip {pt.ready['params']}")
-            o_ts, o_pt = ts.ask("run 1"), pt.ask("run 1")  # warm-up; first losses agree
+            o_ts, o_pt = ts.ask("run 1")[-1], pt.ask("run 1")[-1]  # warm-up; first losses agree
             log(f"{name}: first-step loss tessera {o_ts['loss']:.5f}, open_clip {o_pt['loss']:.5f}")
             t_ts, t_pt = [], []
             for i in range(a.rounds):
-                o = ts.ask(f"run {a.steps}")
+                o = ts.ask(f"run {a.steps}")[-1]
                 t_ts.append(o["s"] / o["steps"])
-                o = pt.ask(f"run {a.steps}")
+                o = pt.ask(f"run {a.steps}")[-1]
                 t_pt.append(o["s"] / o["steps"])
                 log(f"{name} round {i + 1}/{a.rounds}: tessera {1e3 * t_ts[-1]:.0f} ms, "
                     f"PyTorch {1e3 * t_pt[-1]:.0f} ms")

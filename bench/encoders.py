@@ -29,6 +29,8 @@ import subprocess
 import sys
 import tempfile
 
+from served import Served
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 TIMM = "timm==1.0.31"
@@ -83,38 +85,6 @@ def worker(a):
 
 # ---------------------------------------------------------------------------------------------
 # The driver
-
-class Served:
-    """A process that answers one JSON line per command."""
-
-    def __init__(self, cmd, env):
-        self.p = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  text=True)
-        self.ready = self.read()
-
-    def read(self):
-        while True:
-            line = self.p.stdout.readline()
-            if not line:
-                raise SystemExit(f"encoders.py: {self.p.args[0]} ended early")
-            if line.startswith("{"):
-                return json.loads(line)
-
-    def ask(self, cmd, until="round"):
-        self.p.stdin.write(cmd + "\n")
-        self.p.stdin.flush()
-        out = []
-        while True:
-            o = self.read()
-            out.append(o)
-            if o["kind"] in (until, "profile_total"):
-                return out
-
-    def close(self):
-        self.p.stdin.write("quit\n")
-        self.p.stdin.flush()
-        self.p.wait()
-
 
 def ensure_timm(py, log):
     if subprocess.run([py, "-c", "import timm"], capture_output=True).returncode == 0:
