@@ -17,13 +17,14 @@ void ts_task_free(ts_task *t); /* NULL is a no-op */
 /* The encoder registry (cli/encoders.c): the tower a recipe section names by `type:`, its
  * parameters registered in p under spec->prefix. */
 typedef struct ts_enc_spec {
-    int modality;        /* 0: an image tower (vit, cswin), 1: a text tower (text) */
+    int modality;        /* 0: an image tower (vit, cswin, video), 1: a text tower (text) */
     const char *prefix;  /* parameter names: "visual." and "" for an open_clip CLIP model */
     int tokenizer_vocab; /* text: the tokenizer's vocabulary (for vocab_size 0), or 0 */
 } ts_enc_spec;
 typedef struct ts_enc_info {
     int modality;
     int image_size;      /* image towers: the square input side */
+    int frames;          /* video towers: frames per clip (0: still images) */
     int context_length;  /* text towers: the longest token sequence */
     char describe[256];  /* one line for the log */
 } ts_enc_info;

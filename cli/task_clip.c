@@ -254,6 +254,7 @@ static ts_pipe_cfg pipe_cfg(const clip_task *s, int train, int rank, int world, 
             .scale = { (float)s->d.scale.v[0], (float)s->d.scale.v[1] },
             .hflip = train ? (float)s->d.hflip : 0.0f,
             .interp = s->d.interpolation ? TS_INTERP_BICUBIC : TS_INTERP_BILINEAR,
+            .frames = s->vinfo.frames,
         },
         .prepare = prepare, .prepare_user = (void *)s, .prepare_bytes = row_bytes(s),
     };
@@ -268,11 +269,18 @@ static ts_status open_pipe(clip_task *s, ts_pipe **out, const char *spec, int tr
     return ts_pipe_open(out, src, &pc, start, err);
 }
 
+/* n preprocessed images (n, 3, S, S), or video clips (n, K, 3, S, S), as a tensor. */
+static ts_tensor *images_tensor(const clip_task *s, ts_ctx *c, int64_t n, const float *data) {
+    int64_t S = s->vinfo.image_size, K = s->vinfo.frames;
+    return K > 0 ? ts_from_f32(c, 5, TS_SHAPE(n, K, 3, S, S), data)
+                 : ts_from_f32(c, 4, TS_SHAPE(n, 3, S, S), data);
+}
+
 /* The encoders and objectives on one batch of the pipeline. */
 static ts_batch make_batch(clip_task *s, ts_ctx *c, const ts_pipe_batch *pb) {
-    int64_t n = pb->n, S = s->vinfo.image_size, L = s->ctx_len;
+    int64_t n = pb->n, L = s->ctx_len;
     ts_batch b = { .n = n, .index = pb->sample_index };
-    b.images = ts_from_f32(c, 4, TS_SHAPE(n, 3, S, S), pb->images);
+    b.images = images_tensor(s, c, n, pb->images);
     b.text = ts_new(c, TS_I32, 2, TS_SHAPE(n, L));
     size_t rb = row_bytes(s);
     for (int64_t i = 0; i < n; i++)
@@ -499,9 +507,9 @@ static void infer_end(ts_ctx *c, infer_mode m) {
 
 /* The image tower on (n, 3, S, S) preprocessed images into out (n, E), raw. */
 static void image_forward(clip_task *s, ts_ctx *c, const float *images, int64_t n, float *out) {
-    int64_t S = s->vinfo.image_size, E = s->vision->out_dim;
+    int64_t E = s->vision->out_dim;
     ts_batch b = { .n = n };
-    b.images = ts_from_f32(c, 4, TS_SHAPE(n, 3, S, S), images);
+    b.images = images_tensor(s, c, n, images);
     ts_tensor *y = s->vision->forward(c, s->vision, &b, NULL);
     memcpy(out, ts_f32(y), (size_t)(n * E) * sizeof(float));
     ts_ctx_reset(c);
@@ -526,10 +534,11 @@ ts_status ts_clip_encode_images(ts_task *t, ts_ctx *c, const float *images, int6
     (void)err;
     clip_task *s = clip_of(t);
     int64_t S = s->vinfo.image_size, E = s->vision->out_dim, B = s->d.batch_size;
+    int64_t row = 3 * S * S * (s->vinfo.frames > 0 ? s->vinfo.frames : 1);
     infer_mode m = infer_begin(c);
     for (int64_t i0 = 0; i0 < n; i0 += B) {
         int64_t k = n - i0 < B ? n - i0 : B;
-        image_forward(s, c, images + (size_t)(i0 * 3 * S * S), k, out + i0 * E);
+        image_forward(s, c, images + (size_t)(i0 * row), k, out + i0 * E);
     }
     infer_end(c, m);
     if (normalize) normalize_rows(out, n, E);

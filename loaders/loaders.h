@@ -562,6 +562,9 @@ typedef struct ts_xform_cfg {
     float mean[3], std[3]; /* all zero: CLIP's */
     ts_interp interp;     /* bicubic for CLIP */
     int decode_min_short; /* > 0: let JPEG decode DCT-scaled (faster, not torchvision-exact) */
+    int frames;           /* > 0: the sample is a video clip (.mp4): K frames spread uniformly
+                           * over it, each resized to S x S (bicubic) and normalised, so that a
+                           * row is (K, 3, S, S); no crop or flip */
 } ts_xform_cfg;
 
 typedef enum { TS_ON_BAD_SKIP, TS_ON_BAD_FAIL } ts_on_bad;
@@ -621,7 +624,8 @@ typedef struct ts_pipe_pos {
 typedef struct ts_pipe_batch {
     int n;                 /* rows; 0 at the end of the data (cfg.epochs done) */
     int64_t epoch, index;  /* epoch, and batch number within it (position / B) */
-    float *images;         /* (n, 3, S, S), or NULL when xform.mode is NONE */
+    float *images;         /* (n, 3, S, S), (n, K, 3, S, S) for video clips, or NULL when
+                            * xform.mode is NONE */
     int64_t *labels;       /* (n); -1 where a sample has none */
     uint8_t *extra;        /* (n, prepare_bytes) from the prepare hook, or NULL */
     int64_t *sample_index; /* (n) stream position of each row in its epoch */

@@ -19,6 +19,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "loaders-impl.h"
 
@@ -61,13 +63,15 @@ typedef struct worker {
     pthread_t thread;
     ts_sample *sample;
     ts_image_u8 im, tmp, out;
+    uint8_t *frames;  /* video: K decoded frames (K, S, S, 3), grown as needed */
+    size_t frames_cap;
 } worker;
 
 struct ts_pipe {
     ts_pipe_cfg cfg;
     ts_source *src;
     int B, nslots;
-    size_t img_floats;      /* 3 * S * S */
+    size_t img_floats;      /* 3 * S * S, times K for video clips */
     slot *slots;
     worker *workers;
     int nstarted;
@@ -254,6 +258,62 @@ static int bad_of_status(ts_status st) {
                                                                             : TS_BAD_DECODE;
 }
 
+/* A video clip's row: K frames spread uniformly over the whole clip (ts_video_uniform_indices),
+ * each resized to S x S (bicubic) and normalised, (K, 3, S, S). FFmpeg reads the .mp4 bytes
+ * through an in-memory file (memfd), so nothing touches the disk. */
+static int video_row(ts_pipe *p, worker *w, const ts_sample *sm, float *row, char *msg) {
+    const ts_xform_cfg *x = &p->cfg.xform;
+    int K = x->frames, S = x->size;
+    if (!sm->has_video || sm->video.n == 0) {
+        snprintf(msg, ROW_MSG, "%.480s: no video (.mp4)", sm->where);
+        return TS_BAD_MISSING;
+    }
+    size_t need = (size_t)K * (size_t)S * (size_t)S * 3;
+    if (w->frames_cap < need) {
+        uint8_t *f = realloc(w->frames, need);
+        if (!f) {
+            snprintf(msg, ROW_MSG, "%.480s: out of memory for %d frames", sm->where, K);
+            return TS_BAD_DECODE;
+        }
+        w->frames = f;
+        w->frames_cap = need;
+    }
+    int fd = memfd_create("tessera-clip", MFD_CLOEXEC);
+    if (fd < 0) {
+        snprintf(msg, ROW_MSG, "%.480s: cannot make an in-memory file for the video", sm->where);
+        return TS_BAD_DECODE;
+    }
+    size_t done = 0;
+    while (done < sm->video.n) {
+        ssize_t k = write(fd, sm->video.data + done, sm->video.n - done);
+        if (k <= 0) break;
+        done += (size_t)k;
+    }
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    ts_err e = { 0 };
+    ts_video *v = NULL;
+    int64_t idx[256];
+    ts_status st = done < sm->video.n ? ts_fail(&e, TS_ERR_IO, "cannot buffer the video")
+                   : K > 256 ? ts_fail(&e, TS_ERR_DATA, "at most 256 frames a clip")
+                             : ts_video_open(&v, path, 1, &e);
+    if (!st) st = ts_video_uniform_indices(v, K, 0.0, 0.0, idx, &e);
+    if (!st) st = ts_video_read(v, idx, K, S, S, TS_VSCALE_BICUBIC, w->frames, &e);
+    ts_video_close(v);
+    close(fd);
+    if (st) {
+        snprintf(msg, ROW_MSG, "%.300s: %.400s", sm->where, e.msg);
+        return TS_BAD_DECODE;
+    }
+    int cl = x->mean[0] == 0 && x->mean[1] == 0 && x->mean[2] == 0;
+    for (int k = 0; k < K; k++) {
+        ts_image_u8 f = { .w = S, .h = S, .data = w->frames + (size_t)k * S * S * 3 };
+        ts_image_to_chw(&f, cl ? TS_CLIP_MEAN : x->mean, cl ? TS_CLIP_STD : x->std,
+                        row + (size_t)k * 3 * S * S);
+    }
+    return TS_BAD_NONE;
+}
+
 /* Turn sample sm into row r of slot s. Returns TS_BAD_NONE or the reason, with msg set. */
 static int process(ts_pipe *p, worker *w, ts_sample *sm, slot *s, int r, char *msg) {
     const ts_pipe_cfg *c = &p->cfg;
@@ -271,7 +331,10 @@ static int process(ts_pipe *p, worker *w, ts_sample *sm, slot *s, int r, char *m
         snprintf(msg, ROW_MSG, "%.480s: no label (.cls)", sm->where);
         return TS_BAD_MISSING;
     }
-    if (x->mode != TS_XFORM_NONE) {
+    if (x->mode != TS_XFORM_NONE && x->frames > 0) {
+        int bad = video_row(p, w, sm, s->images + (size_t)r * p->img_floats, msg);
+        if (bad) return bad;
+    } else if (x->mode != TS_XFORM_NONE) {
         ts_decode_opts opts = { .min_short = x->decode_min_short };
         ts_status st;
         if (sm->image.n) {
@@ -394,6 +457,7 @@ void ts_pipe_close(ts_pipe *p) {
         ts_image_u8_free(&w->im);
         ts_image_u8_free(&w->tmp);
         ts_image_u8_free(&w->out);
+        free(w->frames);
     }
     for (int i = 0; p->buf && i < p->kbuf; i++) {
         ts_sample_free(p->buf[i]);
@@ -429,6 +493,8 @@ ts_status ts_pipe_open(ts_pipe **out, ts_source *src, const ts_pipe_cfg *cfg,
     if (c.batch_size < 1) bad = "batch_size must be at least 1";
     else if (c.workers < 1 || c.workers > 256) bad = "workers must be in 1..256";
     else if (c.rank < 0 || c.rank >= c.world) bad = "rank must be in 0..world-1";
+    else if (c.xform.frames < 0 || c.xform.frames > 256)
+        bad = "xform.frames must be 0..256";
     else if (c.xform.mode != TS_XFORM_NONE && (c.xform.size < 1 || c.xform.size > 8192))
         bad = "the transform's size must be in 1..8192";
     else if (c.prepare_bytes && !c.prepare) bad = "prepare_bytes without a prepare hook";
@@ -454,7 +520,7 @@ ts_status ts_pipe_open(ts_pipe **out, ts_source *src, const ts_pipe_cfg *cfg,
     pthread_cond_init(&p->cv_slot, NULL);
     pthread_cond_init(&p->cv_done, NULL);
     size_t S = c.xform.mode == TS_XFORM_NONE ? 0 : (size_t)c.xform.size;
-    p->img_floats = 3 * S * S;
+    p->img_floats = 3 * S * S * (size_t)(c.xform.frames > 0 ? c.xform.frames : 1);
     size_t B = (size_t)p->B;
     p->slots = calloc((size_t)p->nslots, sizeof *p->slots);
     p->workers = calloc((size_t)c.workers, sizeof *p->workers);
