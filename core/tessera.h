@@ -614,6 +614,8 @@ typedef struct ts_batch {
     ts_tensor *text;       /* (n, L) i32 token ids, or NULL */
     const int64_t *labels; /* (n), or NULL */
     const int64_t *index;  /* (n) each sample's position in its data stream, or NULL */
+    ts_tensor *actions;    /* (n, H, A) f32 normalised action chunks, or NULL */
+    ts_tensor *action_mask; /* (n, A) f32 1/0: the action dimensions a sample has, or NULL */
 } ts_batch;
 
 /* An encoder: one modality of a batch -> a pooled embedding (n, out_dim), and with tokens_out
@@ -632,6 +634,7 @@ void ts_encoder_free(ts_encoder *e); /* NULL is a no-op */
 typedef struct ts_embeds {
     const ts_batch *batch;
     ts_tensor *image, *text; /* pooled embeddings (n, E) before normalisation, or NULL */
+    ts_tensor *tokens;       /* observation tokens (n, T, C) for an action head, or NULL */
 } ts_embeds;
 
 /* An objective: embeddings -> a scalar loss (1), with its own parameters (a logit scale,
