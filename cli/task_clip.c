@@ -433,8 +433,8 @@ static ts_tensor *clip_loss(ts_task *t, ts_ctx *c, int64_t pos, ts_metrics *m, t
         if (episode_index(s, &pb, err)) return NULL;
         b.index = s->index;
     }
-    ts_embeds e = { &b, s->vision->forward(c, s->vision, &b, NULL),
-                    s->text->forward(c, s->text, &b, NULL) };
+    ts_embeds e = { .batch = &b, .image = s->vision->forward(c, s->vision, &b, NULL),
+                    .text = s->text->forward(c, s->text, &b, NULL) };
     ts_tensor *loss = NULL;
     for (int i = 0; i < s->nobj; i++) {
         ts_tensor *l = s->obj[i]->loss(c, s->obj[i], &e, m);

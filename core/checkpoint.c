@@ -354,3 +354,85 @@ ts_status ts_ckpt_load_optim(ts_params *p, ts_optim *o, const char *path, ts_err
     ts_st_close(f);
     return TS_OK;
 }
+
+/* A growing list of names, one per line. */
+typedef struct namelist { char *buf; size_t len, cap; } namelist;
+static void namelist_add(namelist *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void namelist_add(namelist *l, const char *fmt, ...) {
+    char line[768];
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (k < 0) return;
+    size_t n = strlen(line);
+    if (l->len + n + 2 > l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 1024;
+        while (cap < l->len + n + 2) cap *= 2;
+        char *b = realloc(l->buf, cap);
+        TS_CHECK(b != NULL, "out of memory");
+        l->buf = b;
+        l->cap = cap;
+    }
+    memcpy(l->buf + l->len, line, n);
+    l->len += n;
+    l->buf[l->len++] = '\n';
+    l->buf[l->len] = 0;
+}
+
+ts_status ts_ckpt_load_matching(ts_params *p, const char *path, ts_ckpt_match *m, ts_err *err) {
+    memset(m, 0, sizeof *m);
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        char dir[4096];
+        ts_status st = ts_ckpt_find(path, dir, sizeof dir, err);
+        if (st) return st;
+        pathf(m->file, sizeof m->file, "%s/model.safetensors", dir);
+    } else {
+        snprintf(m->file, sizeof m->file, "%s", path);
+    }
+    ts_st_file *f;
+    ts_status st = ts_st_read(m->file, &f, err);
+    if (st) return st;
+    namelist loaded = { 0 }, fresh = { 0 }, ignored = { 0 };
+    for (int i = 0; i < ts_params_count(p); i++) {
+        ts_tensor *t = ts_params_get(p, i);
+        const ts_st_entry *e = ts_st_find(f, t->name);
+        int same = e && e->ndim == t->ndim &&
+                   (e->dtype == TS_F32 || e->dtype == TS_BF16 || e->dtype == TS_F16);
+        for (int d = 0; same && d < t->ndim; d++) same = e->shape[d] == t->shape[d];
+        if (same) {
+            ts_st_entry_to_f32(e, ts_f32(t));
+            namelist_add(&loaded, "%s", t->name);
+            m->loaded++;
+        } else if (e) {
+            char a[96], b[96];
+            shape_text(a, sizeof a, e->ndim, e->shape);
+            shape_text(b, sizeof b, t->ndim, t->shape);
+            namelist_add(&fresh, "%s (%s %s in the file, %s in the model)", t->name,
+                         ts_dtype_name(e->dtype), a, b);
+            m->fresh++;
+        } else {
+            namelist_add(&fresh, "%s", t->name);
+            m->fresh++;
+        }
+    }
+    for (int i = 0; i < ts_st_count(f); i++)
+        if (!ts_params_find(p, ts_st_get(f, i)->name)) {
+            namelist_add(&ignored, "%s", ts_st_get(f, i)->name);
+            m->ignored++;
+        }
+    ts_st_close(f);
+    m->loaded_names = loaded.buf ? loaded.buf : strdup("");
+    m->fresh_names = fresh.buf ? fresh.buf : strdup("");
+    m->ignored_names = ignored.buf ? ignored.buf : strdup("");
+    return TS_OK;
+}
+
+void ts_ckpt_match_free(ts_ckpt_match *m) {
+    if (!m) return;
+    free(m->loaded_names);
+    free(m->fresh_names);
+    free(m->ignored_names);
+    m->loaded_names = m->fresh_names = m->ignored_names = NULL;
+}

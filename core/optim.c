@@ -50,7 +50,7 @@ void ts_optim_step(ts_optim *o, ts_params *p, float lr) {
     o->t++;
     for (int i = 0; i < ts_params_count(p); i++) {
         int flags = ts_params_flags(p, i);
-        if (flags & TS_PARAM_BUFFER) continue;
+        if (flags & (TS_PARAM_BUFFER | TS_PARAM_FROZEN)) continue;
         ts_tensor *t = ts_params_get(p, i);
         int decay = !(flags & TS_PARAM_NO_DECAY);
         if (o->cfg.kind == TS_OPTIM_ADAMW)

@@ -73,7 +73,7 @@ ts_tensor *ts_param(ts_params *p, const char *name, int ndim, const int64_t *sha
         t->numel *= shape[i];
     }
     t->name = strdup(name);
-    t->requires_grad = !(flags & TS_PARAM_BUFFER);
+    t->requires_grad = !(flags & (TS_PARAM_BUFFER | TS_PARAM_FROZEN));
     pspec *s = &p->p[p->n++];
     s->t = t;
     s->init = init;
@@ -98,6 +98,7 @@ void ts_param_set_flags(ts_params *p, const ts_tensor *t, int flags) {
             TS_CHECK((p->p[i].flags & TS_PARAM_BUFFER) == (flags & TS_PARAM_BUFFER),
                      "parameter %s: TS_PARAM_BUFFER cannot change after registration", t->name);
             p->p[i].flags = flags;
+            p->p[i].t->requires_grad = !(flags & (TS_PARAM_BUFFER | TS_PARAM_FROZEN));
             return;
         }
     TS_CHECK(0, "parameter %s is not in this set", t->name);

@@ -370,6 +370,8 @@ typedef struct ts_init { ts_init_kind kind; float a, b; } ts_init; /* normal: st
 enum {
     TS_PARAM_NO_DECAY = 1,  /* excluded from weight decay (norms, biases, embeddings) */
     TS_PARAM_BUFFER = 2,    /* not trained (running statistics): no grad, no optimizer */
+    TS_PARAM_FROZEN = 4,    /* trainable in general but held fixed in this run (a frozen
+                             * encoder): no grad is computed and the optimizer skips it */
 };
 
 /* The set of parameters of a model. Modules register parameters (name, shape, init) while the
@@ -548,6 +550,19 @@ ts_status ts_ckpt_find(const char *dir, char *out, size_t n, ts_err *err);
  * Every mismatch is reported by name in one message; nothing is changed when any is found. */
 ts_status ts_ckpt_load_model(ts_params *p, const char *path, int allow_extra, ts_err *err);
 ts_status ts_ckpt_load_optim(ts_params *p, ts_optim *o, const char *path, ts_err *err);
+/* Fine-tuning: load from a safetensors file (or the model.safetensors of a run or checkpoint
+ * folder) every parameter of p that the file has under the same name with the same shape;
+ * the others keep their initial values. The report lists the names, one per line: loaded
+ * (in the file and the model), fresh (in the model only, or of another shape in the file:
+ * the shapes are given) and ignored (in the file only). Each list is malloc'ed text (freed by
+ * ts_ckpt_match_free); the counts are exact. */
+typedef struct ts_ckpt_match {
+    int loaded, fresh, ignored;
+    char *loaded_names, *fresh_names, *ignored_names;
+    char file[4096];  /* the safetensors file that was read */
+} ts_ckpt_match;
+ts_status ts_ckpt_load_matching(ts_params *p, const char *path, ts_ckpt_match *m, ts_err *err);
+void ts_ckpt_match_free(ts_ckpt_match *m);
 /* Read a whole text file (malloc'ed, NUL-terminated). */
 ts_status ts_read_text(const char *path, char **out, ts_err *err);
 
