@@ -26,6 +26,8 @@ typedef struct ts_enc_info {
     int image_size;      /* image towers: the square input side */
     int frames;          /* video towers: frames per clip (0: still images) */
     int context_length;  /* text towers: the longest token sequence */
+    int tokens;          /* image towers: the tokens that tokens_out gives per image */
+    int token_width;     /* and their width */
     char describe[256];  /* one line for the log */
 } ts_enc_info;
 ts_status ts_factory_encoder(ts_recipe *r, const char *section, ts_params *p,
@@ -42,6 +44,46 @@ ts_status ts_task_mae_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *er
 /* CLIP-style contrastive pretraining of an image and a text tower on WebDataset shards
  * (cli/task_clip.c, quickstart-clip). */
 ts_status ts_task_clip_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *err);
+/* Vision-language-action policies on HDF5 robot demonstrations (cli/task_vla.c). */
+ts_status ts_task_vla_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *err);
+
+/* ---- A trained policy outside training (cli/task_vla.c): `tessera eval rollout`, `embed` ---- */
+
+/* Open a vla checkpoint (a run folder, a checkpoint folder, or a model.safetensors with its
+ * recipe.yaml beside it): build the task its recipe describes (the recipe's data must be
+ * readable: the instruction tokenizer and, for FAST, the tokenizer's training chunks come from
+ * it), apply the overrides, load every weight by name and the normalisation statistics of the
+ * checkpoint. The path of the weights goes to weights. The caller frees *task and *recipe
+ * (also after a failure). */
+ts_status ts_vla_load(const char *checkpoint, const char *const *sets, int nsets, ts_task **task,
+                      ts_recipe **recipe, char *weights, size_t wcap, ts_err *err);
+/* After weights are loaded into a vla task by name: take its normalisers from the buffers. */
+void ts_vla_stats_from_buffers(ts_task *t);
+
+typedef struct ts_vla_rollout_opts {
+    int targets;              /* reach2d: targets per episode (0: the recipe's) */
+    int instruction_shift;    /* > 0: episode e is given episode e+shift's instruction */
+    const char *instruction;  /* not NULL: every episode is given this instruction */
+} ts_vla_rollout_opts;
+typedef struct ts_vla_rollout_result {
+    int episodes, successes;
+    int64_t steps;            /* environment steps over all episodes */
+    int64_t undecodable;      /* predicted token sequences that did not decode */
+    double success_rate;
+} ts_vla_rollout_result;
+/* Closed-loop evaluation: episodes of the simulated task (reach2d) from seeds seed, seed+1, ...,
+ * run side by side; every n_action_steps the policy predicts a chunk from the last
+ * n_obs_steps observations and the instruction, and the actions n_obs_steps-1 ..
+ * n_obs_steps-1+n_action_steps-1 of it are executed (Diffusion Policy's receding horizon). */
+ts_status ts_vla_rollout(ts_task *t, ts_ctx *c, const char *task, int episodes, uint64_t seed,
+                         const ts_vla_rollout_opts *opts, ts_vla_rollout_result *res,
+                         ts_err *err);
+/* Per-window embeddings of the demonstrations of an HDF5 file: for every step of every demo,
+ * the mean of the observation tokens of the window that starts there ((n, embed_dim), and an
+ * id "demo_N/STEP" per row, malloc'ed). The file needs the model's datasets. */
+int ts_vla_embed_dim(const ts_task *t);
+ts_status ts_vla_embed_file(ts_task *t, ts_ctx *c, const char *path, float **out, int64_t *n,
+                            char ***ids, ts_err *err);
 
 /* CLIP's merges file (bpe_simple_vocab_16e6.txt.gz) where open_clip and CLIP users have it:
  * $TESSERA_BPE, ./, the site-packages of the active venv, ~/.local, /usr/local and /usr (an

@@ -510,8 +510,10 @@ static void embed_usage(FILE *out) {
     fprintf(out,
             "usage: tessera embed --checkpoint RUN|CKPT (--images DIR|SHARDS|CSV | --texts FILE)\n"
             "                     --out FILE [--format h5|npy] [--raw] [--batch N] [--workers N]\n"
+            "       tessera embed --checkpoint POLICY --trajectories FILE.hdf5 --out FILE\n"
             "\n"
-            "Write the embeddings a trained CLIP model gives to images or texts.\n"
+            "Write the embeddings a trained CLIP model gives to images or texts, or those a\n"
+            "trained policy (model.type vla) gives to the windows of robot demonstrations.\n"
             "\n"
             "options:\n"
             "  --checkpoint P   a run folder (its latest checkpoint), a checkpoint folder, or a\n"
@@ -520,6 +522,9 @@ static void embed_usage(FILE *out) {
             "                   DIR/<class>/<image>), a CSV/TSV with an image path column, or\n"
             "                   WebDataset shards (dir/part-{000000..000009}.tar)\n"
             "  --texts FILE     one text a line (blank lines are left out)\n"
+            "  --trajectories F an HDF5 file of demonstrations with the policy's datasets: one\n"
+            "                   row per step of every demo (id demo_N/STEP), the mean of the\n"
+            "                   policy's observation tokens of the window starting there\n"
             "  --out FILE       FILE.h5: datasets embeddings (N, E) float32 and ids (strings:\n"
             "                   the image path, shard:key, or the text), skipped (id, reason),\n"
             "                   attributes model, recipe, checkpoint, normalized, skipped_count\n"
@@ -604,9 +609,54 @@ static int ids_reserve(char ***ids, int64_t *cap, int64_t need) {
     return 0;
 }
 
+/* tessera embed --trajectories: a policy's per-window observation embeddings. */
+static int embed_trajectories(const common_opts *co, const char *path, const char *out, int npy) {
+    ts_err err = { 0 };
+    ts_task *task = NULL;
+    ts_recipe *r = NULL;
+    char weights[4200];
+    float *emb = NULL;
+    char **ids = NULL;
+    int64_t n = 0;
+    out_file of;
+    memset(&of, 0, sizeof of);
+    of.file = of.emb = -1;
+    skip_list sk = { 0 };
+    ts_ctx *c = ts_ctx_new(TS_CPU, 16u << 20, 1);
+    if (co->threads > 0) c->nthreads = co->threads;
+    double t0 = now_s();
+    ts_status st = ts_vla_load(co->checkpoint, co->sets, co->nsets, &task, &r, weights,
+                               sizeof weights, &err);
+    if (!st) st = ts_vla_embed_file(task, c, path, &emb, &n, &ids, &err);
+    int64_t E = task && !st ? ts_vla_embed_dim(task) : 0;
+    if (!st) st = out_open(&of, out, npy, E, &err);
+    if (!st) st = out_append(&of, emb, n, &err);
+    if (!st) {
+        char *text = ts_recipe_dump(r);
+        char ckpt[PATH_MAX];
+        if (!realpath(weights, ckpt)) snprintf(ckpt, sizeof ckpt, "%s", weights);
+        out_meta meta = { "vla policy: the mean of its observation tokens", text, ckpt,
+                          "trajectory window", path, 0 };
+        st = out_finish(&of, ids, &sk, &meta, &err);
+        free(text);
+    }
+    if (!st && !co->quiet)
+        fprintf(stderr, "tessera embed: %lld windows of %s embedded (%lld x %lld) in %.1f s -> "
+                "%s\n", (long long)n, path, (long long)n, (long long)E, now_s() - t0, of.path);
+    if (st) out_abort(&of);
+    for (int64_t i = 0; ids && i < n; i++) free(ids[i]);
+    free(ids);
+    free(emb);
+    ts_ctx_free(c);
+    ts_task_free(task);
+    ts_recipe_free(r);
+    return st ? fail(&err) : 0;
+}
+
 int ts_cmd_embed(int argc, char **argv) {
     common_opts co = { 0 };
     const char *images = NULL, *texts = NULL, *out = NULL, *format = NULL, *csv_key = NULL, *v;
+    const char *trajectories = NULL;
     int raw = 0, k;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -622,6 +672,9 @@ int ts_cmd_embed(int argc, char **argv) {
         } else if ((k = opt_value("embed", argc, argv, &i, "--texts", &v))) {
             if (k < 0) return 2;
             texts = v;
+        } else if ((k = opt_value("embed", argc, argv, &i, "--trajectories", &v))) {
+            if (k < 0) return 2;
+            trajectories = v;
         } else if ((k = opt_value("embed", argc, argv, &i, "--out", &v))) {
             if (k < 0) return 2;
             out = v;
@@ -640,9 +693,10 @@ int ts_cmd_embed(int argc, char **argv) {
         }
     }
     const char *missing = !co.checkpoint ? "--checkpoint" : !out ? "--out" : NULL;
-    if (missing || (!images == !texts)) {
+    if (missing || (!!images + !!texts + !!trajectories) != 1) {
         if (missing) fprintf(stderr, "tessera embed: %s is required\n", missing);
-        else fprintf(stderr, "tessera embed: give one of --images and --texts\n");
+        else fprintf(stderr, "tessera embed: give one of --images, --texts and "
+                     "--trajectories\n");
         embed_usage(stderr);
         return 2;
     }
@@ -655,6 +709,7 @@ int ts_cmd_embed(int argc, char **argv) {
         return 2;
     }
     int npy = format ? !strcmp(format, "npy") : has_suffix(out, ".npy");
+    if (trajectories) return embed_trajectories(&co, trajectories, out, npy);
 
     ts_err err = { 0 };
     ts_clip_model m;
@@ -767,8 +822,10 @@ static void eval_usage(FILE *out) {
             "                    [--per-class] [--batch N] [--workers N]\n"
             "       tessera eval retrieval --checkpoint RUN|CKPT --data SHARDS|CSV\n"
             "                    [--batch N] [--workers N]\n"
+            "       tessera eval rollout --checkpoint POLICY --task reach2d [--episodes N]\n"
             "\n"
-            "Evaluate a trained CLIP model as its training-time evaluation does.\n"
+            "Evaluate a trained CLIP model as its training-time evaluation does, or a policy in\n"
+            "closed loop (tessera eval rollout --help).\n"
             "\n"
             "  zeroshot   classify images by the text embeddings of prompts: for each class the\n"
             "             normalised mean over the templates (open_clip's ensembling); prints\n"
@@ -801,6 +858,102 @@ static void eval_usage(FILE *out) {
             "Exit status: 0 ok, 1 runtime failure, 2 usage error.\n");
 }
 
+static void rollout_usage(FILE *out) {
+    fprintf(out,
+            "usage: tessera eval rollout --checkpoint POLICY --task reach2d [--episodes N]\n"
+            "                            [--seed S] [--targets K] [--instruction-shift K]\n"
+            "                            [--instruction TEXT]\n"
+            "\n"
+            "Run a trained policy (model.type vla) in closed loop in a built-in simulated task\n"
+            "and report its success rate. Episodes come from seeds S, S+1, ... (default\n"
+            "1000000, away from those `tessera data synth reach2d` uses for demonstrations).\n"
+            "\n"
+            "options:\n"
+            "  --checkpoint P        a run folder, a checkpoint folder or a model.safetensors\n"
+            "  --task T              reach2d: reach the target the instruction names\n"
+            "  --episodes N          episodes, run side by side (default 50)\n"
+            "  --targets K           reach2d: targets per episode (default: the recipe's)\n"
+            "  --instruction-shift K give episode e the instruction of episode e+K (an ablation:\n"
+            "                        a policy that follows its instruction then fails)\n"
+            "  --instruction TEXT    give every episode this instruction\n"
+            "  --set KEY=VALUE       override a key of the policy's recipe (repeatable)\n"
+            "  --threads N           compute threads\n"
+            "  -h, --help            this help\n");
+}
+
+static int cmd_rollout(int argc, char **argv) {
+    common_opts co = { 0 };
+    const char *task = NULL, *v, *instruction = NULL;
+    int episodes = 50, targets = 0, shift = 0, k;
+    long long seed = 1000000;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            rollout_usage(stdout);
+            return 0;
+        }
+        if ((k = common_opt("eval rollout", argc, argv, &i, &co))) {
+            if (k < 0) return 2;
+        } else if ((k = opt_value("eval rollout", argc, argv, &i, "--task", &v))) {
+            if (k < 0) return 2;
+            task = v;
+        } else if ((k = opt_value("eval rollout", argc, argv, &i, "--instruction", &v))) {
+            if (k < 0) return 2;
+            instruction = v;
+        } else if ((k = opt_value("eval rollout", argc, argv, &i, "--episodes", &v))) {
+            if (k < 0 || (episodes = parse_count("eval rollout", "--episodes", v, 100000)) < 0)
+                return 2;
+        } else if ((k = opt_value("eval rollout", argc, argv, &i, "--targets", &v))) {
+            if (k < 0 || (targets = parse_count("eval rollout", "--targets", v, 16)) < 0) return 2;
+        } else if ((k = opt_value("eval rollout", argc, argv, &i, "--instruction-shift", &v))) {
+            if (k < 0 || (shift = parse_count("eval rollout", "--instruction-shift", v, 100000)) < 0)
+                return 2;
+        } else if ((k = opt_value("eval rollout", argc, argv, &i, "--seed", &v))) {
+            char *end;
+            if (k < 0) return 2;
+            seed = strtoll(v, &end, 10);
+            if (end == v || *end || seed < 0) {
+                fprintf(stderr, "tessera eval rollout: --seed expects a non-negative integer\n");
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "tessera eval rollout: unknown %s %s (see tessera eval rollout "
+                    "--help)\n", argv[i][0] == '-' ? "option" : "argument", argv[i]);
+            return 2;
+        }
+    }
+    if (!co.checkpoint || !task) {
+        fprintf(stderr, "tessera eval rollout: %s is required\n",
+                !co.checkpoint ? "--checkpoint" : "--task");
+        rollout_usage(stderr);
+        return 2;
+    }
+    ts_err err = { 0 };
+    ts_task *t = NULL;
+    ts_recipe *r = NULL;
+    char weights[4200];
+    ts_ctx *c = ts_ctx_new(TS_CPU, 16u << 20, 1);
+    if (co.threads > 0) c->nthreads = co.threads;
+    double t0 = now_s();
+    ts_vla_rollout_opts o = { targets, shift, instruction };
+    ts_vla_rollout_result res;
+    ts_status st = ts_vla_load(co.checkpoint, co.sets, co.nsets, &t, &r, weights,
+                               sizeof weights, &err);
+    if (!st) st = ts_vla_rollout(t, c, task, episodes, (uint64_t)seed, &o, &res, &err);
+    if (!st) {
+        printf("rollout: %s: %s: %d of %d episodes succeeded (%.1f%%), %.1f steps per episode",
+               weights, task, res.successes, res.episodes, 100.0 * res.success_rate,
+               (double)res.steps / res.episodes);
+        if (res.undecodable) printf(", %lld undecodable predictions", (long long)res.undecodable);
+        printf("%s%s%s; %.1f s\n", shift ? "; instructions shifted" : "",
+               instruction ? "; instruction: " : "", instruction ? instruction : "",
+               now_s() - t0);
+    }
+    ts_ctx_free(c);
+    ts_task_free(t);
+    ts_recipe_free(r);
+    return st ? fail(&err) : 0;
+}
+
 int ts_cmd_eval(int argc, char **argv) {
     if (argc < 1) {
         eval_usage(stderr);
@@ -810,9 +963,10 @@ int ts_cmd_eval(int argc, char **argv) {
         eval_usage(stdout);
         return 0;
     }
+    if (!strcmp(argv[0], "rollout")) return cmd_rollout(argc - 1, argv + 1);
     int zs = !strcmp(argv[0], "zeroshot");
     if (!zs && strcmp(argv[0], "retrieval")) {
-        fprintf(stderr, "tessera eval: unknown evaluation '%s' (valid: zeroshot, retrieval; see "
+        fprintf(stderr, "tessera eval: unknown evaluation '%s' (valid: zeroshot, retrieval, rollout; see "
                 "tessera eval --help)\n", argv[0]);
         return 2;
     }

@@ -50,6 +50,8 @@ static ts_status make_vit(ts_recipe *r, const char *section, ts_params *p, const
     ts_vit_init(&e->m, p, prefix, &cfg);
     e->base = (ts_encoder){ "vit", cfg.out_dim ? cfg.out_dim : cfg.width, vit_fwd, vit_free, e };
     info->image_size = cfg.image_h;
+    info->tokens = 1 + (cfg.image_h / cfg.patch) * (cfg.image_w / cfg.patch);
+    info->token_width = cfg.width;
     snprintf(info->describe, sizeof info->describe, "ViT %dx%d patch %d, width %d, %d layers, "
              "%d heads, %lld parameters", cfg.image_h, cfg.image_w, cfg.patch, cfg.width,
              cfg.layers, cfg.heads, (long long)ts_vit_param_count(&cfg));
@@ -73,6 +75,8 @@ static ts_status make_cswin(ts_recipe *r, const char *section, ts_params *p, con
     e->base = (ts_encoder){ "cswin", cfg.num_classes ? cfg.num_classes : 8 * cfg.embed_dim,
                             cswin_fwd, cswin_free, e };
     info->image_size = cfg.image_h;
+    info->tokens = (cfg.image_h / 32) * (cfg.image_w / 32);
+    info->token_width = 8 * cfg.embed_dim;
     ts_cswin_describe(&cfg, info->describe, sizeof info->describe);
     *out = &e->base;
     return TS_OK;

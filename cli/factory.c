@@ -20,6 +20,7 @@ static const factory_row rows[] = {
     { "text_mlm", ts_task_mlm_new, "bidirectional text encoder, masked-language objective" },
     { "mae", ts_task_mae_new, "ViT masked autoencoder on built-in images" },
     { "clip", ts_task_clip_new, "image and text towers, contrastive objectives, WebDataset shards" },
+    { "vla", ts_task_vla_new, "vision-language-action policy on HDF5 robot demonstrations" },
 };
 
 ts_status ts_factory_task(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *err) {

@@ -33,8 +33,9 @@ static void usage(FILE *out) {
             "\n"
             "verbs:\n"
             "  train RECIPE    train the model a recipe describes\n"
+            "  finetune RECIPE --from CKPT  train it starting from a checkpoint's matching weights\n"
             "  embed           write the embeddings of images or texts (HDF5 or .npy)\n"
-            "  eval            zero-shot classification and retrieval of a trained model\n"
+            "  eval            zero-shot classification, retrieval, closed-loop rollouts\n"
             "  tokenize        encode, decode, or train a CLIP byte-level BPE tokenizer\n"
             "  data inspect    summarise a data file (HDF5 trajectories, video, image)\n"
             "  data synth      write the synthetic shapes image-caption dataset\n"
@@ -45,13 +46,26 @@ static void usage(FILE *out) {
             TS_VERSION);
 }
 
-static void train_usage(FILE *out) {
+static void train_usage(FILE *out, int finetune) {
+    if (finetune)
+        fprintf(out,
+                "usage: tessera finetune RECIPE --from CKPT [--set KEY=VALUE]... [--resume DIR]\n"
+                "\n"
+                "Train the model that RECIPE describes, starting from the weights of CKPT (a run\n"
+                "folder, a checkpoint folder or a safetensors file) that have the same name and\n"
+                "shape in the model: e.g. the towers of a CLIP checkpoint in a policy. The log\n"
+                "lists what was loaded, what starts fresh and what in CKPT was ignored.\n"
+                "\n"
+                "options:\n"
+                "  --from CKPT      the checkpoint to start from\n");
+    else
+        fprintf(out,
+                "usage: tessera train RECIPE [--set KEY=VALUE]... [--resume DIR]\n"
+                "\n"
+                "Train the model that RECIPE (a YAML file) describes.\n"
+                "\n"
+                "options:\n");
     fprintf(out,
-            "usage: tessera train RECIPE [--set KEY=VALUE]... [--resume DIR]\n"
-            "\n"
-            "Train the model that RECIPE (a YAML file) describes.\n"
-            "\n"
-            "options:\n"
             "  --set KEY=VALUE  override a recipe key, e.g. --set optim.lr=3e-4 (repeatable)\n"
             "  --resume DIR     continue a run from its latest checkpoint (DIR is the run\n"
             "                   folder or one checkpoint folder): same step, LR and data order\n"
@@ -71,21 +85,24 @@ static int fail(const ts_err *err) {
     return 1;
 }
 
-static int cmd_train(int argc, char **argv) {
-    const char *recipe_path = NULL, *resume = NULL;
+static int cmd_train(int argc, char **argv, int finetune) {
+    const char *verb = finetune ? "finetune" : "train";
+    const char *recipe_path = NULL, *resume = NULL, *from = NULL;
     const char *sets[256];
-    int nsets = 0, check = 0;
+    int nsets = 0, check = 0, quiet = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            train_usage(stdout);
+            train_usage(stdout, finetune);
             return 0;
-        } else if (!strcmp(a, "--set") || !strcmp(a, "--resume")) {
+        } else if (!strcmp(a, "--set") || !strcmp(a, "--resume") ||
+                   (finetune && !strcmp(a, "--from"))) {
             if (i + 1 >= argc) {
-                fprintf(stderr, "tessera train: %s needs a value\n", a);
+                fprintf(stderr, "tessera %s: %s needs a value\n", verb, a);
                 return 2;
             }
             if (!strcmp(a, "--resume")) resume = argv[++i];
+            else if (!strcmp(a, "--from")) from = argv[++i];
             else if (nsets < 256) sets[nsets++] = argv[++i];
         } else if (!strncmp(a, "--set=", 6)) {
             if (nsets < 256) sets[nsets++] = a + 6;
@@ -93,20 +110,26 @@ static int cmd_train(int argc, char **argv) {
             resume = a + 9;
         } else if (!strcmp(a, "--quiet")) {
             ts_log_set_level(TS_LOG_WARN);
+            quiet = 1;
         } else if (!strcmp(a, "--check")) {
             check = 1;
+        } else if (finetune && !strncmp(a, "--from=", 7)) {
+            from = a + 7;
         } else if (a[0] == '-') {
-            fprintf(stderr, "tessera train: unknown option %s (see tessera train --help)\n", a);
+            fprintf(stderr, "tessera %s: unknown option %s (see tessera %s --help)\n", verb, a,
+                    verb);
             return 2;
         } else if (!recipe_path) {
             recipe_path = a;
         } else {
-            fprintf(stderr, "tessera train: one recipe only (got %s and %s)\n", recipe_path, a);
+            fprintf(stderr, "tessera %s: one recipe only (got %s and %s)\n", verb, recipe_path,
+                    a);
             return 2;
         }
     }
-    if (!recipe_path) {
-        train_usage(stderr);
+    if (!recipe_path || (finetune && !from)) {
+        if (finetune && recipe_path) fprintf(stderr, "tessera finetune: --from CKPT is needed\n");
+        train_usage(stderr, finetune);
         return 2;
     }
     ts_err err = { 0 };
@@ -132,6 +155,20 @@ static int cmd_train(int argc, char **argv) {
     ts_optim_recipe optim;
     if (ts_train_parse(r, &train, &optim, &err)) goto out;
     if (ts_factory_task(r, (uint64_t)train.seed, &task, &err)) goto out;
+    if (from) {
+        /* the statistics of the data and a data-trained tokenizer belong to this run's data */
+        static const char *const keep[] = { "normalizer.", "action_tokenizer.", NULL };
+        ts_ckpt_match m;
+        if (ts_ckpt_load_matching(task->params, from, keep, &m, &err)) goto out;
+        ts_log(TS_LOG_INFO, "finetune: from %s: %d tensors loaded, %d initialised fresh, %d in "
+               "the checkpoint ignored", m.file, m.loaded, m.fresh, m.ignored);
+        if (dist.rank == 0 && !quiet) {
+            fprintf(stderr, "finetune: loaded (%d):\n%s", m.loaded, m.loaded_names);
+            fprintf(stderr, "finetune: fresh (%d):\n%s", m.fresh, m.fresh_names);
+            fprintf(stderr, "finetune: ignored (%d):\n%s", m.ignored, m.ignored_names);
+        }
+        ts_ckpt_match_free(&m);
+    }
     if (check) {
         printf("%s: %s model with %lld parameters (%.1f MiB with gradients and optimizer "
                "state); recipe OK\n", recipe_path, task->type,
@@ -178,13 +215,14 @@ int main(int argc, char **argv) {
         printf("tessera %s\n", TS_VERSION);
         return 0;
     }
-    if (!strcmp(verb, "train")) return cmd_train(argc - 2, argv + 2);
+    if (!strcmp(verb, "train")) return cmd_train(argc - 2, argv + 2, 0);
+    if (!strcmp(verb, "finetune")) return cmd_train(argc - 2, argv + 2, 1);
     if (!strcmp(verb, "tokenize")) return ts_cmd_tokenize(argc - 2, argv + 2);
     if (!strcmp(verb, "data")) return ts_cmd_data(argc - 2, argv + 2);
     if (!strcmp(verb, "embed")) return ts_cmd_embed(argc - 2, argv + 2);
     if (!strcmp(verb, "eval")) return ts_cmd_eval(argc - 2, argv + 2);
     if (!strcmp(verb, "export")) return ts_cmd_export(argc - 2, argv + 2);
-    fprintf(stderr, "tessera: unknown verb '%s' (valid: train, embed, eval, export, tokenize, data, "
+    fprintf(stderr, "tessera: unknown verb '%s' (valid: train, finetune, embed, eval, export, tokenize, data, "
             "version; see "
             "tessera --help)\n", verb);
     return 2;

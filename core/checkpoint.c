@@ -380,7 +380,8 @@ static void namelist_add(namelist *l, const char *fmt, ...) {
     l->buf[l->len] = 0;
 }
 
-ts_status ts_ckpt_load_matching(ts_params *p, const char *path, ts_ckpt_match *m, ts_err *err) {
+ts_status ts_ckpt_load_matching(ts_params *p, const char *path, const char *const *keep_prefixes,
+                                ts_ckpt_match *m, ts_err *err) {
     memset(m, 0, sizeof *m);
     struct stat sb;
     if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
@@ -401,7 +402,13 @@ ts_status ts_ckpt_load_matching(ts_params *p, const char *path, ts_ckpt_match *m
         int same = e && e->ndim == t->ndim &&
                    (e->dtype == TS_F32 || e->dtype == TS_BF16 || e->dtype == TS_F16);
         for (int d = 0; same && d < t->ndim; d++) same = e->shape[d] == t->shape[d];
-        if (same) {
+        int keep = 0;
+        for (int k = 0; keep_prefixes && keep_prefixes[k]; k++)
+            keep |= !strncmp(t->name, keep_prefixes[k], strlen(keep_prefixes[k]));
+        if (keep && e) {
+            namelist_add(&fresh, "%s (kept: not taken from the file)", t->name);
+            m->fresh++;
+        } else if (same) {
             ts_st_entry_to_f32(e, ts_f32(t));
             namelist_add(&loaded, "%s", t->name);
             m->loaded++;

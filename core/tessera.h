@@ -552,7 +552,8 @@ ts_status ts_ckpt_load_model(ts_params *p, const char *path, int allow_extra, ts
 ts_status ts_ckpt_load_optim(ts_params *p, ts_optim *o, const char *path, ts_err *err);
 /* Fine-tuning: load from a safetensors file (or the model.safetensors of a run or checkpoint
  * folder) every parameter of p that the file has under the same name with the same shape;
- * the others keep their initial values. The report lists the names, one per line: loaded
+ * the others keep their initial values, and so do those whose names start with one of
+ * keep_prefixes (NULL-terminated, or NULL: none), e.g. the new data's statistics. The report lists the names, one per line: loaded
  * (in the file and the model), fresh (in the model only, or of another shape in the file:
  * the shapes are given) and ignored (in the file only). Each list is malloc'ed text (freed by
  * ts_ckpt_match_free); the counts are exact. */
@@ -561,7 +562,8 @@ typedef struct ts_ckpt_match {
     char *loaded_names, *fresh_names, *ignored_names;
     char file[4096];  /* the safetensors file that was read */
 } ts_ckpt_match;
-ts_status ts_ckpt_load_matching(ts_params *p, const char *path, ts_ckpt_match *m, ts_err *err);
+ts_status ts_ckpt_load_matching(ts_params *p, const char *path, const char *const *keep_prefixes,
+                                ts_ckpt_match *m, ts_err *err);
 void ts_ckpt_match_free(ts_ckpt_match *m);
 /* Read a whole text file (malloc'ed, NUL-terminated). */
 ts_status ts_read_text(const char *path, char **out, ts_err *err);
