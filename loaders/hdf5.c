@@ -871,13 +871,14 @@ ts_status ts_traj_writer_open(ts_traj_writer **out, const char *path, ts_err *er
     hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
     H5Pset_obj_track_times(fcpl, 0);
     w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, fcpl, H5P_DEFAULT);
-    H5Pclose(fcpl);
     if (w->file < 0) {
         char reason[256];
         ts_status st = ts_fail(err, TS_ERR_IO, "cannot create %s: %s", w->tmp, h5_reason(reason));
+        H5Pclose(fcpl);
         writer_free(w, 0);
         return st;
     }
+    H5Pclose(fcpl);
     w->gcpl = H5Pcreate(H5P_GROUP_CREATE);
     H5Pset_obj_track_times(w->gcpl, 0);
     w->dcpl = H5Pcreate(H5P_DATASET_CREATE);
