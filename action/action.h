@@ -222,10 +222,11 @@ ts_objective *ts_objective_action_new(ts_action_head *h, float weight);
  * and the proprioception (x, y, vx, vy). Everything is a function of the episode seed. */
 typedef struct ts_reach2d_cfg {
     int size;              /* image side (64) */
-    int n_targets;         /* 3 */
+    int n_targets;         /* 3 (1 .. ts_reach2d_palette_size()) */
     int max_steps;         /* 80 */
     float success_radius;  /* 0.06 */
-    float dt, max_speed, damping; /* 0.1, 0.6, 0.5 */
+    float dt, max_speed, damping; /* 0.1, 0.22, 0.5: an expert episode takes
+                                     * 17-46 steps, 27 on average */
 } ts_reach2d_cfg;
 ts_reach2d_cfg ts_reach2d_cfg_default(void);
 
@@ -240,6 +241,15 @@ void ts_reach2d_proprio(const ts_reach2d *e, float *out /* TS_REACH2D_PROPRIO */
 /* Apply action (2); returns 1 when the episode ended (success or max_steps). */
 int ts_reach2d_step(ts_reach2d *e, const float *action);
 int ts_reach2d_success(const ts_reach2d *e);
+/* The current episode's targets, for tests and visualisation: target k (0 <= k < n_targets)
+ * has its centre xy in the unit square (x along the image columns, y down its rows), a colour
+ * name ("red") and its RGB; any output may be NULL. ts_reach2d_goal is the index of the target
+ * the instruction names. The palette has ts_reach2d_palette_size() colours, the most targets
+ * an episode may have. */
+void ts_reach2d_target(const ts_reach2d *e, int k, float xy[2], const char **colour,
+                       uint8_t rgb[3]);
+int ts_reach2d_goal(const ts_reach2d *e);
+int ts_reach2d_palette_size(void);
 int ts_reach2d_steps(const ts_reach2d *e);
 /* The scripted expert's action for the current state (a saturated proportional controller
  * toward the named target with a little seeded noise, so demonstrations vary). */

@@ -10,6 +10,9 @@
  * `tessera data synth shapes --out DIR` writes the bundled synthetic image-caption dataset
  * (loaders/synth.c) as WebDataset shards, with class and prompt-template files for zero-shot
  * evaluation, and trains a BPE tokenizer on its captions (text/).
+ * `tessera data synth reach2d --out FILE.hdf5 --demos N` writes scripted-expert demonstrations
+ * of the reach2d task (action/reach2d.c) in the robomimic HDF5 layout (loaders/hdf5.c's
+ * writer), each demo with its language instruction.
  * Exit codes as every verb: 0 ok, 1 a file that cannot be read or is not understood, 2 usage.
  *
  * What it is not: a validator that decodes every frame or sample; reading a file whole is the
@@ -26,12 +29,14 @@
 #include "tessera.h"
 #include "loaders.h"
 #include "text.h"
+#include "action.h"
 #include "cli.h"
 
 static void data_usage(FILE *out) {
     fprintf(out,
             "usage: tessera data inspect PATH...\n"
             "       tessera data synth shapes --out DIR [options]\n"
+            "       tessera data synth reach2d --out FILE.hdf5 --demos N [options]\n"
             "\n"
             "inspect: print a summary of each data file:\n"
             "  HDF5    the tree of groups and datasets (shapes, dtypes, short attributes);\n"
@@ -64,10 +69,206 @@ static void data_usage(FILE *out) {
             "                      earlier when every caption word is one token)\n"
             "  --force             write into a folder that holds other files\n"
             "\n"
+            "synth reach2d: write demonstrations of the built-in reach2d task (a point mass\n"
+            "on the unit square moves to the coloured target its instruction names, e.g.\n"
+            "\"reach the red target\") by the scripted expert, in the robomimic HDF5 layout:\n"
+            "data/demo_N/ with actions (L, 2) float32 (velocity commands in [-1, 1]),\n"
+            "obs/agentview_image (L, S, S, 3) uint8, obs/proprio (L, 4) float32 (x, y, vx,\n"
+            "vy), rewards (1 at the success step), dones, @num_samples and\n"
+            "@language_instruction; data@total, data@env_args (the task's settings as JSON);\n"
+            "mask/train and mask/valid. Episodes the expert fails are left out and counted.\n"
+            "The same options give a byte-identical file; it is written to FILE.tmp and\n"
+            "renamed when complete.\n"
+            "  --out FILE          output file (required; replaced when it exists)\n"
+            "  --demos N           demonstrations, 1..1000000 (required)\n"
+            "  --seed N            seed (default 0)\n"
+            "  --size S            image side in pixels, 16..512 (default 64)\n"
+            "  --targets K         targets per episode, 1..%d (default 3)\n"
+            "  --valid-fraction F  share of the demos in mask/valid, 0 <= F < 1 (default 0.1)\n"
+            "\n"
             "options:\n"
             "  -h, --help   this help\n"
             "\n"
-            "Exit status: 0 ok, 1 a file that cannot be read or understood, 2 usage error.\n");
+            "Exit status: 0 ok, 1 a file that cannot be read or understood, 2 usage error.\n",
+            ts_reach2d_palette_size());
+}
+
+/* `tessera data synth reach2d --out FILE --demos N ...`: expert episodes of reach2d, one demo
+ * each, then the train/valid masks. Episode seeds come from one stream seeded with --seed;
+ * the valid demos are a seeded random subset. */
+static int cmd_synth_reach2d(int argc, char **argv) {
+    ts_reach2d_cfg cfg = ts_reach2d_cfg_default();
+    const char *out = NULL;
+    unsigned long long seed = 0, demos = 0;
+    double valid_frac = 0.1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            data_usage(stdout);
+            return 0;
+        }
+        static const char *const valued[] = { "--out", "--demos", "--seed", "--size",
+                                              "--targets", "--valid-fraction", NULL };
+        int k = 0;
+        while (valued[k] && strcmp(a, valued[k])) k++;
+        if (!valued[k]) {
+            fprintf(stderr, "tessera data synth: unknown option %s (see tessera data --help)\n", a);
+            return 2;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "tessera data synth: %s needs a value\n", a);
+            return 2;
+        }
+        const char *v = argv[++i];
+        char *end;
+        errno = 0;
+        if (k == 0) {
+            out = v;
+        } else if (k == 5) {
+            double f = strtod(v, &end);
+            if (!*v || *end || errno || !(f >= 0 && f < 1)) {
+                fprintf(stderr, "tessera data synth: --valid-fraction must be a number in "
+                                "[0, 1) (got %s)\n", v);
+                return 2;
+            }
+            valid_frac = f;
+        } else {
+            unsigned long long n = strtoull(v, &end, 10);
+            static const long long lo[] = { 0, 1, 0, 16, 1 };
+            long long hi[] = { 0, 1000000, 0, 512, ts_reach2d_palette_size() };
+            if (!*v || *end || v[0] == '-' || errno ||
+                (k != 2 && ((long long)n < lo[k] || (long long)n > hi[k]))) {
+                if (k == 2)
+                    fprintf(stderr, "tessera data synth: --seed must be a non-negative integer "
+                                    "(got %s)\n", v);
+                else
+                    fprintf(stderr, "tessera data synth: %s must be an integer in %lld..%lld "
+                                    "(got %s)\n", a, lo[k], hi[k], v);
+                return 2;
+            }
+            if (k == 1) demos = n;
+            else if (k == 2) seed = n;
+            else if (k == 3) cfg.size = (int)n;
+            else cfg.n_targets = (int)n;
+        }
+    }
+    if (!out || !*out) {
+        fprintf(stderr, "tessera data synth: --out FILE is required (see tessera data --help)\n");
+        return 2;
+    }
+    if (!demos) {
+        fprintf(stderr, "tessera data synth: --demos N is required (see tessera data --help)\n");
+        return 2;
+    }
+    int S = cfg.size, M = cfg.max_steps, N = (int)demos;
+    size_t frame = (size_t)S * S * 3;
+    float *actions = malloc(sizeof(float) * 2 * M), *proprio = malloc(sizeof(float) * 4 * M),
+          *rewards = malloc(sizeof(float) * M);
+    uint8_t *images = malloc(frame * M), *dones = malloc(M);
+    int *perm = malloc(sizeof(int) * N);
+    ts_reach2d *env = ts_reach2d_new(&cfg);
+    ts_traj_writer *w = NULL;
+    ts_err err = { 0 };
+    ts_status st = TS_OK;
+    int rc = 1;
+    if (!actions || !proprio || !rewards || !images || !dones || !perm) {
+        fprintf(stderr, "tessera: error: out of memory\n");
+        goto done;
+    }
+    if ((st = ts_traj_writer_open(&w, out, &err))) goto fail;
+    ts_rng seeds;
+    ts_rng_seed(&seeds, seed);
+    long long failed = 0, total = 0;
+    int minlen = M, maxlen = 0;
+    for (int d = 0; d < N;) {
+        ts_reach2d_reset(env, ts_rng_next(&seeds));
+        int L = 0, end;
+        do {
+            ts_reach2d_render(env, images + frame * L);
+            ts_reach2d_proprio(env, proprio + 4 * L);
+            ts_reach2d_expert(env, actions + 2 * L);
+            end = ts_reach2d_step(env, actions + 2 * L);
+            rewards[L] = (float)ts_reach2d_success(env);
+            dones[L] = (uint8_t)end;
+            L++;
+        } while (!end);
+        if (!ts_reach2d_success(env)) {
+            if (++failed > 100 + (long long)N) {
+                fprintf(stderr, "tessera: error: the reach2d expert failed %lld episodes\n",
+                        failed);
+                goto done;
+            }
+            continue;
+        }
+        ts_traj_demo_data dd = {
+            .len = L, .actions = actions, .action_dim = 2,
+            .n_lowdim = 1, .lowdim_keys = { "obs/proprio" }, .lowdim = { proprio },
+            .lowdim_dim = { TS_REACH2D_PROPRIO },
+            .n_images = 1, .image_keys = { "obs/agentview_image" }, .images = { images },
+            .image_shape = { { S, S, 3 } },
+            .rewards = rewards, .dones = dones, .instruction = ts_reach2d_instruction(env),
+        };
+        if ((st = ts_traj_writer_demo(w, &dd, &err))) goto fail;
+        total += L;
+        if (L < minlen) minlen = L;
+        if (L > maxlen) maxlen = L;
+        d++;
+    }
+    /* valid: the first n_valid of a seeded permutation, listed in order; train: the rest. */
+    int n_valid = (int)(valid_frac * N + 0.5);
+    if (n_valid >= N) n_valid = N - 1;
+    ts_rng split;
+    ts_rng_seed(&split, seed ^ 0x76616c6964ULL);
+    for (int i = 0; i < N; i++) perm[i] = i;
+    for (int i = N - 1; i > 0; i--) {
+        int j = (int)(ts_rng_next(&split) % (uint64_t)(i + 1)), t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    char *in_valid = calloc((size_t)N, 1);
+    if (!in_valid) {
+        fprintf(stderr, "tessera: error: out of memory\n");
+        goto done;
+    }
+    for (int i = 0; i < n_valid; i++) in_valid[perm[i]] = 1;
+    int nt = 0, nv = 0;
+    for (int i = 0; i < N; i++) /* perm reused: train indices, then valid indices */
+        if (!in_valid[i]) perm[nt++] = i;
+    for (int i = 0; i < N; i++)
+        if (in_valid[i]) perm[nt + nv++] = i;
+    free(in_valid);
+    if ((st = ts_traj_writer_mask(w, "train", perm, nt, &err)) ||
+        (st = ts_traj_writer_mask(w, "valid", perm + nt, nv, &err)))
+        goto fail;
+    char env_args[512];
+    snprintf(env_args, sizeof env_args,
+             "{\"env_name\": \"reach2d\", \"type\": \"tessera\", \"env_kwargs\": {\"size\": %d, "
+             "\"n_targets\": %d, \"max_steps\": %d, \"success_radius\": %g, \"dt\": %g, "
+             "\"max_speed\": %g, \"damping\": %g}, \"seed\": %llu}",
+             cfg.size, cfg.n_targets, cfg.max_steps, cfg.success_radius, cfg.dt, cfg.max_speed,
+             cfg.damping, seed);
+    st = ts_traj_writer_close(w, env_args, &err);
+    w = NULL;
+    if (st) goto fail;
+    printf("%s: %d demos, %lld steps (per demo: min %d, mean %.1f, max %d), %d x %d pixels, "
+           "%d targets (seed %llu); mask/train %d, mask/valid %d; expert failures left out: "
+           "%lld\n", out, N, total, minlen, (double)total / N, maxlen, S, S, cfg.n_targets,
+           seed, nt, nv, failed);
+    rc = 0;
+    goto done;
+fail:
+    fprintf(stderr, "tessera: error: %s\n", err.msg);
+    rc = st == TS_ERR_USAGE ? 2 : 1;
+done:
+    ts_traj_writer_abort(w);
+    ts_reach2d_free(env);
+    free(actions);
+    free(proprio);
+    free(rewards);
+    free(images);
+    free(dones);
+    free(perm);
+    return rc;
 }
 
 static void synth_progress(void *user, const char *path, int64_t done, int64_t total) {
@@ -80,16 +281,18 @@ static void synth_progress(void *user, const char *path, int64_t done, int64_t t
  * training captions, then the manifest that marks the folder finished. */
 static int cmd_synth(int argc, char **argv) {
     if (argc < 1) {
-        fprintf(stderr, "tessera data synth: name a dataset (valid: shapes; see tessera data "
-                        "--help)\n");
+        fprintf(stderr, "tessera data synth: name a dataset (valid: shapes, reach2d; see "
+                        "tessera data --help)\n");
         return 2;
     }
     if (!strcmp(argv[0], "-h") || !strcmp(argv[0], "--help")) {
         data_usage(stdout);
         return 0;
     }
+    if (!strcmp(argv[0], "reach2d")) return cmd_synth_reach2d(argc, argv);
     if (strcmp(argv[0], "shapes")) {
-        fprintf(stderr, "tessera data synth: unknown dataset '%s' (valid: shapes)\n", argv[0]);
+        fprintf(stderr, "tessera data synth: unknown dataset '%s' (valid: shapes, reach2d)\n",
+                argv[0]);
         return 2;
     }
     ts_synth_cfg cfg = { .seed = 0, .size = 64, .train_shards = 8, .val_shards = 2,

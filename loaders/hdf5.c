@@ -6,16 +6,21 @@
  * caller's buffers with hyperslab reads: actions and low-dimensional observations converted to
  * float32 by HDF5 on the way, images as stored (uint8 H x W x C). Padding at the episode ends
  * is Diffusion Policy's: the edge step repeated. It also prints the summary behind
- * `tessera data inspect`.
+ * `tessera data inspect`, and writes demonstrations in the robomimic layout (ts_traj_writer:
+ * for the synthetic datasets of `tessera data synth`).
  *
- * What it is not: a dataset (shuffling, batching and normalisation live in the pipeline), a
- * writer, or a reader of arbitrary layouts; which dataset means what is the caller's word.
+ * What it is not: a dataset (shuffling, batching and normalisation live in the pipeline), or a
+ * reader of arbitrary layouts; which dataset means what is the caller's word.
  */
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include <cjson/cJSON.h>
 #include <hdf5.h>
 
 #include "loaders.h"
@@ -26,6 +31,7 @@ typedef struct demo {
     char name[64];      /* "demo_3" */
     int64_t len;        /* L */
     hid_t dset[MAX_KEYS];
+    char *instruction;  /* the group's language_instruction attribute, or NULL */
 } demo;
 
 struct ts_traj {
@@ -42,6 +48,7 @@ struct ts_traj {
     int ndemos, skipped;
     int T, pad_before, pad_after;
     int64_t *wcum;                  /* wcum[d] = windows in demos 0..d-1; ndemos + 1 entries */
+    char *file_instruction;         /* LIBERO's data@problem_info language_instruction, or NULL */
 };
 
 /* HDF5 prints its error stack to stderr unless told not to; tessera reports errors itself.
@@ -134,6 +141,38 @@ static int path_exists(hid_t loc, const char *path) {
 static void demo_close(demo *d, int nkeys) {
     for (int k = 0; k < nkeys; k++)
         if (d->dset[k] > 0) H5Dclose(d->dset[k]);
+    free(d->instruction);
+    d->instruction = NULL;
+}
+
+/* The string attribute name of object o (variable- or fixed-length, any character set),
+ * malloc'ed; NULL when there is none or it is not one string. */
+static char *read_str_attr(hid_t o, const char *name) {
+    if (H5Aexists(o, name) <= 0) return NULL;
+    hid_t a = H5Aopen(o, name, H5P_DEFAULT), ty = H5Aget_type(a), sp = H5Aget_space(a);
+    char *out = NULL;
+    if (H5Tget_class(ty) == H5T_STRING && H5Sget_simple_extent_npoints(sp) == 1) {
+        if (H5Tis_variable_str(ty) > 0) {
+            hid_t mt = H5Tcopy(H5T_C_S1);
+            H5Tset_size(mt, H5T_VARIABLE);
+            H5Tset_cset(mt, H5Tget_cset(ty)); /* HDF5 does not convert between character sets */
+            char *s = NULL;
+            if (H5Aread(a, mt, &s) >= 0 && s) {
+                out = strdup(s);
+                H5free_memory(s);
+            }
+            H5Tclose(mt);
+        } else {
+            size_t w = H5Tget_size(ty);
+            char *s = calloc(w + 1, 1);
+            if (s && H5Aread(a, ty, s) >= 0) out = s;
+            else free(s);
+        }
+    }
+    H5Sclose(sp);
+    H5Tclose(ty);
+    H5Aclose(a);
+    return out;
 }
 
 void ts_traj_close(ts_traj *t) {
@@ -141,6 +180,7 @@ void ts_traj_close(ts_traj *t) {
     for (int i = 0; i < t->ndemos; i++) demo_close(&t->demos[i], t->nkeys);
     for (int k = 0; k < t->nkeys; k++) free(t->key[k]);
     if (t->file > 0) H5Fclose(t->file);
+    free(t->file_instruction);
     free(t->demos);
     free(t->wcum);
     free(t->path);
@@ -285,6 +325,7 @@ static ts_status check_demo(ts_traj *t, demo *d, int *shape_set, ts_err *err) {
     }
     if (!st && d->len < 1)
         st = ts_fail(err, TS_ERR_DATA, "%s: data/%s: no steps", t->path, d->name);
+    if (!st) d->instruction = read_str_attr(g, "language_instruction");
     H5Gclose(g);
     return st;
 }
@@ -336,6 +377,16 @@ ts_status ts_traj_open(ts_traj **out, const char *path, const ts_traj_spec *spec
         st = ts_fail(err, TS_ERR_FORMAT,
                      "%s: no 'data' group (not a robomimic, LIBERO or robosuite file)", path);
         goto fail;
+    }
+    {
+        hid_t g = H5Gopen2(t->file, "data", H5P_DEFAULT);
+        char *info = read_str_attr(g, "problem_info");
+        H5Gclose(g);
+        cJSON *j = info ? cJSON_Parse(info) : NULL;
+        const cJSON *li = cJSON_GetObjectItemCaseSensitive(j, "language_instruction");
+        if (cJSON_IsString(li) && li->valuestring) t->file_instruction = strdup(li->valuestring);
+        cJSON_Delete(j);
+        free(info);
     }
     if (spec->filter && spec->filter[0]) {
         if ((st = read_mask(t, spec->filter, &names, &nnames, err))) goto fail;
@@ -423,6 +474,10 @@ const char *ts_traj_demo_name(const ts_traj *t, int d) {
 int64_t ts_traj_demo_len(const ts_traj *t, int d) {
     TS_CHECK(d >= 0 && d < t->ndemos, "demo %d of %d", d, t->ndemos);
     return t->demos[d].len;
+}
+const char *ts_traj_instruction(const ts_traj *t, int d) {
+    TS_CHECK(d >= 0 && d < t->ndemos, "demo %d of %d", d, t->ndemos);
+    return t->demos[d].instruction ? t->demos[d].instruction : t->file_instruction;
 }
 int64_t ts_traj_action_dim(const ts_traj *t) { return t->row[0]; }
 int64_t ts_traj_lowdim_dim(const ts_traj *t, int k) {
@@ -759,4 +814,309 @@ ts_status ts_hdf5_summary(FILE *out, const char *path, ts_err *err) {
     }
     H5Fclose(f);
     return TS_OK;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Writing the robomimic layout                                                             */
+
+typedef struct writer_mask {
+    char *name;
+    int *idx;
+    int n;
+} writer_mask;
+
+struct ts_traj_writer {
+    char *path, *tmp;
+    hid_t file, data;
+    hid_t gcpl, dcpl, lcpl; /* no object times; intermediate groups created on demand */
+    int ndemos;
+    int64_t total;
+    writer_mask *masks;
+    int nmasks;
+};
+
+static void writer_free(ts_traj_writer *w, int remove_tmp) {
+    if (w->data > 0) H5Gclose(w->data);
+    if (w->file > 0) H5Fclose(w->file);
+    if (w->gcpl > 0) H5Pclose(w->gcpl);
+    if (w->dcpl > 0) H5Pclose(w->dcpl);
+    if (w->lcpl > 0) H5Pclose(w->lcpl);
+    if (remove_tmp && w->tmp) unlink(w->tmp);
+    for (int i = 0; i < w->nmasks; i++) {
+        free(w->masks[i].name);
+        free(w->masks[i].idx);
+    }
+    free(w->masks);
+    free(w->path);
+    free(w->tmp);
+    free(w);
+}
+
+void ts_traj_writer_abort(ts_traj_writer *w) {
+    if (w) writer_free(w, 1);
+}
+
+ts_status ts_traj_writer_open(ts_traj_writer **out, const char *path, ts_err *err) {
+    quiet();
+    *out = NULL;
+    ts_traj_writer *w = calloc(1, sizeof *w);
+    size_t n = strlen(path);
+    if (!w || !(w->path = strdup(path)) || !(w->tmp = malloc(n + 5))) {
+        if (w) writer_free(w, 0);
+        return ts_fail(err, TS_ERR_NOMEM, "%s: out of memory", path);
+    }
+    snprintf(w->tmp, n + 5, "%s.tmp", path);
+    /* The file creation list is a group creation list for the root group: no times there
+     * either. */
+    hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
+    H5Pset_obj_track_times(fcpl, 0);
+    w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, fcpl, H5P_DEFAULT);
+    if (w->file < 0) {
+        char reason[256];
+        ts_status st = ts_fail(err, TS_ERR_IO, "cannot create %s: %s", w->tmp, h5_reason(reason));
+        H5Pclose(fcpl);
+        writer_free(w, 0);
+        return st;
+    }
+    H5Pclose(fcpl);
+    w->gcpl = H5Pcreate(H5P_GROUP_CREATE);
+    H5Pset_obj_track_times(w->gcpl, 0);
+    w->dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_obj_track_times(w->dcpl, 0);
+    w->lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(w->lcpl, 1);
+    w->data = H5Gcreate2(w->file, "data", H5P_DEFAULT, w->gcpl, H5P_DEFAULT);
+    if (w->data < 0) {
+        char reason[256];
+        ts_status st = ts_fail(err, TS_ERR_IO, "%s: cannot create the data group: %s", w->tmp,
+                               h5_reason(reason));
+        writer_free(w, 1);
+        return st;
+    }
+    *out = w;
+    return TS_OK;
+}
+
+/* Groups that H5Dcreate makes on the way (obs/ of obs/proprio) take the link creation list's
+ * group defaults, which record times; create them first with gcpl instead. */
+static herr_t make_parents(ts_traj_writer *w, hid_t g, const char *key) {
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", key);
+    for (char *p = buf; (p = strchr(p, '/')); p++) {
+        *p = 0;
+        if (buf[0] && H5Lexists(g, buf, H5P_DEFAULT) <= 0) {
+            hid_t c = H5Gcreate2(g, buf, H5P_DEFAULT, w->gcpl, H5P_DEFAULT);
+            if (c < 0) return -1;
+            H5Gclose(c);
+        }
+        *p = '/';
+    }
+    return 0;
+}
+
+/* Dataset key under g of rank dims, file type ft, from memory of type mt; chunked by step and
+ * deflated when chunk is set. */
+static herr_t write_dataset(ts_traj_writer *w, hid_t g, const char *key, int rank,
+                            const hsize_t *dims, hid_t ft, hid_t mt, const void *buf,
+                            int chunk) {
+    if (make_parents(w, g, key) < 0) return -1;
+    hid_t dcpl = w->dcpl;
+    if (chunk) {
+        dcpl = H5Pcopy(w->dcpl);
+        hsize_t cd[8];
+        cd[0] = 1;
+        for (int i = 1; i < rank; i++) cd[i] = dims[i];
+        H5Pset_chunk(dcpl, rank, cd);
+        H5Pset_deflate(dcpl, 4);
+    }
+    hid_t sp = H5Screate_simple(rank, dims, NULL);
+    hid_t ds = H5Dcreate2(g, key, ft, sp, w->lcpl, dcpl, H5P_DEFAULT);
+    herr_t rc = ds < 0 ? -1 : H5Dwrite(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
+    if (ds >= 0) H5Dclose(ds);
+    H5Sclose(sp);
+    if (dcpl != w->dcpl) H5Pclose(dcpl);
+    return rc;
+}
+
+static herr_t write_attr_i64(hid_t o, const char *name, int64_t v) {
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(o, name, H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t rc = a < 0 ? -1 : H5Awrite(a, H5T_NATIVE_INT64, &v);
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(sp);
+    return rc;
+}
+
+/* A variable-length UTF-8 string attribute, as h5py writes a str. */
+static herr_t write_attr_str(hid_t o, const char *name, const char *v) {
+    hid_t ty = H5Tcopy(H5T_C_S1);
+    H5Tset_size(ty, H5T_VARIABLE);
+    H5Tset_cset(ty, H5T_CSET_UTF8);
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(o, name, ty, sp, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t rc = a < 0 ? -1 : H5Awrite(a, ty, &v);
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(sp);
+    H5Tclose(ty);
+    return rc;
+}
+
+ts_status ts_traj_writer_demo(ts_traj_writer *w, const ts_traj_demo_data *d, ts_err *err) {
+    TS_CHECK(d->len >= 1 && d->actions && d->action_dim >= 1, "demo of %lld steps, A = %d",
+             (long long)d->len, d->action_dim);
+    TS_CHECK(d->n_lowdim >= 0 && d->n_lowdim <= TS_TRAJ_MAX_KEYS && d->n_images >= 0 &&
+                 d->n_images <= TS_TRAJ_MAX_KEYS,
+             "%d lowdim and %d image keys", d->n_lowdim, d->n_images);
+    quiet();
+    char name[32];
+    snprintf(name, sizeof name, "demo_%d", w->ndemos);
+    hsize_t L = (hsize_t)d->len;
+    hid_t g = H5Gcreate2(w->data, name, H5P_DEFAULT, w->gcpl, H5P_DEFAULT);
+    herr_t rc = g < 0 ? -1 : 0;
+    const char *what = "the group";
+    if (rc >= 0) {
+        what = "num_samples";
+        rc = write_attr_i64(g, "num_samples", d->len);
+    }
+    if (rc >= 0 && d->instruction) {
+        what = "language_instruction";
+        rc = write_attr_str(g, "language_instruction", d->instruction);
+    }
+    if (rc >= 0) {
+        what = "actions";
+        rc = write_dataset(w, g, "actions", 2, (hsize_t[]){ L, (hsize_t)d->action_dim },
+                           H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, d->actions, 0);
+    }
+    for (int k = 0; rc >= 0 && k < d->n_lowdim; k++) {
+        TS_CHECK(d->lowdim_keys[k] && d->lowdim[k] && d->lowdim_dim[k] >= 1, "lowdim key %d", k);
+        what = d->lowdim_keys[k];
+        rc = write_dataset(w, g, what, 2, (hsize_t[]){ L, (hsize_t)d->lowdim_dim[k] },
+                           H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, d->lowdim[k], 0);
+    }
+    for (int k = 0; rc >= 0 && k < d->n_images; k++) {
+        const int *s = d->image_shape[k];
+        TS_CHECK(d->image_keys[k] && d->images[k] && s[0] >= 1 && s[1] >= 1 && s[2] >= 1,
+                 "image key %d", k);
+        what = d->image_keys[k];
+        rc = write_dataset(w, g, what, 4,
+                           (hsize_t[]){ L, (hsize_t)s[0], (hsize_t)s[1], (hsize_t)s[2] },
+                           H5T_STD_U8LE, H5T_NATIVE_UINT8, d->images[k], 1);
+    }
+    if (rc >= 0 && d->rewards) {
+        what = "rewards";
+        rc = write_dataset(w, g, "rewards", 1, &L, H5T_IEEE_F64LE, H5T_NATIVE_FLOAT, d->rewards,
+                           0);
+    }
+    if (rc >= 0 && d->dones) {
+        what = "dones";
+        rc = write_dataset(w, g, "dones", 1, &L, H5T_STD_I64LE, H5T_NATIVE_UINT8, d->dones, 0);
+    }
+    if (g >= 0) H5Gclose(g);
+    if (rc < 0) {
+        char reason[256];
+        return ts_fail(err, TS_ERR_IO, "%s: data/%s: cannot write %s: %s", w->tmp, name, what,
+                       h5_reason(reason));
+    }
+    w->ndemos++;
+    w->total += d->len;
+    return TS_OK;
+}
+
+ts_status ts_traj_writer_mask(ts_traj_writer *w, const char *name, const int *idx, int n,
+                              ts_err *err) {
+    TS_CHECK(name && name[0] && !strchr(name, '/') && n >= 0, "mask '%s' of %d demos",
+             name ? name : "(null)", n);
+    writer_mask *m = realloc(w->masks, (size_t)(w->nmasks + 1) * sizeof *m);
+    if (!m) return ts_fail(err, TS_ERR_NOMEM, "%s: out of memory", w->path);
+    w->masks = m;
+    m = &w->masks[w->nmasks];
+    m->name = strdup(name);
+    m->idx = malloc((size_t)(n ? n : 1) * sizeof *m->idx);
+    m->n = n;
+    if (!m->name || !m->idx) {
+        free(m->name);
+        free(m->idx);
+        return ts_fail(err, TS_ERR_NOMEM, "%s: out of memory", w->path);
+    }
+    if (n) memcpy(m->idx, idx, (size_t)n * sizeof *idx);
+    w->nmasks++;
+    return TS_OK;
+}
+
+/* mask/<m->name> as fixed-length byte strings "demo_N", NUL-padded to the longest (numpy's
+ * "S" dtype, as robomimic writes them). */
+static herr_t write_mask(ts_traj_writer *w, hid_t mg, const writer_mask *m) {
+    size_t width = 1;
+    char one[32];
+    for (int i = 0; i < m->n; i++) {
+        size_t l = (size_t)snprintf(one, sizeof one, "demo_%d", m->idx[i]);
+        if (l > width) width = l;
+    }
+    char *buf = calloc((size_t)(m->n ? m->n : 1), width);
+    if (!buf) return -1;
+    for (int i = 0; i < m->n; i++) {
+        snprintf(one, sizeof one, "demo_%d", m->idx[i]);
+        memcpy(buf + (size_t)i * width, one, strlen(one));
+    }
+    hid_t ty = H5Tcopy(H5T_C_S1);
+    H5Tset_size(ty, width);
+    H5Tset_strpad(ty, H5T_STR_NULLPAD);
+    hsize_t n = (hsize_t)m->n;
+    herr_t rc = write_dataset(w, mg, m->name, 1, &n, ty, ty, buf, 0);
+    H5Tclose(ty);
+    free(buf);
+    return rc;
+}
+
+ts_status ts_traj_writer_close(ts_traj_writer *w, const char *env_args, ts_err *err) {
+    quiet();
+    char reason[256];
+    ts_status st = TS_OK;
+    for (int i = 0; i < w->nmasks; i++)
+        for (int j = 0; j < w->masks[i].n; j++)
+            TS_CHECK(w->masks[i].idx[j] >= 0 && w->masks[i].idx[j] < w->ndemos,
+                     "mask %s names demo %d of %d", w->masks[i].name, w->masks[i].idx[j],
+                     w->ndemos);
+    if (write_attr_i64(w->data, "total", w->total) < 0 ||
+        write_attr_str(w->data, "env_args", env_args ? env_args : "{}") < 0) {
+        st = ts_fail(err, TS_ERR_IO, "%s: cannot write the data attributes: %s", w->tmp,
+                     h5_reason(reason));
+        goto fail;
+    }
+    if (w->nmasks) {
+        hid_t mg = H5Gcreate2(w->file, "mask", H5P_DEFAULT, w->gcpl, H5P_DEFAULT);
+        herr_t rc = mg < 0 ? -1 : 0;
+        for (int i = 0; rc >= 0 && i < w->nmasks; i++) rc = write_mask(w, mg, &w->masks[i]);
+        if (mg >= 0) H5Gclose(mg);
+        if (rc < 0) {
+            st = ts_fail(err, TS_ERR_IO, "%s: cannot write the masks: %s", w->tmp,
+                         h5_reason(reason));
+            goto fail;
+        }
+    }
+    H5Gclose(w->data);
+    w->data = -1;
+    herr_t rc = H5Fclose(w->file);
+    w->file = -1;
+    if (rc < 0) {
+        st = ts_fail(err, TS_ERR_IO, "cannot write %s: %s", w->tmp, h5_reason(reason));
+        goto fail;
+    }
+    int fd = open(w->tmp, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fsync(fd) != 0) {
+        st = ts_fail(err, TS_ERR_IO, "cannot sync %s: %s", w->tmp, strerror(errno));
+        if (fd >= 0) close(fd);
+        goto fail;
+    }
+    close(fd);
+    if (rename(w->tmp, w->path) != 0) {
+        st = ts_fail(err, TS_ERR_IO, "cannot rename %s to %s: %s", w->tmp, w->path,
+                     strerror(errno));
+        goto fail;
+    }
+    writer_free(w, 0);
+    return TS_OK;
+fail:
+    writer_free(w, 1);
+    return st;
 }

@@ -228,6 +228,58 @@ ts_status ts_traj_read(ts_traj *t, int d, int64_t start, int T, float *actions, 
 ts_status ts_traj_read_window(ts_traj *t, int64_t i, float *actions, float *lowdim,
                               uint8_t *const *images, ts_err *err);
 
+/* The language instruction of demo d: its group's "language_instruction" attribute (as
+ * ts_traj_writer writes it), else the "language_instruction" of the JSON in the data group's
+ * "problem_info" attribute (LIBERO's, one for the whole file), else NULL. Read at open; the
+ * string lives as long as t. */
+const char *ts_traj_instruction(const ts_traj *t, int d);
+
+/* Writing demonstrations in the robomimic layout (loaders/hdf5.c):
+ *   data/                 @total (int64: steps of all demos), @env_args (JSON string)
+ *     demo_N/             @num_samples (int64: L), @language_instruction (string, optional)
+ *       actions           (L, A) float32
+ *       <lowdim key>      (L, D) float32, e.g. obs/proprio
+ *       <image key>       (L, H, W, C) uint8, chunked by step, deflate-compressed
+ *       rewards           (L,) float64 (optional)
+ *       dones             (L,) int64 (optional)
+ *   mask/<name>           (n,) fixed-length byte strings "demo_N" (robomimic's train/valid)
+ * Demos are numbered demo_0, demo_1, ... in the order they are written. Strings are
+ * variable-length UTF-8 as h5py writes them. Object times are not recorded, so the same demos
+ * give the same bytes. The file is written to PATH.tmp and renamed onto path (after fsync)
+ * only by ts_traj_writer_close: a run that stops early leaves no half-written file. */
+typedef struct ts_traj_writer ts_traj_writer;
+
+typedef struct ts_traj_demo_data {
+    int64_t len;                               /* L >= 1 */
+    const float *actions;                      /* (L, A) */
+    int action_dim;                            /* A */
+    int n_lowdim;
+    const char *lowdim_keys[TS_TRAJ_MAX_KEYS]; /* paths under the demo group: "obs/proprio" */
+    const float *lowdim[TS_TRAJ_MAX_KEYS];     /* (L, D_k) */
+    int lowdim_dim[TS_TRAJ_MAX_KEYS];          /* D_k */
+    int n_images;
+    const char *image_keys[TS_TRAJ_MAX_KEYS];  /* "obs/agentview_image" */
+    const uint8_t *images[TS_TRAJ_MAX_KEYS];   /* (L, H, W, C) */
+    int image_shape[TS_TRAJ_MAX_KEYS][3];      /* H, W, C */
+    const float *rewards;                      /* (L) or NULL: no rewards dataset */
+    const uint8_t *dones;                      /* (L) or NULL: no dones dataset */
+    const char *instruction;                   /* NULL: no language_instruction attribute */
+} ts_traj_demo_data;
+
+/* Create path.tmp (TS_ERR_IO naming it when it cannot be created). */
+ts_status ts_traj_writer_open(ts_traj_writer **out, const char *path, ts_err *err);
+/* Append the next demo (demo_<number of demos written so far>). */
+ts_status ts_traj_writer_demo(ts_traj_writer *w, const ts_traj_demo_data *d, ts_err *err);
+/* Record mask/<name> listing demos idx[0..n) (indices into the written demos, each < the
+ * number written when the writer closes); written at close. */
+ts_status ts_traj_writer_mask(ts_traj_writer *w, const char *name, const int *idx, int n,
+                              ts_err *err);
+/* Write data@total, data@env_args (a JSON string; NULL: "{}") and the masks, close, fsync and
+ * rename onto path. w is freed whatever happens; on failure the temporary file is removed. */
+ts_status ts_traj_writer_close(ts_traj_writer *w, const char *env_args, ts_err *err);
+/* Give up: free w and remove the temporary file. NULL is a no-op. */
+void ts_traj_writer_abort(ts_traj_writer *w);
+
 /* Print a summary of any HDF5 file to out: the tree of groups and datasets with shapes, dtypes
  * and short attributes (at most 3 demo groups in full), then, for a file with data/demo_N
  * groups, the number of demos, their steps (total, min, mean, max) and the masks. For
