@@ -614,7 +614,7 @@ static int embed_trajectories(const common_opts *co, const char *path, const cha
     ts_err err = { 0 };
     ts_task *task = NULL;
     ts_recipe *r = NULL;
-    char weights[4200];
+    char weights[PATH_MAX];
     float *emb = NULL;
     char **ids = NULL;
     int64_t n = 0;
@@ -634,7 +634,7 @@ static int embed_trajectories(const common_opts *co, const char *path, const cha
     if (!st) {
         char *text = ts_recipe_dump(r);
         char ckpt[PATH_MAX];
-        if (!realpath(weights, ckpt)) snprintf(ckpt, sizeof ckpt, "%s", weights);
+        if (!realpath(weights, ckpt)) memcpy(ckpt, weights, sizeof ckpt);
         out_meta meta = { "vla policy: the mean of its observation tokens", text, ckpt,
                           "trajectory window", path, 0 };
         st = out_finish(&of, ids, &sk, &meta, &err);

@@ -160,6 +160,16 @@ static int cmd_synth_reach2d(int argc, char **argv) {
         fprintf(stderr, "tessera data synth: --demos N is required (see tessera data --help)\n");
         return 2;
     }
+    /* the instructions, one a line: the corpus of the instruction vocabulary */
+    char corpus_path[4200], vocab_path[4200];
+    {
+        size_t n = strlen(out);
+        size_t cut = n > 5 && !strcmp(out + n - 5, ".hdf5") ? n - 5
+                     : n > 3 && !strcmp(out + n - 3, ".h5") ? n - 3 : n;
+        snprintf(vocab_path, sizeof vocab_path, "%.*s-bpe.txt.gz", (int)cut, out);
+        snprintf(corpus_path, sizeof corpus_path, "%.*s-instructions.tmp", (int)cut, out);
+    }
+    FILE *corpus = NULL;
     int S = cfg.size, M = cfg.max_steps, N = (int)demos;
     size_t frame = (size_t)S * S * 3;
     float *actions = malloc(sizeof(float) * 2 * M), *proprio = malloc(sizeof(float) * 4 * M),
@@ -176,6 +186,10 @@ static int cmd_synth_reach2d(int argc, char **argv) {
         goto done;
     }
     if ((st = ts_traj_writer_open(&w, out, &err))) goto fail;
+    if (!(corpus = fopen(corpus_path, "w"))) {
+        st = ts_fail(&err, TS_ERR_IO, "%s: cannot write: %s", corpus_path, strerror(errno));
+        goto fail;
+    }
     ts_rng seeds;
     ts_rng_seed(&seeds, seed);
     long long failed = 0, total = 0;
@@ -209,6 +223,7 @@ static int cmd_synth_reach2d(int argc, char **argv) {
             .rewards = rewards, .dones = dones, .instruction = ts_reach2d_instruction(env),
         };
         if ((st = ts_traj_writer_demo(w, &dd, &err))) goto fail;
+        fprintf(corpus, "%s\n", ts_reach2d_instruction(env));
         total += L;
         if (L < minlen) minlen = L;
         if (L > maxlen) maxlen = L;
@@ -250,6 +265,23 @@ static int cmd_synth_reach2d(int argc, char **argv) {
     st = ts_traj_writer_close(w, env_args, &err);
     w = NULL;
     if (st) goto fail;
+    /* a BPE vocabulary of the instructions (every word ends as one token), for the text tower */
+    if (fclose(corpus) != 0) {
+        corpus = NULL;
+        st = ts_fail(&err, TS_ERR_IO, "%s: cannot write: %s", corpus_path, strerror(errno));
+        goto fail;
+    }
+    corpus = NULL;
+    {
+        const char *paths[1] = { corpus_path };
+        int merges = 0;
+        ts_log_set_level(TS_LOG_ERROR);
+        st = ts_bpe_train(paths, 1, 1024, vocab_path, &merges, &err);
+        ts_log_set_level(TS_LOG_INFO);
+        if (st) goto fail;
+        fprintf(stderr, "tessera data synth: wrote %s (%d merges, vocabulary %d)\n", vocab_path,
+                merges, merges + 514);
+    }
     printf("%s: %d demos, %lld steps (per demo: min %d, mean %.1f, max %d), %d x %d pixels, "
            "%d targets (seed %llu); mask/train %d, mask/valid %d; expert failures left out: "
            "%lld\n", out, N, total, minlen, (double)total / N, maxlen, S, S, cfg.n_targets,
@@ -260,6 +292,8 @@ fail:
     fprintf(stderr, "tessera: error: %s\n", err.msg);
     rc = st == TS_ERR_USAGE ? 2 : 1;
 done:
+    if (corpus) fclose(corpus);
+    remove(corpus_path);
     ts_traj_writer_abort(w);
     ts_reach2d_free(env);
     free(actions);

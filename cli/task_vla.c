@@ -140,12 +140,17 @@ static const ts_key data_keys[] = {
 };
 
 typedef struct vla_mix_cfg {
-    const char *path;
+    const char *path, *actions, *lowdim, *images;
     double weight;
 } vla_mix_cfg;
 static const ts_key mix_keys[] = {
     TS_KEY(TS_KEY_STRING, vla_mix_cfg, path, NULL, "HDF5 file of demonstrations"),
     TS_KEY(TS_KEY_FLOAT, vla_mix_cfg, weight, "1.0", "sampling weight"),
+    TS_KEY(TS_KEY_STRING, vla_mix_cfg, actions, "\"\"", "this file's actions (\"\": data.actions)"),
+    TS_KEY(TS_KEY_STRING, vla_mix_cfg, lowdim, "\"\"",
+           "this file's low-dimensional observations (\"\": data.lowdim; - for none)"),
+    TS_KEY(TS_KEY_STRING, vla_mix_cfg, images, "\"\"",
+           "this file's cameras, as many as data.images names (\"\": data.images)"),
 };
 
 typedef struct vla_eval_cfg {
@@ -187,6 +192,7 @@ typedef struct vla_window { int ds, demo; int64_t start; } vla_window;
 typedef struct vla_ds {
     char name[64];
     char path[4096];
+    const char *actions, *lowdim, *images; /* dataset names in this file */
     double weight;
     int A, D;              /* this dataset's action and low-dimensional sizes */
     int ndemo;
@@ -254,18 +260,22 @@ static int split_keys(const char *s, char out[][128], int max) {
 
 /* Read one HDF5 file into ds. */
 static ts_status load_ds(vla_task *s, vla_ds *ds, ts_recipe *r, ts_err *err) {
-    char low[TS_TRAJ_MAX_KEYS][128];
-    int nlow = split_keys(s->d.lowdim, low, TS_TRAJ_MAX_KEYS);
+    char low[TS_TRAJ_MAX_KEYS][128], cams[VLA_MAX_CAMS][128];
+    int nlow = strcmp(ds->lowdim, "-") ? split_keys(ds->lowdim, low, TS_TRAJ_MAX_KEYS) : 0;
+    int ncam = split_keys(ds->images, cams, VLA_MAX_CAMS);
+    if (ncam != s->ncam)
+        return ts_fail(err, TS_ERR_RECIPE, "data.mix.%s: %d cameras, data.images names %d",
+                       ds->name, ncam, s->ncam);
     char where[512] = "data.lowdim";
     if (nlow > TS_TRAJ_MAX_KEYS)
         return ts_fail(err, TS_ERR_RECIPE, "%s: at most %d low-dimensional keys",
                        r ? ts_recipe_where(r, "data.lowdim", where, sizeof where) : where,
                        TS_TRAJ_MAX_KEYS);
     ts_traj_spec spec = { 0 };
-    spec.actions = s->d.actions;
+    spec.actions = ds->actions;
     for (int k = 0; k < nlow; k++) spec.lowdim[k] = low[k];
     spec.n_lowdim = nlow;
-    for (int k = 0; k < s->ncam; k++) spec.images[k] = s->cam_names[k];
+    for (int k = 0; k < s->ncam; k++) spec.images[k] = cams[k];
     spec.n_images = s->ncam;
     spec.filter = NULL;
     spec.horizon = 1;
@@ -276,15 +286,18 @@ static ts_status load_ds(vla_task *s, vla_ds *ds, ts_recipe *r, ts_err *err) {
     s->skipped_demos += ts_traj_num_skipped(t);
     ds->A = (int)ts_traj_action_dim(t);
     ds->D = nlow ? (int)ts_traj_lowdim_total(t) : 0;
+    int ih[VLA_MAX_CAMS], iw[VLA_MAX_CAMS];
     for (int k = 0; k < s->ncam; k++) {
-        int h, w, ch;
-        ts_traj_image_shape(t, k, &h, &w, &ch);
-        if (h != s->img_h || w != s->img_w || ch != 3) {
-            st = ts_fail(err, TS_ERR_DATA, "%s: %s is %dx%dx%d, the image tower takes %dx%dx3 "
-                         "(set model.vision.image_size)", ds->path, s->cam_names[k], h, w, ch,
-                         s->img_h, s->img_w);
+        int ch;
+        ts_traj_image_shape(t, k, &ih[k], &iw[k], &ch);
+        if (ch != 3) {
+            st = ts_fail(err, TS_ERR_DATA, "%s: %s has %d channels per pixel; cameras are RGB "
+                         "(H, W, 3)", ds->path, cams[k], ch);
             goto out;
         }
+        if (ih[k] != s->img_h || iw[k] != s->img_w)
+            ts_log(TS_LOG_INFO, "vla: %s: %s is %dx%d, resized to the tower's %dx%d", ds->path,
+                   cams[k], iw[k], ih[k], s->img_w, s->img_h);
     }
     /* which demos are for training and which for validation */
     ts_traj *tf = NULL, *tv = NULL;
@@ -331,16 +344,32 @@ static ts_status load_ds(vla_task *s, vla_ds *ds, ts_recipe *r, ts_err *err) {
         int ok = dm->actions && (!ds->D || dm->lowdim);
         for (int k = 0; k < s->ncam; k++) {
             dm->images[k] = malloc((size_t)dm->len * s->img_h * s->img_w * 3);
-            imgs[k] = dm->images[k];
-            ok = ok && imgs[k];
+            int same = ih[k] == s->img_h && iw[k] == s->img_w;
+            imgs[k] = same ? dm->images[k] : malloc((size_t)dm->len * ih[k] * iw[k] * 3);
+            ok = ok && imgs[k] && dm->images[k];
         }
         if (!ok) {
             st = ts_fail(err, TS_ERR_NOMEM, "%s: %s: out of memory reading %lld steps", ds->path,
                          name, (long long)dm->len);
             goto out2;
         }
-        if ((st = ts_traj_read(t, d, 0, (int)dm->len, dm->actions, dm->lowdim, imgs, err)))
-            goto out2;
+        st = ts_traj_read(t, d, 0, (int)dm->len, dm->actions, dm->lowdim, imgs, err);
+        for (int k = 0; k < s->ncam; k++) {
+            if (imgs[k] == dm->images[k]) continue;
+            /* another size: every frame resized (antialiased bilinear) to the tower's */
+            ts_image_u8 in, o;
+            ts_image_u8_init(&o);
+            for (int64_t f = 0; !st && f < dm->len; f++) {
+                in = (ts_image_u8){ iw[k], ih[k], imgs[k] + (size_t)f * ih[k] * iw[k] * 3, 0 };
+                st = ts_image_resize(&o, &in, s->img_w, s->img_h, TS_INTERP_BILINEAR, err);
+                if (!st)
+                    memcpy(dm->images[k] + (size_t)f * s->img_h * s->img_w * 3, o.data,
+                           (size_t)s->img_h * s->img_w * 3);
+            }
+            ts_image_u8_free(&o);
+            free(imgs[k]);
+        }
+        if (st) goto out2;
         const char *ins = ts_traj_instruction(t, d);
         if (ins) dm->instruction = strdup(ins);
         if (s->text && !ins) {
@@ -420,7 +449,7 @@ static ts_status fit_stats(vla_task *s, vla_ds *ds, ts_err *err) {
             free(a);
             free(l);
             return ts_fail(err, TS_ERR_DATA, "%s: %s holds a NaN or an infinity", ds->path,
-                           s->d.actions);
+                           ds->actions);
         }
     ts_norm_fit(&ds->act_norm, (ts_norm_kind)s->d.normalize, a, n, ds->A);
     if (ds->D) ts_norm_fit(&ds->low_norm, (ts_norm_kind)s->d.normalize, l, n, ds->D);
@@ -543,7 +572,7 @@ static ts_tensor *encode_obs(ts_ctx *c, vla_task *s, const vla_obs *o) {
             for (int k = 0; k < s->To; k++) {
                 float *row = x + ((size_t)i * s->To + k) * s->D;
                 memcpy(row, o->lowdim + ((size_t)i * s->To + k) * s->D, (size_t)s->D * sizeof(float));
-                ts_norm_apply(&ds->low_norm, row, 1); /* its first ds->D values */
+                if (ds->D) ts_norm_apply(&ds->low_norm, row, 1); /* its first ds->D values */
                 for (int j = ds->D; j < s->D; j++) row[j] = 0.0f;
             }
         }
@@ -805,6 +834,9 @@ ts_status ts_vla_embed_file(ts_task *t, ts_ctx *c, const char *path, float **out
     memset(ds, 0, sizeof *ds);
     snprintf(ds->name, sizeof ds->name, "embed");
     snprintf(ds->path, sizeof ds->path, "%s", path);
+    ds->actions = s->ds[0].actions;
+    ds->lowdim = s->ds[0].lowdim;
+    ds->images = s->ds[0].images;
     const char *vf = s->d.val_filter, *ff = s->d.filter;
     s->d.val_filter = "";
     s->d.filter = "";
@@ -1051,6 +1083,9 @@ ts_status ts_task_vla_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *er
     if (!nmix) {
         snprintf(s->ds[0].name, sizeof s->ds[0].name, "data");
         snprintf(s->ds[0].path, sizeof s->ds[0].path, "%s", s->d.train);
+        s->ds[0].actions = s->d.actions;
+        s->ds[0].lowdim = s->d.lowdim;
+        s->ds[0].images = s->d.images;
         s->ds[0].weight = 1;
         s->nds = 1;
     }
@@ -1066,6 +1101,9 @@ ts_status ts_task_vla_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *er
         }
         snprintf(s->ds[i].name, sizeof s->ds[i].name, "%s", mix[i]);
         snprintf(s->ds[i].path, sizeof s->ds[i].path, "%s", mc.path);
+        s->ds[i].actions = mc.actions[0] ? mc.actions : s->d.actions;
+        s->ds[i].lowdim = mc.lowdim[0] ? mc.lowdim : s->d.lowdim;
+        s->ds[i].images = mc.images[0] ? mc.images : s->d.images;
         s->ds[i].weight = mc.weight;
         s->nds = i + 1;
     }
