@@ -207,6 +207,11 @@ ts_tensor *ts_action_head_loss(ts_ctx *c, ts_action_head *h, const ts_tensor *co
  * NULL). */
 void ts_action_head_predict(ts_ctx *c, ts_action_head *h, const ts_tensor *cond, uint64_t seed,
                             float *out, int64_t *bad);
+/* The network alone, for tests and tools: diffusion: x = x_t (n, H, A) with timesteps (n) ->
+ * the model output (n, H, A); tokens: x = ids i32 (n, T), T <= max_len + 1, the first BOS
+ * (= vocab) -> logits (n, T, vocab + 2) (EOS = vocab + 1); l1: x NULL -> the chunk (n, H, A). */
+ts_tensor *ts_action_head_forward(ts_ctx *c, ts_action_head *h, const ts_tensor *cond,
+                                  const ts_tensor *x, const int32_t *timesteps);
 /* The head as an objective for the factory: loss() reads e->tokens as cond and
  * e->batch->actions, e->batch->action_mask. The objective borrows h. */
 ts_objective *ts_objective_action_new(ts_action_head *h, float weight);

@@ -236,6 +236,7 @@ void ts_backward_with(ts_ctx *c, ts_tensor *y, const ts_tensor *dy);
     X(GELU_TANH, "gelu_tanh")                                                                \
     X(BIAS_GELU, "bias_gelu")                                                                \
     X(QUICK_GELU, "quick_gelu")                                                              \
+    X(MISH, "mish")                                                                          \
     X(SOFTMAX, "softmax")                                                                    \
     X(LOG_SOFTMAX, "log_softmax")                                                            \
     X(CROSS_ENTROPY, "cross_entropy")                                                        \
@@ -307,6 +308,7 @@ ts_tensor *ts_gelu(ts_ctx *c, const ts_tensor *x);       /* exact erf form */
 ts_tensor *ts_gelu_tanh(ts_ctx *c, const ts_tensor *x);  /* tanh approximation */
 ts_tensor *ts_bias_gelu(ts_ctx *c, const ts_tensor *x, const ts_tensor *bias); /* gelu(x+b) */
 ts_tensor *ts_quick_gelu(ts_ctx *c, const ts_tensor *x); /* x * sigmoid(1.702 x) */
+ts_tensor *ts_mish(ts_ctx *c, const ts_tensor *x);       /* x * tanh(softplus(x)) */
 ts_tensor *ts_softmax(ts_ctx *c, const ts_tensor *x);     /* over the last dim */
 ts_tensor *ts_log_softmax(ts_ctx *c, const ts_tensor *x); /* over the last dim */
 /* Mean softmax cross-entropy of logits (N, K) against i32 targets (N); targets equal to

@@ -15,6 +15,7 @@ CASES = [
      lambda x, b: F.gelu(x + b)),
     ("quick_gelu", lambda g: [randn(g, 2, 3, 5, scale=1.5)],
      lambda x: x * torch.sigmoid(1.702 * x)),
+    ("mish", lambda g: [randn(g, 2, 3, 5, scale=1.5)], F.mish),
     ("softmax", lambda g: [randn(g, 2, 3, 5, scale=1.5)], lambda x: F.softmax(x, dim=-1)),
     ("log_softmax", lambda g: [randn(g, 2, 3, 5, scale=1.5)],
      lambda x: F.log_softmax(x, dim=-1)),

@@ -18,6 +18,7 @@ static ts_tensor *fn_gelu(ts_ctx *c, ts_tensor **in) { return ts_gelu(c, in[0]);
 static ts_tensor *fn_gelu_tanh(ts_ctx *c, ts_tensor **in) { return ts_gelu_tanh(c, in[0]); }
 static ts_tensor *fn_bias_gelu(ts_ctx *c, ts_tensor **in) { return ts_bias_gelu(c, in[0], in[1]); }
 static ts_tensor *fn_quick_gelu(ts_ctx *c, ts_tensor **in) { return ts_quick_gelu(c, in[0]); }
+static ts_tensor *fn_mish(ts_ctx *c, ts_tensor **in) { return ts_mish(c, in[0]); }
 static ts_tensor *fn_softmax(ts_ctx *c, ts_tensor **in) { return ts_softmax(c, in[0]); }
 static ts_tensor *fn_log_softmax(ts_ctx *c, ts_tensor **in) { return ts_log_softmax(c, in[0]); }
 
@@ -26,6 +27,7 @@ const test_row rows_act[] = {
     { "gelu_tanh", TS_OP_GELU_TANH, mk_x, fn_gelu_tanh, 0, 1 },
     { "bias_gelu", TS_OP_BIAS_GELU, mk_xb, fn_bias_gelu, 0, 1 },
     { "quick_gelu", TS_OP_QUICK_GELU, mk_x, fn_quick_gelu, 0, 1 },
+    { "mish", TS_OP_MISH, mk_x, fn_mish, 0, 1 },
     { "softmax", TS_OP_SOFTMAX, mk_x, fn_softmax, 0, 1 },
     { "log_softmax", TS_OP_LOG_SOFTMAX, mk_x, fn_log_softmax, 0, 1 },
     ROW_END,
