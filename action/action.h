@@ -153,7 +153,7 @@ void ts_diffusion_ddim_timesteps(const ts_diffusion *d, int k, int32_t *ts);
 void ts_diffusion_ddim_step(const ts_diffusion *d, int k, int t, const float *model_out,
                             float *x, int64_t nm);
 /* One DDPM step (variance "fixed_small", as Diffusion Policy) from t to t - 1, with noise
- * drawn from rng when t > 0. */
+ * drawn from rng when t > 0 (rng NULL: the posterior mean alone, no noise added). */
 void ts_diffusion_ddpm_step(const ts_diffusion *d, int t, const float *model_out, float *x,
                             int64_t nm, ts_rng *rng);
 

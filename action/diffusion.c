@@ -107,7 +107,7 @@ void ts_diffusion_ddpm_step(const ts_diffusion *d, int t, const float *model_out
         float x0, eps;
         predict(d, a, model_out[i], x[i], &x0, &eps);
         float v = c0 * x0 + c1 * x[i];
-        if (t > 0) v += sd * ts_rng_normal(rng);
+        if (t > 0 && rng) v += sd * ts_rng_normal(rng);
         x[i] = v;
     }
 }

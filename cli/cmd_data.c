@@ -73,8 +73,8 @@ static void data_usage(FILE *out) {
             "on the unit square moves to the coloured target its instruction names, e.g.\n"
             "\"reach the red target\") by the scripted expert, in the robomimic HDF5 layout:\n"
             "data/demo_N/ with actions (L, 2) float32 (velocity commands in [-1, 1]),\n"
-            "obs/agentview_image (L, S, S, 3) uint8, obs/proprio (L, 4) float32 (x, y, vx,\n"
-            "vy), rewards (1 at the success step), dones, @num_samples and\n"
+            "obs/agentview_image (L, S, S, 3) uint8, obs/agent_pos (L, 2) and obs/agent_vel\n"
+            "(L, 2) float32, obs/proprio (L, 4) float32 (both side by side), rewards (1 at the success step), dones, @num_samples and\n"
             "@language_instruction; data@total, data@env_args (the task's settings as JSON);\n"
             "mask/train and mask/valid. Episodes the expert fails are left out and counted.\n"
             "The same options give a byte-identical file; it is written to FILE.tmp and\n"
@@ -172,6 +172,7 @@ static int cmd_synth_reach2d(int argc, char **argv) {
     FILE *corpus = NULL;
     int S = cfg.size, M = cfg.max_steps, N = (int)demos;
     size_t frame = (size_t)S * S * 3;
+    float *pos = malloc(sizeof(float) * 2 * M), *vel = malloc(sizeof(float) * 2 * M);
     float *actions = malloc(sizeof(float) * 2 * M), *proprio = malloc(sizeof(float) * 4 * M),
           *rewards = malloc(sizeof(float) * M);
     uint8_t *images = malloc(frame * M), *dones = malloc(M);
@@ -181,7 +182,7 @@ static int cmd_synth_reach2d(int argc, char **argv) {
     ts_err err = { 0 };
     ts_status st = TS_OK;
     int rc = 1;
-    if (!actions || !proprio || !rewards || !images || !dones || !perm) {
+    if (!actions || !proprio || !rewards || !images || !dones || !perm || !pos || !vel) {
         fprintf(stderr, "tessera: error: out of memory\n");
         goto done;
     }
@@ -206,6 +207,12 @@ static int cmd_synth_reach2d(int argc, char **argv) {
             dones[L] = (uint8_t)end;
             L++;
         } while (!end);
+        for (int k = 0; k < L; k++) {
+            pos[2 * k] = proprio[4 * k];
+            pos[2 * k + 1] = proprio[4 * k + 1];
+            vel[2 * k] = proprio[4 * k + 2];
+            vel[2 * k + 1] = proprio[4 * k + 3];
+        }
         if (!ts_reach2d_success(env)) {
             if (++failed > 100 + (long long)N) {
                 fprintf(stderr, "tessera: error: the reach2d expert failed %lld episodes\n",
@@ -216,8 +223,8 @@ static int cmd_synth_reach2d(int argc, char **argv) {
         }
         ts_traj_demo_data dd = {
             .len = L, .actions = actions, .action_dim = 2,
-            .n_lowdim = 1, .lowdim_keys = { "obs/proprio" }, .lowdim = { proprio },
-            .lowdim_dim = { TS_REACH2D_PROPRIO },
+            .n_lowdim = 3, .lowdim_keys = { "obs/agent_pos", "obs/agent_vel", "obs/proprio" },
+            .lowdim = { pos, vel, proprio }, .lowdim_dim = { 2, 2, TS_REACH2D_PROPRIO },
             .n_images = 1, .image_keys = { "obs/agentview_image" }, .images = { images },
             .image_shape = { { S, S, 3 } },
             .rewards = rewards, .dones = dones, .instruction = ts_reach2d_instruction(env),
@@ -298,6 +305,8 @@ done:
     ts_reach2d_free(env);
     free(actions);
     free(proprio);
+    free(pos);
+    free(vel);
     free(rewards);
     free(images);
     free(dones);

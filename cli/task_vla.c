@@ -711,6 +711,12 @@ static ts_status vla_eval(ts_task *t, ts_ctx *c, ts_metrics *m, ts_err *err) {
 
 /* ---- closed loop ---- */
 
+static void reach2d_lowdim(const ts_reach2d *e, const int *src, const int *num, int n, float *out) {
+    float pr[TS_REACH2D_PROPRIO];
+    ts_reach2d_proprio(e, pr);
+    for (int k = 0, o = 0; k < n; o += num[k], k++) memcpy(out + o, pr + src[k], (size_t)num[k] * sizeof(float));
+}
+
 ts_status ts_vla_rollout(ts_task *t, ts_ctx *c, const char *task, int episodes, uint64_t seed,
                          const ts_vla_rollout_opts *opts, ts_vla_rollout_result *res,
                          ts_err *err) {
@@ -723,10 +729,23 @@ ts_status ts_vla_rollout(ts_task *t, ts_ctx *c, const char *task, int episodes, 
     ts_reach2d_cfg rc = ts_reach2d_cfg_default();
     rc.size = s->img_h;
     rc.n_targets = opts && opts->targets > 0 ? opts->targets : (int)s->ro.targets;
-    if (s->ncam != 1 || s->img_h != s->img_w || s->D != TS_REACH2D_PROPRIO || s->A != 2)
-        return ts_fail(err, TS_ERR_USAGE, "reach2d needs a policy of one camera image, %d "
-                       "low-dimensional values and 2-d actions (this one has %d cameras, %d and "
-                       "%d)", TS_REACH2D_PROPRIO, s->ncam, s->D, s->A);
+    /* the low-dimensional keys the policy reads, as reach2d's writer names them */
+    char lk[TS_TRAJ_MAX_KEYS][128];
+    int nlk = strcmp(s->ds[0].lowdim, "-") ? split_keys(s->ds[0].lowdim, lk, TS_TRAJ_MAX_KEYS) : 0;
+    int lsrc[TS_TRAJ_MAX_KEYS], lnum[TS_TRAJ_MAX_KEYS], dsum = 0;
+    for (int k = 0; k < nlk && k < TS_TRAJ_MAX_KEYS; k++) {
+        lsrc[k] = !strcmp(lk[k], "obs/agent_pos") ? 0 : !strcmp(lk[k], "obs/agent_vel") ? 2
+                  : !strcmp(lk[k], "obs/proprio") ? 0 : -1;
+        lnum[k] = !strcmp(lk[k], "obs/proprio") ? 4 : 2;
+        if (lsrc[k] < 0)
+            return ts_fail(err, TS_ERR_USAGE, "reach2d has no low-dimensional observation '%s' "
+                           "(it has obs/agent_pos, obs/agent_vel, obs/proprio)", lk[k]);
+        dsum += lnum[k];
+    }
+    if (s->ncam != 1 || s->img_h != s->img_w || s->D != dsum || s->A != 2)
+        return ts_fail(err, TS_ERR_USAGE, "reach2d needs a policy of one camera image, its "
+                       "low-dimensional observations and 2-d actions (this one has %d cameras, "
+                       "%d low-dimensional values and %d-d actions)", s->ncam, s->D, s->A);
     int n = episodes;
     ts_reach2d **env = calloc((size_t)n, sizeof *env);
     int *done = calloc((size_t)n, sizeof(int));
@@ -750,7 +769,7 @@ ts_status ts_vla_rollout(ts_task *t, ts_ctx *c, const char *task, int episodes, 
         /* the history starts as copies of the first observation */
         for (int k = 0; k < s->To; k++) {
             ts_reach2d_render(env[e], hist + ((size_t)e * s->To + k) * fr);
-            ts_reach2d_proprio(env[e], lhist + ((size_t)e * s->To + k) * s->D);
+            reach2d_lowdim(env[e], lsrc, lnum, nlk, lhist + ((size_t)e * s->To + k) * s->D);
         }
     }
     for (int round = 0;; round++) {
@@ -783,6 +802,17 @@ ts_status ts_vla_rollout(ts_task *t, ts_ctx *c, const char *task, int episodes, 
         for (int64_t i = 0; i < na; i++) {
             int e = (int)rows[i];
             /* Diffusion Policy executes actions To-1 .. To-1+Ta-1 of the chunk */
+            if (getenv("TS_DEBUG_ROLLOUT") && e == 0) {
+                float pr[4], ex[2];
+                ts_reach2d_proprio(env[e], pr);
+                ts_reach2d_expert(env[e], ex);
+                fprintf(stderr, "round %d pos %.3f %.3f v %.3f %.3f expert %.2f %.2f pred", round,
+                        pr[0], pr[1], pr[2], pr[3], ex[0], ex[1]);
+                for (int h = 0; h < 8; h++)
+                    fprintf(stderr, " (%.2f %.2f)", pred[((size_t)i * s->H + h) * s->A],
+                            pred[((size_t)i * s->H + h) * s->A + 1]);
+                fprintf(stderr, "\n");
+            }
             for (int k = 0; k < s->Ta && !done[e]; k++) {
                 int h = s->To - 1 + k;
                 if (h >= s->H) break;
@@ -792,12 +822,25 @@ ts_status ts_vla_rollout(ts_task *t, ts_ctx *c, const char *task, int episodes, 
                 memmove(lhist + (size_t)e * s->To * s->D, lhist + ((size_t)e * s->To + 1) * s->D,
                         (size_t)(s->To - 1) * s->D * sizeof(float));
                 ts_reach2d_render(env[e], hist + ((size_t)e * s->To + s->To - 1) * fr);
-                ts_reach2d_proprio(env[e], lhist + ((size_t)e * s->To + s->To - 1) * s->D);
+                reach2d_lowdim(env[e], lsrc, lnum, nlk,
+                               lhist + ((size_t)e * s->To + s->To - 1) * s->D);
             }
         }
     }
     for (int e = 0; e < n; e++) {
         int ok = ts_reach2d_success(env[e]);
+        if (getenv("TS_DEBUG_ROLLOUT")) {
+            float pr[4], g[2], o2[2];
+            ts_reach2d_proprio(env[e], pr);
+            ts_reach2d_target(env[e], ts_reach2d_goal(env[e]), g, NULL, NULL);
+            fprintf(stderr, "ep %d ok %d steps %d pos %.3f %.3f goal %.3f %.3f", e, ok,
+                    ts_reach2d_steps(env[e]), pr[0], pr[1], g[0], g[1]);
+            for (int k = 0; k < 3; k++) {
+                ts_reach2d_target(env[e], k, o2, NULL, NULL);
+                fprintf(stderr, " | t%d %.3f", k, hypotf(o2[0] - pr[0], o2[1] - pr[1]));
+            }
+            fprintf(stderr, "\n");
+        }
         res->successes += ok;
         res->steps += ts_reach2d_steps(env[e]);
     }
