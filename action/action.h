@@ -161,19 +161,24 @@ void ts_diffusion_ddpm_step(const ts_diffusion *d, int t, const float *model_out
 /* Action heads (action/heads.c)                                                             */
 
 /* An action head predicts a chunk of H normalised actions of A dimensions from observation
- * tokens cond (n, Tc, cond_dim). Three kinds:
- *   diffusion: a transformer denoiser over the noised chunk (H tokens, one per step: linear
- *              A -> width plus a learned position embedding), a sinusoidal timestep embedding
- *              (Diffusion Policy's SinusoidalPosEmb, then Linear-Mish-Linear) prepended to the
- *              condition tokens, which the chunk attends to by cross-attention in every block
- *              (pre-norm decoder blocks as torch.nn.TransformerDecoderLayer(norm_first=True):
- *              self-attention, cross-attention, MLP with GELU). Trained with DDPM noise at a
- *              uniformly drawn timestep and MSE on epsilon (or the sample); predict() runs DDIM.
+ * tokens cond (n, Tc, cond_dim), projected to the head's width W as the memory of pre-norm
+ * decoder blocks laid out as torch.nn.TransformerDecoderLayer(norm_first=True) (self-attention,
+ * cross-attention to the memory, MLP with GELU) in a TransformerDecoder with a final norm.
+ * Three kinds:
+ *   l1:        H learned queries through the blocks, a linear readout to A per step, L1 loss
+ *              (ACT's regression head).
+ *   diffusion: the same readout of learned queries gives an observation context (H tokens, one
+ *              per step, computed once per prediction); a second stack of blocks (the
+ *              denoiser) runs over input_proj(x_t) + context + a learned position embedding +
+ *              the timestep embedding (Diffusion Policy's SinusoidalPosEmb, then
+ *              Linear-Mish-Linear), with [timestep token, context] as its memory, and predicts
+ *              epsilon or the clean chunk. Trained with DDPM noise at a uniformly drawn
+ *              timestep and MSE; predict() runs DDIM. Adding the context to every noised token
+ *              (rather than only offering the observation to cross-attention from queries made
+ *              of noise) is what lets the denoiser learn to use the observation quickly.
  *   tokens:    autoregressive over an action tokenizer's ids (bins or FAST) with a BOS id and,
- *              for variable-length tokenizers, an EOS id: the same decoder blocks with a causal
+ *              for variable-length tokenizers, an EOS id: the blocks with a causal
  *              self-attention, cross-entropy on the next id; predict() decodes greedily.
- *   l1:        learned queries (H tokens) through the same decoder blocks, a linear readout to
- *              A per step, L1 loss (ACT's regression head).
  * A mask (n, A) of 1/0 (or NULL: all 1) marks the action dimensions a sample has, for a
  * mixture of datasets of different action dimension padded to A (Octo): padded dimensions are
  * left out of the loss (diffusion, l1) or fixed to the middle bin (tokens: bins only).
@@ -188,6 +193,8 @@ typedef struct ts_head_cfg {
     float mlp_ratio, dropout;
     /* diffusion */
     int train_steps, infer_steps; /* 100, 10 (DDIM) */
+    int noise_samples;            /* noised copies of each chunk per batch (1): more noise
+                                   * draws per observation for the cost of the head alone */
     int prediction;               /* ts_pred_kind */
     /* tokens: the tokenizer (borrowed; the caller frees it after the head) */
     const ts_act_tok *tok;

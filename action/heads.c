@@ -48,6 +48,8 @@ struct ts_action_head {
     ts_tensor *pos, *tok_embed, *queries;
     dec_layer *layers;
     ts_nn_layernorm norm;
+    dec_layer *den_layers;    /* diffusion: the denoiser's blocks */
+    ts_nn_layernorm den_norm;
     ts_diffusion sched;
 };
 
@@ -94,6 +96,8 @@ ts_action_head *ts_action_head_new(ts_params *p, const char *prefix, const ts_he
                           4 * W, W, 1);
         h->pos = ts_param(p, ts_pname(name, sizeof name, "%s.pos_embed", prefix), 3,
                           TS_SHAPE(1, H, W), TS_INIT_N(0.02f), TS_PARAM_NO_DECAY);
+        h->queries = ts_param(p, ts_pname(name, sizeof name, "%s.queries", prefix), 3,
+                              TS_SHAPE(1, H, W), TS_INIT_N(0.02f), TS_PARAM_NO_DECAY);
     } else if (cfg->kind == TS_HEAD_TOKENS) {
         TS_CHECK(cfg->tok && cfg->tok->horizon == H && cfg->tok->dim == A,
                  "action head: the tokens head needs a tokenizer of chunks %d x %d", H, A);
@@ -110,11 +114,14 @@ ts_action_head *ts_action_head_new(ts_params *p, const char *prefix, const ts_he
                               TS_SHAPE(1, H, W), TS_INIT_N(0.02f), TS_PARAM_NO_DECAY);
     }
     h->layers = calloc((size_t)cfg->depth, sizeof *h->layers);
-    TS_CHECK(h->layers != NULL, "out of memory");
-    for (int l = 0; l < cfg->depth; l++) {
-        dec_layer *L = &h->layers[l];
+    h->den_layers = calloc((size_t)cfg->depth, sizeof *h->den_layers);
+    TS_CHECK(h->layers && h->den_layers, "out of memory");
+    for (int l = 0; l < (cfg->kind == TS_HEAD_DIFFUSION ? 2 : 1) * cfg->depth; l++) {
+        int den = l >= cfg->depth;
+        dec_layer *L = den ? &h->den_layers[l - cfg->depth] : &h->layers[l];
         char pre[200];
-        snprintf(pre, sizeof pre, "%s.decoder.layers.%d", prefix, l);
+        snprintf(pre, sizeof pre, "%s.%s.layers.%d", prefix, den ? "denoiser" : "decoder",
+                 den ? l - cfg->depth : l);
         ts_nn_mha_init(&L->self_attn, p, ts_pname(name, sizeof name, "%s.self_attn", pre), W,
                        cfg->heads);
         xattn_init(&L->cross, p, ts_pname(name, sizeof name, "%s.multihead_attn", pre), W,
@@ -132,6 +139,10 @@ ts_action_head *ts_action_head_new(ts_params *p, const char *prefix, const ts_he
     }
     ts_nn_layernorm_init(&h->norm, p, ts_pname(name, sizeof name, "%s.decoder.norm", prefix), W,
                          HEAD_LN_EPS);
+    if (cfg->kind == TS_HEAD_DIFFUSION)
+        ts_nn_layernorm_init(&h->den_norm, p,
+                             ts_pname(name, sizeof name, "%s.denoiser.norm", prefix), W,
+                             HEAD_LN_EPS);
     ts_nn_linear_init(&h->readout, p, ts_pname(name, sizeof name, "%s.head", prefix), W, out, 1);
     return h;
 }
@@ -140,6 +151,7 @@ void ts_action_head_free(ts_action_head *h) {
     if (!h) return;
     ts_diffusion_free(&h->sched);
     free(h->layers);
+    free(h->den_layers);
     free(h);
 }
 
@@ -168,11 +180,15 @@ static ts_tensor *xattn_forward(ts_ctx *c, const xattn *m, const ts_tensor *x,
     return ts_nn_linear_forward(c, &m->out, o);
 }
 
-static ts_tensor *decode(ts_ctx *c, const ts_action_head *h, ts_tensor *x, const ts_tensor *mem,
+static ts_tensor *time_embedding(ts_ctx *c, int64_t n, const int32_t *t, int W);
+
+/* The blocks of layers over x with memory mem, then the final norm: (n, T, W). */
+static ts_tensor *blocks(ts_ctx *c, const ts_action_head *h, const dec_layer *layers,
+                         const ts_nn_layernorm *norm, ts_tensor *x, const ts_tensor *mem,
                          int causal) {
     float p = h->cfg.dropout;
     for (int l = 0; l < h->cfg.depth; l++) {
-        const dec_layer *L = &h->layers[l];
+        const dec_layer *L = &layers[l];
         ts_tensor *a = ts_nn_mha_forward(c, &L->self_attn, ts_nn_layernorm_forward(c, &L->norm1, x),
                                          causal, NULL);
         x = ts_add(c, x, ts_dropout(c, a, p));
@@ -183,7 +199,41 @@ static ts_tensor *decode(ts_ctx *c, const ts_action_head *h, ts_tensor *x, const
         a = ts_nn_linear_forward(c, &L->linear2, ts_dropout(c, a, p));
         x = ts_add(c, x, ts_dropout(c, a, p));
     }
-    return ts_nn_linear_forward(c, &h->readout, ts_nn_layernorm_forward(c, &h->norm, x));
+    return ts_nn_layernorm_forward(c, norm, x);
+}
+
+static ts_tensor *decode(ts_ctx *c, const ts_action_head *h, ts_tensor *x, const ts_tensor *mem,
+                         int causal) {
+    return ts_nn_linear_forward(c, &h->readout, blocks(c, h, h->layers, &h->norm, x, mem, causal));
+}
+
+/* diffusion and l1: the learned queries read the observation: (n, H, W) */
+static ts_tensor *readout_context(ts_ctx *c, const ts_action_head *h, const ts_tensor *cond) {
+    int64_t n = ts_dim(cond, 0), H = h->cfg.horizon, W = h->cfg.width;
+    ts_tensor *mem = ts_nn_linear_forward(c, &h->cond_proj, cond);
+    ts_tensor *q = ts_zeros(c, TS_F32, 3, TS_SHAPE(n, H, W));
+    q = ts_add(c, q, ts_reshape(c, h->queries, 2, TS_SHAPE(H, W)));
+    return blocks(c, h, h->layers, &h->norm, q, mem, 0);
+}
+
+/* diffusion: the denoiser over the noised chunk given the context (n, H, W) */
+static ts_tensor *denoise(ts_ctx *c, const ts_action_head *h, const ts_tensor *ctx,
+                          const ts_tensor *x, const int32_t *timesteps) {
+    int64_t n = ts_dim(ctx, 0), H = h->cfg.horizon;
+    int W = h->cfg.width;
+    ts_tensor *te = time_embedding(c, n, timesteps, W);
+    te = ts_nn_linear_forward(c, &h->time2, ts_mish(c, ts_nn_linear_forward(c, &h->time0, te)));
+    te = ts_reshape(c, te, 3, TS_SHAPE(n, 1, W));
+    ts_tensor *mem = ts_concat(c, (ts_tensor *[]){ te, (ts_tensor *)ctx }, 2, 1);
+    ts_tensor *in = ts_add(c, ts_nn_linear_forward(c, &h->input_proj, x), ctx);
+    in = ts_add(c, in, ts_reshape(c, h->pos, 2, TS_SHAPE(H, W)));
+    /* the time embedding on every step's token, as well as in the memory */
+    ts_tensor *rep[256];
+    TS_CHECK(H <= 256, "action head: horizon %lld", (long long)H);
+    for (int64_t k = 0; k < H; k++) rep[k] = te;
+    in = ts_add(c, in, ts_concat(c, rep, (int)H, 1));
+    return ts_nn_linear_forward(c, &h->readout, blocks(c, h, h->den_layers, &h->den_norm, in, mem,
+                                                       0));
 }
 
 /* Diffusion Policy's SinusoidalPosEmb(W) of the timesteps: (n, W) = [sin(t f), cos(t f)] with
@@ -211,20 +261,15 @@ ts_tensor *ts_action_head_forward(ts_ctx *c, ts_action_head *h, const ts_tensor 
              cfg->cond_dim);
     int64_t n = ts_dim(cond, 0);
     int W = cfg->width;
-    ts_tensor *mem = ts_nn_linear_forward(c, &h->cond_proj, cond);
     if (cfg->kind == TS_HEAD_DIFFUSION) {
         TS_CHECK(x && x->ndim == 3 && ts_dim(x, 0) == n && ts_dim(x, 1) == cfg->horizon &&
                  ts_dim(x, 2) == cfg->action_dim, "action head: x_t is %s",
                  x ? ts_shape_str(x, s, sizeof s) : "NULL");
-        ts_tensor *te = time_embedding(c, n, timesteps, W);
-        te = ts_nn_linear_forward(c, &h->time2,
-                                  ts_mish(c, ts_nn_linear_forward(c, &h->time0, te)));
-        te = ts_reshape(c, te, 3, TS_SHAPE(n, 1, W));
-        mem = ts_concat(c, (ts_tensor *[]){ te, mem }, 2, 1);
-        ts_tensor *in = ts_add(c, ts_nn_linear_forward(c, &h->input_proj, x),
-                               ts_reshape(c, h->pos, 2, TS_SHAPE(cfg->horizon, W)));
-        return decode(c, h, in, mem, 0);
+        return denoise(c, h, readout_context(c, h, cond), x, timesteps);
     }
+    if (cfg->kind == TS_HEAD_L1)
+        return ts_nn_linear_forward(c, &h->readout, readout_context(c, h, cond));
+    ts_tensor *mem = ts_nn_linear_forward(c, &h->cond_proj, cond);
     if (cfg->kind == TS_HEAD_TOKENS) {
         TS_CHECK(x && x->ndim == 2 && x->dtype == TS_I32 && ts_dim(x, 0) == n &&
                  ts_dim(x, 1) <= h->T, "action head: ids are %s (at most %d per row)",
@@ -235,10 +280,9 @@ ts_tensor *ts_action_head_forward(ts_ctx *c, ts_action_head *h, const ts_tensor 
                                                                                TS_SHAPE(T, W)));
         return decode(c, h, in, mem, 1);
     }
-    ts_tensor *q = ts_new_f32(c, 3, TS_SHAPE(n, cfg->horizon, W));
-    memset(q->data, 0, (size_t)q->numel * sizeof(float));
-    return decode(c, h, ts_add(c, q, ts_reshape(c, h->queries, 2, TS_SHAPE(cfg->horizon, W))),
-                  mem, 0);
+    (void)W;
+    TS_CHECK(0, "action head: kind %d", cfg->kind);
+    return NULL;
 }
 
 /* ---- losses ---- */
@@ -267,6 +311,21 @@ ts_tensor *ts_action_head_loss(ts_ctx *c, ts_action_head *h, const ts_tensor *co
     TS_CHECK(actions->ndim == 3 && ts_dim(actions, 0) == n && ts_dim(actions, 1) == H &&
              ts_dim(actions, 2) == A, "action head: actions are %s, expected (%lld, %lld, %lld)",
              ts_shape_str(actions, s, sizeof s), (long long)n, (long long)H, (long long)A);
+    if (cfg->kind == TS_HEAD_DIFFUSION && cfg->noise_samples > 1) {
+        /* K noised copies of every chunk against the same observation tokens */
+        int K = cfg->noise_samples;
+        ts_tensor *cs[64], *as[64], *ms[64];
+        TS_CHECK(K <= 64, "action head: at most 64 noise samples");
+        for (int k = 0; k < K; k++) {
+            cs[k] = (ts_tensor *)cond;
+            as[k] = (ts_tensor *)actions;
+            ms[k] = (ts_tensor *)mask;
+        }
+        cond = ts_concat(c, cs, K, 0);
+        actions = ts_concat(c, as, K, 0);
+        if (mask) mask = ts_concat(c, ms, K, 0);
+        n *= K;
+    }
     if (cfg->kind == TS_HEAD_DIFFUSION) {
         int64_t nm = H * A;
         int32_t *t = ts_arena_alloc(c->step, (size_t)n * sizeof *t);
@@ -340,10 +399,11 @@ void ts_action_head_predict(ts_ctx *c, ts_action_head *h, const ts_tensor *cond,
         int32_t *ts = malloc((size_t)k * sizeof *ts), *tv = malloc((size_t)n * sizeof *tv);
         TS_CHECK(ts && tv, "out of memory");
         ts_diffusion_ddim_timesteps(&h->sched, k, ts);
+        ts_tensor *ctx = readout_context(c, h, cond); /* once: it does not depend on x_t */
         for (int s = 0; s < k; s++) {
             ts_tensor *x = ts_from_f32(c, 3, TS_SHAPE(n, H, A), out);
             for (int64_t i = 0; i < n; i++) tv[i] = ts[s];
-            ts_tensor *mo = ts_action_head_forward(c, h, cond, x, tv);
+            ts_tensor *mo = denoise(c, h, ctx, x, tv);
             ts_diffusion_ddim_step(&h->sched, k, ts[s], ts_f32(mo), out, n * nm);
         }
         free(ts);

@@ -74,7 +74,7 @@ static const ts_key model_keys[] = {
 
 typedef struct vla_head_cfg {
     int type;
-    int64_t width, depth, heads, train_steps, infer_steps, bins, fast_vocab;
+    int64_t width, depth, heads, train_steps, infer_steps, noise_samples, bins, fast_vocab;
     double mlp_ratio, dropout, fast_scale;
     int prediction, tokenizer;
 } vla_head_cfg;
@@ -91,6 +91,8 @@ static const ts_key head_keys[] = {
     TS_KEY(TS_KEY_FLOAT, vla_head_cfg, dropout, "0.0", "dropout in the decoder"),
     TS_KEY(TS_KEY_INT, vla_head_cfg, train_steps, "100", "diffusion: DDPM training timesteps"),
     TS_KEY(TS_KEY_INT, vla_head_cfg, infer_steps, "10", "diffusion: DDIM sampling steps"),
+    TS_KEY(TS_KEY_INT, vla_head_cfg, noise_samples, "1",
+           "diffusion: noised copies of each chunk per batch (the observation encoded once)"),
     TS_KEY_CHOICE(vla_head_cfg, prediction, "epsilon", pred_names,
                   "diffusion: what the denoiser predicts"),
     TS_KEY_CHOICE(vla_head_cfg, tokenizer, "bins", tok_names,
@@ -802,17 +804,6 @@ ts_status ts_vla_rollout(ts_task *t, ts_ctx *c, const char *task, int episodes, 
         for (int64_t i = 0; i < na; i++) {
             int e = (int)rows[i];
             /* Diffusion Policy executes actions To-1 .. To-1+Ta-1 of the chunk */
-            if (getenv("TS_DEBUG_ROLLOUT") && e == 0) {
-                float pr[4], ex[2];
-                ts_reach2d_proprio(env[e], pr);
-                ts_reach2d_expert(env[e], ex);
-                fprintf(stderr, "round %d pos %.3f %.3f v %.3f %.3f expert %.2f %.2f pred", round,
-                        pr[0], pr[1], pr[2], pr[3], ex[0], ex[1]);
-                for (int h = 0; h < 8; h++)
-                    fprintf(stderr, " (%.2f %.2f)", pred[((size_t)i * s->H + h) * s->A],
-                            pred[((size_t)i * s->H + h) * s->A + 1]);
-                fprintf(stderr, "\n");
-            }
             for (int k = 0; k < s->Ta && !done[e]; k++) {
                 int h = s->To - 1 + k;
                 if (h >= s->H) break;
@@ -829,18 +820,6 @@ ts_status ts_vla_rollout(ts_task *t, ts_ctx *c, const char *task, int episodes, 
     }
     for (int e = 0; e < n; e++) {
         int ok = ts_reach2d_success(env[e]);
-        if (getenv("TS_DEBUG_ROLLOUT")) {
-            float pr[4], g[2], o2[2];
-            ts_reach2d_proprio(env[e], pr);
-            ts_reach2d_target(env[e], ts_reach2d_goal(env[e]), g, NULL, NULL);
-            fprintf(stderr, "ep %d ok %d steps %d pos %.3f %.3f goal %.3f %.3f", e, ok,
-                    ts_reach2d_steps(env[e]), pr[0], pr[1], g[0], g[1]);
-            for (int k = 0; k < 3; k++) {
-                ts_reach2d_target(env[e], k, o2, NULL, NULL);
-                fprintf(stderr, " | t%d %.3f", k, hypotf(o2[0] - pr[0], o2[1] - pr[1]));
-            }
-            fprintf(stderr, "\n");
-        }
         res->successes += ok;
         res->steps += ts_reach2d_steps(env[e]);
     }
@@ -1222,11 +1201,13 @@ ts_status ts_task_vla_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *er
                        .heads = (int)s->hc.heads, .mlp_ratio = (float)s->hc.mlp_ratio,
                        .dropout = (float)s->hc.dropout, .train_steps = (int)s->hc.train_steps,
                        .infer_steps = (int)s->hc.infer_steps, .prediction = s->hc.prediction,
+                       .noise_samples = (int)s->hc.noise_samples,
                        .tok = s->atok };
     if (hc.width < 1 || hc.heads < 1 || hc.width % hc.heads || hc.depth < 1 ||
-        hc.train_steps < 1 || hc.infer_steps < 1 || hc.infer_steps > hc.train_steps) {
+        hc.train_steps < 1 || hc.infer_steps < 1 || hc.infer_steps > hc.train_steps ||
+        hc.noise_samples < 1 || hc.noise_samples > 64) {
         st = ts_fail(err, TS_ERR_RECIPE, "%s: width must be a multiple of heads, depth >= 1, "
-                     "1 <= infer_steps <= train_steps", ts_recipe_where(r, "model.head", where,
+                     "1 <= infer_steps <= train_steps, 1 <= noise_samples <= 64", ts_recipe_where(r, "model.head", where,
                                                                         sizeof where));
         goto fail;
     }

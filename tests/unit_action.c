@@ -1,10 +1,14 @@
 /* unit_action.c: the numerics of action/: normalisation, the bins and FAST tokenizers, the
- * diffusion schedule and samplers, and the action heads learning a small conditional task.
+ * diffusion schedule and samplers, pose normalisation and tokens, and the action heads learning a
+ * small conditional task.
  *
  *   unit_action                      the unit tests
  *   unit_action --diffusers FILE     alphas_cumprod (to 1e-6), DDIM and DDPM steps (to 1e-5 of
  *                                    max(1, |value|)) against diffusers' outputs saved by
  *                                    tests/parity/diffusion_ref.py
+ *   unit_action --heads FILE         the three heads' outputs and gradients (observation tokens
+ *                                    and every parameter) against tests/parity/heads_ref.py's
+ *                                    PyTorch rendering, relative error < 1e-4
  *   unit_action --robosuite DIR      bins and FAST round trips on the real robosuite demos,
  *                                    FAST's reconstruction error and compression reported
  */
@@ -268,6 +272,56 @@ static void schedule_is_squaredcos_cap_v2(void **state) {
     ts_diffusion_free(&d);
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* Poses                                                                                     */
+
+static void test_pose(void **state) {
+    (void)state;
+    enum { T = 4, K = 6, D = 3, ROOT = 2 };
+    ts_rng r;
+    ts_rng_seed(&r, 21);
+    float pose[T * K * D], out[T * K * D], root[T * D], scale[T];
+    for (int i = 0; i < T * K * D; i++) pose[i] = 3.0f * ts_rng_normal(&r) + 10.0f;
+    for (int i = 0; i < K * D; i++) pose[3 * K * D + i] = pose[3 * K * D + i % D]; /* all equal */
+    ts_pose_normalize(pose, T, K, D, ROOT, out, root, scale);
+    for (int t = 0; t < T; t++) {
+        double far = 0;
+        for (int j = 0; j < D; j++) assert_true(out[(t * K + ROOT) * D + j] == 0.0f);
+        for (int k = 0; k < K; k++) {
+            double s = 0;
+            for (int j = 0; j < D; j++) {
+                float v = out[(t * K + k) * D + j];
+                assert_true(v >= -1.0f && v <= 1.0f);
+                s += (double)v * v;
+                /* out * scale + root gives the pose back */
+                assert_true(fabsf(v * scale[t] + root[t * D + j] - pose[(t * K + k) * D + j]) <
+                            1e-4f);
+            }
+            far = fmax(far, sqrt(s));
+        }
+        if (t == 3) {
+            assert_true(far == 0.0 && scale[t] == 1.0f);
+        } else {
+            assert_true(fabs(far - 1.0) < 1e-6);
+        }
+    }
+    /* tokens round trip within half a cell */
+    int32_t ids[T * K * D];
+    float back[T * K * D];
+    ts_pose_tokenize(out, T * K * D, 100, ids);
+    ts_pose_detokenize(ids, T * K * D, 100, back);
+    for (int i = 0; i < T * K * D; i++) {
+        assert_true(ids[i] >= 0 && ids[i] < 100);
+        assert_true(fabsf(back[i] - out[i]) <= 0.01f + 1e-6f);
+    }
+    /* in place, 2-d, NULL outputs */
+    float p2[2 * 3 * 2] = {0, 0, 3, 4, -6, 8, 1, 1, 1, 2, 1, 1};
+    ts_pose_normalize(p2, 2, 3, 2, 0, p2, NULL, NULL);
+    const float want[12] = {0, 0, 0.3f, 0.4f, -0.6f, 0.8f, 0, 0, 0, 1, 0, 0};
+    for (int i = 0; i < 12; i++) assert_true(fabsf(p2[i] - want[i]) < 1e-6f);
+}
+
+
 /* ---- heads ---- */
 
 /* Four fixed chunks; the condition (one token of 8) says which; each head must learn to output
@@ -441,6 +495,111 @@ static int diffusers_parity(const char *path) {
     return bad;
 }
 
+/* ---- the heads against a PyTorch rendering ---- */
+
+/* max |a - b| / max |b| over n values */
+static double rel_err(const float *a, const float *b, int64_t n) {
+    double d = 0, m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - b[i]);
+        d = e > d ? e : d;
+        m = fabs(b[i]) > m ? fabs(b[i]) : m;
+    }
+    return m > 0 ? d / m : d;
+}
+
+static int heads_parity(const char *path) {
+    ts_st_file *f;
+    ts_err err = { 0 };
+    if (ts_st_read(path, &f, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    static const char *const kinds[] = { "diffusion", "tokens", "l1" };
+    const int N = 3, TC = 5, CD = 12, W = 16, H = 6, A = 3, V = 10;
+    int bad = 0;
+    for (int k = 0; k < 3; k++) {
+        ts_act_tok *tok = ts_act_tok_bins_new(H, A, V);
+        ts_params *p = ts_params_new();
+        ts_head_cfg cfg = { .kind = k, .horizon = H, .action_dim = A, .cond_dim = CD,
+                            .width = W, .depth = 2, .heads = 2, .mlp_ratio = 2.0f,
+                            .train_steps = 100, .infer_steps = 10, .tok = tok };
+        ts_action_head *h = ts_action_head_new(p, "head", &cfg);
+        if (ts_params_finalize(p, 1, &err)) return 1;
+        char name[256];
+        for (int i = 0; i < ts_params_count(p); i++) {
+            ts_tensor *t = ts_params_get(p, i);
+            snprintf(name, sizeof name, "%s.param.%s", kinds[k], t->name);
+            const ts_st_entry *e = ts_st_find(f, name);
+            if (!e || e->ndim != t->ndim) {
+                fprintf(stderr, "%s: the reference has no %s of %d dims\n", kinds[k], name,
+                        t->ndim);
+                return 1;
+            }
+            for (int d = 0; d < t->ndim; d++)
+                if (e->shape[d] != t->shape[d]) {
+                    fprintf(stderr, "%s: %s has another shape\n", kinds[k], name);
+                    return 1;
+                }
+            ts_st_entry_to_f32(e, ts_f32(t));
+        }
+        ts_ctx *c = ts_ctx_new(TS_CPU, 1 << 22, 1);
+        c->nthreads = 1;
+        float *buf = malloc(1 << 20);
+        snprintf(name, sizeof name, "%s.cond", kinds[k]);
+        ts_st_entry_to_f32(ts_st_find(f, name), buf);
+        ts_tensor *cond = ts_from_f32(c, 3, TS_SHAPE(N, TC, CD), buf);
+        cond->requires_grad = 1;
+        ts_tensor *x = NULL;
+        int32_t tsteps[3];
+        if (k == TS_HEAD_DIFFUSION) {
+            snprintf(name, sizeof name, "%s.x", kinds[k]);
+            ts_st_entry_to_f32(ts_st_find(f, name), buf);
+            x = ts_from_f32(c, 3, TS_SHAPE(N, H, A), buf);
+            snprintf(name, sizeof name, "%s.t", kinds[k]);
+            memcpy(tsteps, ts_st_find(f, name)->data, sizeof tsteps);
+        } else if (k == TS_HEAD_TOKENS) {
+            snprintf(name, sizeof name, "%s.x", kinds[k]);
+            x = ts_new(c, TS_I32, 2, TS_SHAPE(N, H * A + 1));
+            memcpy(x->data, ts_st_find(f, name)->data, (size_t)x->numel * sizeof(int32_t));
+        }
+        ts_tensor *y = ts_action_head_forward(c, h, cond, x, tsteps);
+        snprintf(name, sizeof name, "%s.out", kinds[k]);
+        ts_st_entry_to_f32(ts_st_find(f, name), buf);
+        double eo = rel_err(ts_f32(y), buf, y->numel), worst = 0;
+        snprintf(name, sizeof name, "%s.dy", kinds[k]);
+        ts_st_entry_to_f32(ts_st_find(f, name), buf);
+        ts_tensor *dy = ts_from_f32(c, y->ndim, y->shape, buf);
+        ts_params_zero_grad(p);
+        ts_backward(c, ts_sum(c, ts_mul(c, y, dy), TS_ALL));
+        snprintf(name, sizeof name, "%s.grad.cond", kinds[k]);
+        ts_st_entry_to_f32(ts_st_find(f, name), buf);
+        double eg = rel_err(ts_f32(cond->grad), buf, cond->numel);
+        const char *wname = "";
+        for (int i = 0; i < ts_params_count(p); i++) {
+            ts_tensor *t = ts_params_get(p, i);
+            snprintf(name, sizeof name, "%s.grad.%s", kinds[k], t->name);
+            ts_st_entry_to_f32(ts_st_find(f, name), buf);
+            double e = rel_err(ts_f32(t->grad), buf, t->numel);
+            if (e > worst) {
+                worst = e;
+                wname = t->name;
+            }
+        }
+        printf("%s head vs PyTorch: output %.2e, d/d(observation tokens) %.2e, worst of %d "
+               "parameter gradients %.2e (%s)\n", kinds[k], eo, eg, ts_params_count(p), worst,
+               wname);
+        bad |= !(eo < 1e-4 && eg < 1e-4 && worst < 1e-4);
+        free(buf);
+        ts_ctx_free(c);
+        ts_action_head_free(h);
+        ts_params_free(p);
+        ts_act_tok_free(tok);
+    }
+    ts_st_close(f);
+    return bad;
+}
+
 /* ---- real demonstrations ---- */
 
 static int robosuite_report(const char *dir) {
@@ -559,12 +718,14 @@ static int robosuite_report(const char *dir) {
 int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "--diffusers")) return diffusers_parity(argv[2]);
     if (argc == 3 && !strcmp(argv[1], "--robosuite")) return robosuite_report(argv[2]);
+    if (argc == 3 && !strcmp(argv[1], "--heads")) return heads_parity(argv[2]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(minmax_maps_to_unit_range_and_back),
         cmocka_unit_test(meanstd_and_quantile),
         cmocka_unit_test(bins_round_trip_within_half_a_bin),
         cmocka_unit_test(fast_round_trip_is_exact_and_compresses),
         cmocka_unit_test(schedule_is_squaredcos_cap_v2),
+        cmocka_unit_test(test_pose),
         cmocka_unit_test(heads_learn_a_conditional_chunk),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

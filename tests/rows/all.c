@@ -3,12 +3,12 @@
 
 extern const test_row rows_matmul[], rows_elementwise[], rows_shape[], rows_norm[], rows_act[],
     rows_attention[], rows_conv[], rows_nn[], rows_vit[], rows_text[], rows_cswin[],
-    rows_mae[], rows_vit_timm[], rows_objectives[], rows_protoclip[];
+    rows_mae[], rows_vit_timm[], rows_objectives[], rows_protoclip[], rows_pose[];
 
 const test_row *const ts_test_rows[] = {
     rows_matmul, rows_elementwise, rows_shape, rows_norm, rows_act, rows_attention, rows_conv,
     rows_nn, rows_vit, rows_text, rows_cswin, rows_mae, rows_vit_timm, rows_objectives,
-    rows_protoclip,
+    rows_protoclip, rows_pose,
 };
 const int ts_test_nrows = (int)(sizeof ts_test_rows / sizeof ts_test_rows[0]);
 
