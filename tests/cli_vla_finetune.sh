@@ -7,6 +7,7 @@
 source "$(dirname "$0")/clilib.sh"
 PY=/usr/bin/python3
 
+mkdir -p r2d
 "$TS" data synth reach2d --out r2d/demos.hdf5 --demos 20 --seed 2 > /dev/null 2>&1 \
   || fail "synth reach2d"
 # A CLIP model with the policy's towers, its initial weights written at step 0.
@@ -19,6 +20,8 @@ model:
 data:
   train: none-{000000..000001}.tar
   tokenizer: $WORK/r2d/demos-bpe.txt.gz
+optim:
+  lr: 1.0e-3
 train:
   steps: 0
   out_dir: $WORK/clip
