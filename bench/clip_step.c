@@ -110,7 +110,8 @@ int main(int argc, char **argv) {
             b.images = ts_from_f32(c, 4, TS_SHAPE(B, 3, S, S), img);
             b.text = ts_new(c, TS_I32, 2, TS_SHAPE(B, L));
             memcpy(ts_i32(b.text), ids, (size_t)(B * L) * sizeof *ids);
-            ts_embeds e = { &b, vis->forward(c, vis, &b, NULL), txt->forward(c, txt, &b, NULL) };
+            ts_embeds e = { .batch = &b, .image = vis->forward(c, vis, &b, NULL),
+                            .text = txt->forward(c, txt, &b, NULL) };
             ts_tensor *l = obj->loss(c, obj, &e, NULL);
             loss = ts_f32(l)[0];
             ts_backward(c, l);

@@ -69,7 +69,10 @@ for name in demos:
     L = int(g.attrs["num_samples"])
     total += L
     assert sorted(g.keys()) == ["actions", "dones", "obs", "rewards"], list(g.keys())
-    assert sorted(g["obs"].keys()) == ["agentview_image", "proprio"], list(g["obs"].keys())
+    assert sorted(g["obs"].keys()) == ["agent_pos", "agent_vel", "agentview_image", "proprio"], \
+        list(g["obs"].keys())
+    assert (g["obs/agent_pos"][:] == g["obs/proprio"][:, :2]).all()
+    assert (g["obs/agent_vel"][:] == g["obs/proprio"][:, 2:]).all()
     a, p, im = g["actions"], g["obs/proprio"], g["obs/agentview_image"]
     assert a.shape == (L, 2) and a.dtype == np.float32, (a.shape, a.dtype)
     assert p.shape == (L, 4) and p.dtype == np.float32, (p.shape, p.dtype)

@@ -40,11 +40,11 @@ set -e
   --set train.steps=0 --set train.out_dir="$WORK/ft0" 2> ft0.log || { cat ft0.log; fail "finetune"; }
 grep -E "^finetune:|finetune: from" ft0.log | head -5
 grep -q "finetune: from .*model.safetensors: [1-9][0-9]* tensors loaded" ft0.log || fail "no load line"
-sed -n '/^finetune: loaded/,/^finetune: fresh/p' ft0.log | grep -qx "visual.conv1.weight" \
+sed -n '/^finetune: loaded/,/^finetune: fresh/p' ft0.log | grep -x "visual.conv1.weight" > /dev/null \
   || fail "visual.conv1.weight not listed as loaded"
-sed -n '/^finetune: fresh/,/^finetune: ignored/p' ft0.log | grep -q "^head\." \
+sed -n '/^finetune: fresh/,/^finetune: ignored/p' ft0.log | grep "^head\." > /dev/null \
   || fail "the head is not listed as fresh"
-sed -n '/^finetune: ignored/,$p' ft0.log | grep -qx "logit_scale" || fail "logit_scale not ignored"
+sed -n '/^finetune: ignored/,$p' ft0.log | grep -x "logit_scale" > /dev/null || fail "logit_scale not ignored"
 
 $PY - "$WORK/clip" "$WORK/ft0" <<'PYX' || fail "weights"
 import glob, json, struct, sys
