@@ -31,7 +31,7 @@ expect 1 "missing required key optim.lr" -- "$TS" train bad.yaml
 cp r.yaml bad.yaml; sed -i 's/  task: sort/  task: shuffle/' bad.yaml
 expect 1 "data.task: 'shuffle' is not one of: reverse, sort, copy" -- "$TS" train bad.yaml
 cp r.yaml bad.yaml; sed -i 's/  type: seq_transformer/  type: vit_huge/' bad.yaml
-expect 1 "model.type 'vit_huge' is not a model tessera knows (valid: seq_transformer, text_mlm, mae, clip)" -- "$TS" train bad.yaml
+expect 1 "model.type 'vit_huge' is not a model tessera knows (valid: seq_transformer, text_mlm, mae, clip, vla)" -- "$TS" train bad.yaml
 printf 'train:\n  steps: [1, 2\n' > bad.yaml
 expect 1 "bad.yaml:3" -- "$TS" train bad.yaml
 printf 'trian:\n  steps: 3\n' > bad.yaml

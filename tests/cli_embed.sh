@@ -24,8 +24,8 @@ expect 0 "usage: tessera eval zeroshot" -- "$TS" eval --help
 expect 0 "--per-class" -- "$TS" eval zeroshot --help
 expect 2 "usage: tessera embed" -- "$TS" embed
 expect 2 "--out is required" -- "$TS" embed --checkpoint run --texts t.txt
-expect 2 "give one of --images and --texts" -- "$TS" embed --checkpoint run --out o.h5
-expect 2 "give one of --images and --texts" -- "$TS" embed --checkpoint run --out o.h5 --images d --texts t
+expect 2 "give one of --images, --texts and --trajectories" -- "$TS" embed --checkpoint run --out o.h5
+expect 2 "give one of --images, --texts and --trajectories" -- "$TS" embed --checkpoint run --out o.h5 --images d --texts t
 expect 2 "--format is h5 or npy, not 'csv'" -- "$TS" embed --checkpoint run --texts t --out o --format csv
 expect 2 "--batch expects an integer" -- "$TS" embed --checkpoint run --texts t --out o --batch 0
 expect 2 "unknown option --frob" -- "$TS" embed --checkpoint run --texts t --out o --frob
