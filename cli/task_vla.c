@@ -642,10 +642,10 @@ static ts_status val_error(ts_ctx *c, vla_task *s, double *mse, double *mean_mse
     int64_t bs = s->d.batch_size;
     double se = 0, sm = 0, cnt = 0;
     float *pred = malloc((size_t)bs * s->H * s->A * sizeof(float));
-    float *truth = malloc((size_t)bs * s->H * s->A * sizeof(float));
-    if (!pred || !truth) {
+    const vla_window **w = malloc((size_t)bs * sizeof *w);
+    if (!pred || !w) {
         free(pred);
-        free(truth);
+        free(w);
         return ts_fail(err, TS_ERR_NOMEM, "out of memory");
     }
     for (int64_t i0 = 0; i0 < want; i0 += bs) {
@@ -653,23 +653,22 @@ static ts_status val_error(ts_ctx *c, vla_task *s, double *mse, double *mean_mse
         vla_obs o;
         if (obs_alloc(s, &o, n, err)) {
             free(pred);
-            free(truth);
+            free(w);
             return err->code;
         }
-        const vla_window *w[512];
         for (int64_t i = 0; i < n; i++) {
             /* evenly spread over all validation windows, dataset after dataset */
             int64_t k = (i0 + i) * total / want, d = 0;
             while (k >= s->ds[d].nval) k -= s->ds[d++].nval;
-            w[i % 512] = &s->ds[d].val[k];
-            fill_window(s, &o, i, w[i % 512], NULL, NULL);
+            w[i] = &s->ds[d].val[k];
+            fill_window(s, &o, i, w[i], NULL, NULL);
         }
         predict_raw(c, s, &o, s->seed ^ 0x5eedull ^ (uint64_t)i0, pred, NULL);
         for (int64_t i = 0; i < n; i++) {
             const vla_ds *ds = &s->ds[o.ds[i]];
-            const vla_demo *dm = &ds->demos[w[i % 512]->demo];
+            const vla_demo *dm = &ds->demos[w[i]->demo];
             for (int h = 0; h < s->H; h++) {
-                int64_t t = clamp_step(w[i % 512]->start + h, dm->len);
+                int64_t t = clamp_step(w[i]->start + h, dm->len);
                 for (int j = 0; j < ds->A; j++) {
                     double y = dm->actions[t * ds->A + j];
                     double e = pred[((size_t)i * s->H + h) * s->A + j] - y;
@@ -682,9 +681,8 @@ static ts_status val_error(ts_ctx *c, vla_task *s, double *mse, double *mean_mse
         }
         obs_free(&o);
     }
-    (void)truth;
     free(pred);
-    free(truth);
+    free(w);
     *mse = se / cnt;
     *mean_mse = sm / cnt;
     *windows = want;
