@@ -162,8 +162,8 @@ static double check_fast_exact(const ts_act_tok *t, float scale, const float *x,
     assert_int_equal(t->decode(t, ids, n, y, &err), TS_OK);
     double worst = 0;
     for (int a = 0; a < A; a++) {
-        dct2(x, H, A, cx);
-        dct2(y, H, A, cy);
+        dct2(x + a, H, A, cx); /* dimension a: every A-th value from a */
+        dct2(y + a, H, A, cy);
         for (int k = 0; k < H; k++) {
             double want = nearbyint(cx[k] * scale) / scale;
             assert_true(fabs(cy[k] - want) < 1e-4);
@@ -172,11 +172,7 @@ static double check_fast_exact(const ts_act_tok *t, float scale, const float *x,
             double e = fabs((double)x[t2 * A + a] - y[t2 * A + a]);
             worst = e > worst ? e : worst;
         }
-        x++;
-        y++;
     }
-    x -= A;
-    y -= A;
     *nids = n;
     free(ids);
     free(y);
