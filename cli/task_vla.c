@@ -534,7 +534,7 @@ static void fill_window(vla_task *s, vla_obs *o, int64_t i, const vla_window *w,
 
 /* The observation tokens (n, Tc, cond_dim) of o. */
 static ts_tensor *encode_obs(ts_ctx *c, vla_task *s, const vla_obs *o) {
-    int64_t n = o->n, C = s->mc.cond_dim;
+    int64_t n = o->n;
     ts_tensor *parts[3];
     int np = 0;
     if (s->ncam) {
@@ -582,7 +582,6 @@ static ts_tensor *encode_obs(ts_ctx *c, vla_task *s, const vla_obs *o) {
         parts[np++] = ts_nn_linear_forward(c, &s->low_fc2, h);
     }
     ts_tensor *cond = np == 1 ? parts[0] : ts_concat(c, parts, np, 1);
-    (void)C;
     return ts_add(c, cond, s->obs_pos);
 }
 
@@ -1015,7 +1014,7 @@ ts_status ts_task_vla_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *er
     s->base = (ts_task){ .type = "vla", .params = p, .loss = vla_loss, .eval = vla_eval,
                          .free = vla_free, .impl = s };
     s->seed = seed;
-    char where[512], set[256];
+    char where[512];
     ts_status st = ts_recipe_section(r, "model", model_keys, COUNT(model_keys), &s->mc, err);
     if (!st) st = ts_recipe_section(r, "model.head", head_keys, COUNT(head_keys), &s->hc, err);
     if (!st) st = ts_recipe_section(r, "data", data_keys, COUNT(data_keys), &s->d, err);
@@ -1135,10 +1134,8 @@ ts_status ts_task_vla_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *er
         if (s->ds[d].D > s->D) s->D = s->ds[d].D;
         wsum += s->ds[d].weight;
     }
-    for (int d = 0, acc = 0; d < s->nds; d++) {
-        (void)acc;
+    for (int d = 0; d < s->nds; d++)
         s->weight_cdf[d] = (d ? s->weight_cdf[d - 1] : 0) + s->ds[d].weight / wsum;
-    }
     if (s->skipped_demos)
         ts_log(TS_LOG_WARN, "vla: %lld demos left out as malformed (data.skip_bad)",
                (long long)s->skipped_demos);
@@ -1236,7 +1233,6 @@ ts_status ts_task_vla_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *er
             flags |= TS_PARAM_FROZEN;
         ts_param_set_flags(p, t, flags);
     }
-    (void)set;
     if ((st = ts_params_finalize(p, seed, err))) goto fail;
     stats_to_buffers(s);
     if (s->tok_text) {
@@ -1251,9 +1247,8 @@ ts_status ts_task_vla_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *er
         ntrain += s->ds[d].ntrain;
         nval += s->ds[d].nval;
         ts_log(TS_LOG_INFO, "vla: %s: %s, %d demos, actions %d, low-dim %d, %lld training and "
-               "%lld validation windows%s", s->ds[d].name, s->ds[d].path, s->ds[d].ndemo,
-               s->ds[d].A, s->ds[d].D, (long long)s->ds[d].ntrain, (long long)s->ds[d].nval,
-               s->nds > 1 ? "" : "");
+               "%lld validation windows", s->ds[d].name, s->ds[d].path, s->ds[d].ndemo,
+               s->ds[d].A, s->ds[d].D, (long long)s->ds[d].ntrain, (long long)s->ds[d].nval);
     }
     if (s->vision) ts_log(TS_LOG_INFO, "vla: image tower %s", s->vinfo.describe);
     if (s->text) ts_log(TS_LOG_INFO, "vla: text tower %s", s->tinfo.describe);
