@@ -224,6 +224,23 @@ ts_tensor *ts_action_head_forward(ts_ctx *c, ts_action_head *h, const ts_tensor 
 ts_objective *ts_objective_action_new(ts_action_head *h, float weight);
 
 /* ---------------------------------------------------------------------------------------- */
+/* Observation encoders (action/obs.c)                                                       */
+/* ---------------------------------------------------------------------------------------- */
+
+/* FiLM (Perez et al. 2018), as RT-1 conditions its image features on the instruction:
+ * x (n, M, W), e (n, E), lin a Linear(E, 2W) whose output splits into (gamma, beta):
+ * x * (1 + gamma) + beta over the M tokens of each sample -> (n, M, W). */
+ts_tensor *ts_film(ts_ctx *c, const ts_nn_linear *lin, const ts_tensor *x, const ts_tensor *e);
+
+/* Spatial-softmax keypoints as robomimic's SpatialSoftmax computes them on a feature map: the
+ * tokens of a gh x gw grid (row-major, tokens (n, gh * gw, W)) through lin, a Linear(W, K)
+ * (its 1x1 convolution), a softmax over the grid per keypoint, and the expected position under
+ * it with x = linspace(-1, 1, gw) along a row and y = linspace(-1, 1, gh) down the columns:
+ * (n, K, 2) as (x, y). */
+ts_tensor *ts_spatial_softmax(ts_ctx *c, const ts_nn_linear *lin, const ts_tensor *tokens,
+                              int gh, int gw);
+
+/* ---------------------------------------------------------------------------------------- */
 /* Simulated tasks for closed-loop evaluation (action/reach2d.c)                             */
 
 /* reach2d: a point mass on the unit square among n_targets discs of distinct colours; the

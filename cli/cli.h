@@ -28,6 +28,8 @@ typedef struct ts_enc_info {
     int context_length;  /* text towers: the longest token sequence */
     int tokens;          /* image towers: the tokens that tokens_out gives per image */
     int token_width;     /* and their width */
+    int grid_h, grid_w;  /* image towers: the tokens that lie on a grid over the picture, */
+    int grid_first;      /* row-major from token grid_first (after a class token) */
     char describe[256];  /* one line for the log */
 } ts_enc_info;
 ts_status ts_factory_encoder(ts_recipe *r, const char *section, ts_params *p,

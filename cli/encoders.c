@@ -52,6 +52,9 @@ static ts_status make_vit(ts_recipe *r, const char *section, ts_params *p, const
     info->image_size = cfg.image_h;
     info->tokens = 1 + (cfg.image_h / cfg.patch) * (cfg.image_w / cfg.patch);
     info->token_width = cfg.width;
+    info->grid_h = cfg.image_h / cfg.patch;
+    info->grid_w = cfg.image_w / cfg.patch;
+    info->grid_first = 1;
     snprintf(info->describe, sizeof info->describe, "ViT %dx%d patch %d, width %d, %d layers, "
              "%d heads, %lld parameters", cfg.image_h, cfg.image_w, cfg.patch, cfg.width,
              cfg.layers, cfg.heads, (long long)ts_vit_param_count(&cfg));
@@ -77,6 +80,9 @@ static ts_status make_cswin(ts_recipe *r, const char *section, ts_params *p, con
     info->image_size = cfg.image_h;
     info->tokens = (cfg.image_h / 32) * (cfg.image_w / 32);
     info->token_width = 8 * cfg.embed_dim;
+    info->grid_h = cfg.image_h / 32;
+    info->grid_w = cfg.image_w / 32;
+    info->grid_first = 0;
     ts_cswin_describe(&cfg, info->describe, sizeof info->describe);
     *out = &e->base;
     return TS_OK;

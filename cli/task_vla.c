@@ -22,7 +22,11 @@
  * every camera image and observation step through the image tower (vit or cswin; all its
  * tokens or only the pooled one), the instruction's pooled embedding through the text tower,
  * and each low-dimensional observation step through an MLP; each group is projected to
- * cond_dim and a learned position embedding is added over the whole sequence. The action head
+ * cond_dim and a learned position embedding is added over the whole sequence. Instead of the
+ * tower's tokens the policy may see spatial-softmax keypoints of its token grid (robomimic's
+ * SpatialSoftmax: where on the picture each learned feature is), and the instruction may
+ * modulate the image tokens first (FiLM, as RT-1 does), so that the keypoints can follow the
+ * object the instruction names. The action head
  * (action/: diffusion, tokens or l1) predicts the chunk from them. The towers use open_clip's
  * parameter names (visual.*, token_embedding, transformer.*, ...), so `tessera finetune --from`
  * a tessera CLIP checkpoint starts them from it; model.freeze_vision / freeze_text hold them.
@@ -51,18 +55,25 @@ typedef struct vla_model_cfg {
     int type;
     int64_t cond_dim, proprio_hidden;
     int image_tokens;
-    int freeze_vision, freeze_text;
+    int64_t keypoints;
+    int film, freeze_vision, freeze_text;
 } vla_model_cfg;
 
 static const char *const model_types[] = { "vla", NULL };
-static const char *const image_token_names[] = { "all", "pooled", NULL };
+enum { IMG_ALL, IMG_POOLED, IMG_KEYPOINTS };
+static const char *const image_token_names[] = { "all", "pooled", "keypoints", NULL };
 static const ts_key model_keys[] = {
     TS_KEY_CHOICE(vla_model_cfg, type, NULL, model_types, "model type"),
     TS_KEY(TS_KEY_INT, vla_model_cfg, cond_dim, "256", "width of the observation tokens"),
     TS_KEY(TS_KEY_INT, vla_model_cfg, proprio_hidden, "256",
            "hidden width of the low-dimensional observation MLP"),
     TS_KEY_CHOICE(vla_model_cfg, image_tokens, "all", image_token_names,
-                  "image tokens given to the head: every token of the tower or the pooled one"),
+                  "image tokens given to the head: every token of the tower, the pooled one, "
+                  "or spatial-softmax keypoints over the tower's grid (one token each)"),
+    TS_KEY(TS_KEY_INT, vla_model_cfg, keypoints, "32",
+           "image_tokens keypoints: keypoints per image"),
+    TS_KEY(TS_KEY_BOOL, vla_model_cfg, film, "false",
+           "modulate the image tokens by the instruction (FiLM, as RT-1 does)"),
     TS_KEY(TS_KEY_BOOL, vla_model_cfg, freeze_vision, "false", "hold the image tower fixed"),
     TS_KEY(TS_KEY_BOOL, vla_model_cfg, freeze_text, "false", "hold the text tower fixed"),
     { "vision", TS_KEY_SECTION, 0, NULL, NULL, "the image tower (type: vit or cswin); absent: "
@@ -224,6 +235,8 @@ typedef struct vla_task {
     ts_enc_info vinfo, tinfo;
     ts_tokenizer *tok;
     ts_nn_linear img_proj, txt_proj;
+    ts_nn_linear film;     /* instruction -> (gamma, beta) over the image token width */
+    ts_nn_linear kp;       /* image token -> keypoint logits (a 1x1 convolution) */
     ts_nn_linear low_fc1, low_fc2;
     ts_tensor *obs_pos;    /* (Tc, cond_dim) */
     int img_tokens, Tc;
@@ -535,8 +548,16 @@ static void fill_window(vla_task *s, vla_obs *o, int64_t i, const vla_window *w,
 /* The observation tokens (n, Tc, cond_dim) of o. */
 static ts_tensor *encode_obs(ts_ctx *c, vla_task *s, const vla_obs *o) {
     int64_t n = o->n;
-    ts_tensor *parts[3];
+    ts_tensor *parts[3], *instr = NULL, *txt = NULL;
     int np = 0;
+    if (s->text) {
+        ts_tensor *ids = ts_new(c, TS_I32, 2, TS_SHAPE(n, s->L));
+        memcpy(ids->data, o->ids, (size_t)n * s->L * sizeof(int32_t));
+        ts_batch b = { .n = n, .text = ids };
+        instr = s->text->forward(c, s->text, &b, NULL);                 /* (n, E) */
+        txt = ts_nn_linear_forward(c, &s->txt_proj,
+                                   ts_reshape(c, instr, 3, TS_SHAPE(n, 1, ts_dim(instr, -1))));
+    }
     if (s->ncam) {
         int64_t ni = n * s->ncam * s->To, hw = (int64_t)s->img_h * s->img_w;
         ts_tensor *img = ts_new_f32(c, 4, TS_SHAPE(ni, 3, s->img_h, s->img_w));
@@ -550,22 +571,28 @@ static ts_tensor *encode_obs(ts_ctx *c, vla_task *s, const vla_obs *o) {
             }
         }
         ts_batch b = { .n = ni, .images = img };
+        int grid = s->mc.image_tokens != IMG_POOLED;
         ts_tensor *tokens = NULL;
-        ts_tensor *pooled = s->vision->forward(c, s->vision, &b, s->img_tokens > 1 ? &tokens
-                                                                                    : NULL);
-        ts_tensor *f = s->img_tokens > 1 ? tokens : pooled;
-        int64_t width = ts_dim(f, -1);
+        ts_tensor *pooled = s->vision->forward(c, s->vision, &b, grid ? &tokens : NULL);
+        ts_tensor *f = grid ? tokens : pooled;
+        int64_t width = ts_dim(f, -1), per = grid ? ts_dim(f, 1) : 1;
+        if (s->mc.film && instr) {
+            f = ts_reshape(c, f, 3, TS_SHAPE(n, s->ncam * s->To * per, width));
+            f = ts_film(c, &s->film, f, instr);
+            f = ts_reshape(c, f, 3, TS_SHAPE(ni, per, width));
+        }
+        if (s->mc.image_tokens == IMG_KEYPOINTS) {
+            f = ts_spatial_softmax(c, &s->kp, ts_slice(c, f, 1, s->vinfo.grid_first,
+                                                       s->vinfo.grid_first +
+                                                           (int64_t)s->vinfo.grid_h *
+                                                               s->vinfo.grid_w),
+                                   s->vinfo.grid_h, s->vinfo.grid_w);
+            width = 2;
+        }
         f = ts_reshape(c, f, 3, TS_SHAPE(n, s->ncam * s->To * s->img_tokens, width));
         parts[np++] = ts_nn_linear_forward(c, &s->img_proj, f);
     }
-    if (s->text) {
-        ts_tensor *ids = ts_new(c, TS_I32, 2, TS_SHAPE(n, s->L));
-        memcpy(ids->data, o->ids, (size_t)n * s->L * sizeof(int32_t));
-        ts_batch b = { .n = n, .text = ids };
-        ts_tensor *e = s->text->forward(c, s->text, &b, NULL);
-        e = ts_reshape(c, e, 3, TS_SHAPE(n, 1, ts_dim(e, -1)));
-        parts[np++] = ts_nn_linear_forward(c, &s->txt_proj, e);
-    }
+    if (txt) parts[np++] = txt;
     if (s->D) {
         ts_tensor *low = ts_new_f32(c, 3, TS_SHAPE(n, s->To, s->D));
         float *x = ts_f32(low);
@@ -1144,9 +1171,28 @@ ts_status ts_task_vla_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *er
     s->img_tokens = 0;
     s->Tc = 0;
     if (s->vision) {
-        s->img_tokens = s->mc.image_tokens == 0 ? s->vinfo.tokens : 1;
-        int width = s->mc.image_tokens == 0 ? s->vinfo.token_width : s->vision->out_dim;
-        ts_nn_linear_init(&s->img_proj, p, "obs.image_proj", width, C, 1);
+        int kind = s->mc.image_tokens;
+        int width = kind == IMG_POOLED ? s->vision->out_dim : s->vinfo.token_width;
+        s->img_tokens = kind == IMG_ALL ? s->vinfo.tokens : kind == IMG_POOLED ? 1
+                                                                              : (int)s->mc.keypoints;
+        if (kind == IMG_KEYPOINTS) {
+            if (s->mc.keypoints < 1 || s->mc.keypoints > 4096 || !s->vinfo.grid_h) {
+                st = ts_fail(err, TS_ERR_RECIPE, "%s: %lld keypoints (1..4096, on an image tower "
+                             "with a token grid)", ts_recipe_where(r, "model.keypoints", where,
+                                                                   sizeof where),
+                             (long long)s->mc.keypoints);
+                goto fail;
+            }
+            ts_nn_linear_init(&s->kp, p, "obs.keypoints", width, (int)s->mc.keypoints, 1);
+        }
+        if (s->mc.film && s->text) {
+            /* zero-initialised: the modulation starts as the identity */
+            ts_nn_linear_init(&s->film, p, "obs.film", s->text->out_dim, 2 * width, 1);
+            ts_param_set_init(p, s->film.w, TS_INIT_0);
+            ts_param_set_init(p, s->film.b, TS_INIT_0);
+        }
+        ts_nn_linear_init(&s->img_proj, p, "obs.image_proj", kind == IMG_KEYPOINTS ? 2 : width,
+                          C, 1);
         s->Tc += s->ncam * s->To * s->img_tokens;
     }
     if (s->text) {

@@ -506,6 +506,83 @@ static double rel_err(const float *a, const float *b, int64_t n) {
     return m > 0 ? d / m : d;
 }
 
+/* The reference's f32 tensor NAME into a new tensor of c (NULL and a message if absent). */
+static ts_tensor *ref_tensor(ts_ctx *c, ts_st_file *f, const char *name) {
+    const ts_st_entry *e = ts_st_find(f, name);
+    if (!e) {
+        fprintf(stderr, "the reference has no %s\n", name);
+        return NULL;
+    }
+    int64_t shape[8];
+    for (int d = 0; d < e->ndim; d++) shape[d] = e->shape[d];
+    ts_tensor *t = ts_new_f32(c, e->ndim, shape);
+    ts_st_entry_to_f32(e, ts_f32(t));
+    return t;
+}
+
+/* FiLM and spatial-softmax keypoints against the reference's ObsEncoder. */
+static int obs_parity(ts_st_file *f) {
+    const int E = 7, W = 8, GH = 3, GW = 4, K = 5;
+    ts_err err = { 0 };
+    ts_params *p = ts_params_new();
+    ts_nn_linear film, kp;
+    ts_nn_linear_init(&film, p, "obs.film", E, 2 * W, 1);
+    ts_nn_linear_init(&kp, p, "obs.keypoints", W, K, 1);
+    if (ts_params_finalize(p, 1, &err)) return 1;
+    ts_ctx *c = ts_ctx_new(TS_CPU, 1 << 22, 1);
+    c->nthreads = 1;
+    char name[256];
+    int bad = 0;
+    for (int i = 0; i < ts_params_count(p); i++) {
+        ts_tensor *t = ts_params_get(p, i);
+        snprintf(name, sizeof name, "obs.param.%s", t->name);
+        ts_tensor *r = ref_tensor(c, f, name);
+        if (!r || r->numel != t->numel) return 1;
+        memcpy(ts_f32(t), ts_f32(r), (size_t)t->numel * sizeof(float));
+    }
+    ts_tensor *tokens = ref_tensor(c, f, "obs.tokens"), *e = ref_tensor(c, f, "obs.e");
+    ts_tensor *want = ref_tensor(c, f, "obs.out"), *dy = ref_tensor(c, f, "obs.dy");
+    ts_tensor *gt = ref_tensor(c, f, "obs.grad.tokens"), *ge = ref_tensor(c, f, "obs.grad.e");
+    if (!tokens || !e || !want || !dy || !gt || !ge) return 1;
+    tokens->requires_grad = e->requires_grad = 1;
+    ts_tensor *x = ts_film(c, &film, tokens, e);
+    x = ts_slice(c, x, 1, 1, 1 + GH * GW);
+    ts_tensor *y = ts_spatial_softmax(c, &kp, x, GH, GW);
+    if (y->numel != want->numel) return 1;
+    double eo = rel_err(ts_f32(y), ts_f32(want), y->numel), worst = 0;
+    ts_params_zero_grad(p);
+    ts_backward(c, ts_sum(c, ts_mul(c, y, dy), TS_ALL));
+    double et = rel_err(ts_f32(tokens->grad), ts_f32(gt), gt->numel);
+    double ee = rel_err(ts_f32(e->grad), ts_f32(ge), ge->numel);
+    for (int i = 0; i < ts_params_count(p); i++) {
+        ts_tensor *t = ts_params_get(p, i);
+        snprintf(name, sizeof name, "obs.grad.%s", t->name);
+        ts_tensor *r = ref_tensor(c, f, name);
+        if (!r) return 1;
+        double d;
+        if (strstr(t->name, "keypoints.bias")) {
+            /* a bias shared by every cell of a softmax: its gradient is zero in exact
+             * arithmetic, so both sides must be rounding noise */
+            d = 0;
+            for (int64_t j = 0; j < t->numel; j++) {
+                double v = fabs(ts_f32(t->grad)[j]) + fabs(ts_f32(r)[j]);
+                d = v > d ? v : d;
+            }
+        } else {
+            d = rel_err(ts_f32(t->grad), ts_f32(r), t->numel);
+        }
+        if (d > 1e-4) fprintf(stderr, "%s: %.2e\n", t->name, d);
+        worst = d > worst ? d : worst;
+    }
+    printf("FiLM + spatial softmax vs PyTorch (robomimic's SpatialSoftmax): output %.2e, "
+           "d/d(tokens) %.2e, d/d(instruction) %.2e, worst parameter gradient %.2e\n", eo, et,
+           ee, worst);
+    bad = !(eo < 1e-4 && et < 1e-4 && ee < 1e-4 && worst < 1e-4);
+    ts_ctx_free(c);
+    ts_params_free(p);
+    return bad;
+}
+
 static int heads_parity(const char *path) {
     ts_st_file *f;
     ts_err err = { 0 };
@@ -594,6 +671,7 @@ static int heads_parity(const char *path) {
         ts_params_free(p);
         ts_act_tok_free(tok);
     }
+    bad |= obs_parity(f);
     ts_st_close(f);
     return bad;
 }

@@ -11,12 +11,14 @@ blocks with the projected observation tokens as memory:
   tokens:    tok_embed rows of the ids + pos_embed, causal self-attention, head (W -> V + 2).
 For every kind: the state_dict (names under "head."), the inputs, the output, an upstream
 gradient dy and the gradients of the observation tokens and of every parameter for dy, into
-one safetensors file. Usage: heads_ref.py OUT.safetensors
+one safetensors file; and the same for the observation encoder "obs" (FiLM, then robomimic's
+SpatialSoftmax). Usage: heads_ref.py OUT.safetensors
 """
 import math
 import os
 import sys
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -26,6 +28,7 @@ from reference import write_safetensors  # noqa: E402
 
 N, TC, CD, W, DEPTH, HEADS, RATIO = 3, 5, 12, 16, 2, 2, 2.0
 H, A, V = 6, 3, 10  # chunk, action size, tokenizer vocabulary (tokens: T = H * A + 1)
+OE, OW, GH, GW, OK = 7, 8, 3, 4, 5  # observation encoder: instruction, token width, grid, keypoints
 
 
 class SinusoidalPosEmb(nn.Module):
@@ -85,6 +88,66 @@ class Head(nn.Module):
         return self.head(self.decoder(h, mem, tgt_mask=mask))
 
 
+class SpatialSoftmax(nn.Module):
+    """robomimic's SpatialSoftmax (models/obs_core.py) with its defaults: a 1x1 convolution to
+    num_kp maps, temperature 1, no noise, no variance output."""
+
+    def __init__(self, C, H, W, num_kp):
+        super().__init__()
+        self.nets = nn.Conv2d(C, num_kp, kernel_size=1)
+        pos_x, pos_y = np.meshgrid(np.linspace(-1.0, 1.0, W), np.linspace(-1.0, 1.0, H))
+        self.register_buffer("pos_x", torch.from_numpy(pos_x.reshape(1, H * W)).float())
+        self.register_buffer("pos_y", torch.from_numpy(pos_y.reshape(1, H * W)).float())
+        self.H, self.W, self.num_kp = H, W, num_kp
+
+    def forward(self, feature):
+        feature = self.nets(feature).reshape(-1, self.H * self.W)
+        attention = F.softmax(feature, dim=-1)
+        expected_x = torch.sum(self.pos_x * attention, dim=1, keepdim=True)
+        expected_y = torch.sum(self.pos_y * attention, dim=1, keepdim=True)
+        return torch.cat([expected_x, expected_y], 1).view(-1, self.num_kp, 2)
+
+
+class ObsEncoder(nn.Module):
+    """FiLM of a ViT's tokens by an instruction embedding, then spatial-softmax keypoints of the
+    patch grid (the class token left out), as tessera's model.film + image_tokens: keypoints."""
+
+    def __init__(self):
+        super().__init__()
+        self.film = nn.Linear(OE, 2 * OW)
+        self.kp = SpatialSoftmax(OW, GH, GW, OK)
+
+    def forward(self, tokens, e):
+        gamma, beta = self.film(e).chunk(2, dim=-1)
+        x = tokens * (1 + gamma[:, None]) + beta[:, None]
+        fmap = x[:, 1:].transpose(1, 2).reshape(x.shape[0], OW, GH, GW)
+        return self.kp(fmap)
+
+
+def obs_case(out):
+    torch.manual_seed(5)
+    m = ObsEncoder()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0.0, 0.5)
+    g = torch.Generator().manual_seed(13)
+    tokens = torch.randn(N, 1 + GH * GW, OW, generator=g).requires_grad_(True)
+    e = torch.randn(N, OE, generator=g).requires_grad_(True)
+    y = m(tokens, e)
+    dy = torch.randn(y.shape, generator=g)
+    y.backward(dy)
+    out["obs.tokens"], out["obs.e"] = tokens.detach().numpy(), e.detach().numpy()
+    out["obs.out"], out["obs.dy"] = y.detach().numpy(), dy.numpy()
+    out["obs.grad.tokens"], out["obs.grad.e"] = tokens.grad.numpy(), e.grad.numpy()
+    conv = m.kp.nets
+    for name, p, grad in (("obs.film.weight", m.film.weight, m.film.weight.grad),
+                          ("obs.film.bias", m.film.bias, m.film.bias.grad),
+                          ("obs.keypoints.weight", conv.weight[:, :, 0, 0], conv.weight.grad[:, :, 0, 0]),
+                          ("obs.keypoints.bias", conv.bias, conv.bias.grad)):
+        out[f"obs.param.{name}"] = p.detach().numpy()
+        out[f"obs.grad.{name}"] = grad.numpy()
+
+
 class Wrap(nn.Module):
     def __init__(self, kind):
         super().__init__()
@@ -127,6 +190,7 @@ def main():
         for name, p in m.named_parameters():
             out[f"{kind}.param.{name}"] = p.detach().numpy()
             out[f"{kind}.grad.{name}"] = p.grad.numpy()
+    obs_case(out)
     write_safetensors(sys.argv[1], {k: v.copy() for k, v in out.items()},
                       {"torch_version": torch.__version__})
     print(f"heads_ref.py: {len(out)} tensors -> {sys.argv[1]}")
