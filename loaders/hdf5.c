@@ -43,6 +43,8 @@ struct ts_traj {
     int64_t row[MAX_KEYS];          /* elements per step of each key */
     int64_t shape[MAX_KEYS][8];     /* trailing dims of each key (after L) */
     int rank[MAX_KEYS];             /* number of trailing dims */
+    int64_t col0[MAX_KEYS], col1[MAX_KEYS]; /* lowdim "key[a:b]": columns [a, b) (b -1: all) */
+    int sliced[MAX_KEYS];
     int64_t lowdim_total;
     demo *demos;
     int ndemos, skipped;
@@ -281,6 +283,15 @@ static ts_status check_key(ts_traj *t, hid_t g, demo *d, int k, int *shape_set, 
     if (rank < 1 || rank > 9 || (image && rank != 4))
         return ts_fail(err, TS_ERR_DATA, "%s: data/%s/%s: %d dimensions, wanted %s", t->path,
                        d->name, key, rank, image ? "4 (L, H, W, C)" : "1 to 9 (L, ...)");
+    if (t->sliced[k]) {
+        int64_t D = rank == 2 ? (int64_t)dims[1] : 0;
+        int64_t a = t->col0[k], b = t->col1[k] < 0 ? D : t->col1[k];
+        if (rank != 2 || a >= b || b > D)
+            return ts_fail(err, TS_ERR_DATA, "%s: data/%s/%s: columns [%" PRId64 ":%" PRId64
+                           "] of a dataset of shape %s(%" PRId64 ", %" PRId64 ")", t->path,
+                           d->name, key, a, b, rank == 2 ? "" : "not ", (int64_t)dims[0], D);
+        dims[1] = (hsize_t)(b - a);
+    }
     if (k == 0) d->len = (int64_t)dims[0];
     if ((int64_t)dims[0] != d->len)
         return ts_fail(err, TS_ERR_DATA,
@@ -352,7 +363,45 @@ ts_status ts_traj_open(ts_traj **out, const char *path, const ts_traj_spec *spec
     t->n_images = spec->n_images;
     t->nkeys = 1 + spec->n_lowdim + spec->n_images;
     t->key[0] = strdup(spec->actions);
-    for (int k = 0; k < spec->n_lowdim; k++) t->key[1 + k] = strdup(spec->lowdim[k]);
+    for (int k = 0; k < spec->n_lowdim; k++) {
+        const char *name = spec->lowdim[k], *br = strchr(name, '[');
+        if (!br) {
+            t->key[1 + k] = strdup(name);
+            continue;
+        }
+        /* "key[a:b]": columns a .. b-1 */
+        long long a = 0, b = -1;
+        const char *q = br + 1;
+        char *end;
+        int ok = 1;
+        if (*q != ':') {
+            a = strtoll(q, &end, 10);
+            ok = end != q && a >= 0;
+            q = end;
+        }
+        ok = ok && *q == ':';
+        if (ok) {
+            q++;
+            if (*q != ']') {
+                b = strtoll(q, &end, 10);
+                ok = end != q && b > a;
+                q = end;
+            }
+            ok = ok && q[0] == ']' && !q[1];
+        }
+        if (!ok || br == name) {
+            ts_status st = ts_fail(err, TS_ERR_USAGE, "%s: low-dimensional key '%s': columns "
+                                   "are written key[a:b] with 0 <= a < b", path, name);
+            for (int j = 0; j < 1 + k; j++) free(t->key[j]);
+            free(t->path);
+            free(t);
+            return st;
+        }
+        t->key[1 + k] = strndup(name, (size_t)(br - name));
+        t->sliced[1 + k] = 1;
+        t->col0[1 + k] = a;
+        t->col1[1 + k] = b;
+    }
     for (int k = 0; k < spec->n_images; k++)
         t->key[1 + spec->n_lowdim + k] = strdup(spec->images[k]);
     for (int k = 0; k < t->nkeys; k++) TS_CHECK(t->key[k] && t->key[k][0], "empty key %d", k);
@@ -516,6 +565,7 @@ static ts_status read_rows(ts_traj *t, demo *d, int k, int64_t r0, int64_t n, hi
     hid_t fs = H5Dget_space(d->dset[k]);
     hsize_t start[9] = { (hsize_t)r0 }, count[9] = { (hsize_t)n };
     for (int i = 0; i < t->rank[k]; i++) count[i + 1] = (hsize_t)t->shape[k][i];
+    if (t->sliced[k]) start[1] = (hsize_t)t->col0[k];
     hsize_t mdims[2] = { (hsize_t)n, (hsize_t)t->row[k] };
     hid_t ms = H5Screate_simple(2, mdims, NULL);
     herr_t rc = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);

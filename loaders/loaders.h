@@ -182,7 +182,10 @@ void ts_image_to_chw(const ts_image_u8 *im, const float mean[3], const float std
 
 typedef struct ts_traj_spec {
     const char *actions;                  /* e.g. "actions"; required */
-    const char *lowdim[TS_TRAJ_MAX_KEYS]; /* e.g. "obs/robot0_eef_pos", "states" */
+    const char *lowdim[TS_TRAJ_MAX_KEYS]; /* e.g. "obs/robot0_eef_pos", "states"; a (L, D)
+                                             dataset may be cut to columns [a, b) with a
+                                             suffix "[a:b]" ("states[1:10]"; a or b may be
+                                             left out, as in Python) */
     int n_lowdim;
     const char *images[TS_TRAJ_MAX_KEYS]; /* e.g. "obs/agentview_image" */
     int n_images;
