@@ -1,37 +1,46 @@
 #!/usr/bin/env bash
-# End to end: a language-conditioned diffusion policy trains on reach2d demonstrations written
-# by `tessera data synth reach2d` and is evaluated on held-out demonstrations and in closed
-# loop on episodes the demonstrations never saw: its validation action error falls below that
-# of the untrained policy and of the mean training action, and its closed-loop success rises
-# above the untrained policy's. `tessera eval rollout` on the checkpoint reproduces the
-# training-time closed-loop result exactly (DDIM sampling is deterministic for a seed);
-# `tessera embed --trajectories` writes a row per step of every demonstration.
+# End to end: a language-conditioned diffusion policy (recipes/vla-diffusion-reach2d.yaml)
+# trains on reach2d demonstrations written by `tessera data synth reach2d` and is evaluated on
+# held-out demonstrations and in closed loop on 50 episodes the demonstrations never saw:
+#  - its validation action error falls far below that of the mean training action, and it
+#    succeeds in at least 90% of the episodes;
+#  - the language matters: the same policy given other episodes' instructions fails, and the
+#    same policy trained for as long without the instruction (model.text left out) cannot
+#    reach 90%: with three targets it can only guess which one is meant;
+#  - `tessera eval rollout` on the checkpoint reproduces the training-time closed-loop result
+#    exactly (DDIM sampling is deterministic for a seed);
+#  - `tessera embed --trajectories` writes a row per step of every demonstration.
 source "$(dirname "$0")/clilib.sh"
 PY=/usr/bin/python3
-STEPS="${TS_VLA_STEPS:-2000}"
+STEPS="${TS_VLA_STEPS:-1000}"
+
+# $1: run folder -> "untrained_mse untrained_success mse success mean_action_mse"
+evals() {
+  $PY -c "
+import json; ev=[r for r in map(json.loads, open('$1/metrics.jsonl')) if r['kind']=='eval']
+print(ev[0]['val_action_mse'], ev[0]['rollout_success'], ev[-1]['val_action_mse'],
+      ev[-1]['rollout_success'], ev[-1]['val_mean_action_mse'])"
+}
 
 mkdir -p r2d
 "$TS" data synth reach2d --out r2d/demos.hdf5 --demos 300 --seed 1 2> synth.txt \
   || { cat synth.txt; fail "synth reach2d"; }
 [ -s r2d/demos-bpe.txt.gz ] || fail "no instruction vocabulary beside the demonstrations"
 
-"$TS" train "$SRC/recipes/vla-diffusion-reach2d.yaml" \
-  --set data.train="$WORK/r2d/demos.hdf5" --set data.tokenizer="$WORK/r2d/demos-bpe.txt.gz" \
-  --set train.threads=2 --set train.steps="$STEPS" --set train.eval_every="$STEPS" \
-  --set train.log_every=250 --set eval.rollout.episodes=50 --set train.out_dir="$WORK/diff" \
-  2> diff.log || { tail -30 diff.log; fail "training the diffusion policy"; }
+train_args=(--set data.train="$WORK/r2d/demos.hdf5" --set data.tokenizer="$WORK/r2d/demos-bpe.txt.gz"
+  --set train.threads=2 --set train.steps="$STEPS" --set train.eval_every="$STEPS"
+  --set train.log_every=250 --set eval.rollout.episodes=50)
+"$TS" train "$SRC/recipes/vla-diffusion-reach2d.yaml" "${train_args[@]}" \
+  --set train.out_dir="$WORK/diff" 2> diff.log || { tail -30 diff.log; fail "training the diffusion policy"; }
 grep -E "eval step" diff.log
 
-read -r v0 s0 v1 s1 base <<< "$($PY -c "
-import json; ev=[r for r in map(json.loads, open('$WORK/diff/metrics.jsonl')) if r['kind']=='eval']
-print(ev[0]['val_action_mse'], ev[0]['rollout_success'], ev[-1]['val_action_mse'],
-      ev[-1]['rollout_success'], ev[-1]['val_mean_action_mse'])")"
+read -r v0 s0 v1 s1 base <<< "$(evals "$WORK/diff")"
 echo "validation action MSE: untrained $v0, trained $v1, mean training action $base"
 echo "closed-loop success over 50 held-out episodes: untrained $s0, trained $s1"
-$PY -c "import sys; sys.exit(0 if $v1 < 0.9 * $base and $v1 < 0.6 * $v0 else 1)" \
-  || fail "validation error $v1 is not below the baselines ($base, untrained $v0)"
-$PY -c "import sys; sys.exit(0 if $s1 >= $s0 + 0.06 else 1)" \
-  || fail "closed-loop success $s1 did not rise above the untrained policy's $s0"
+$PY -c "import sys; sys.exit(0 if $v1 < 0.2 * $base and $v1 < 0.2 * $v0 else 1)" \
+  || fail "validation error $v1 is not far below the baselines ($base, untrained $v0)"
+$PY -c "import sys; sys.exit(0 if $s1 >= 0.9 else 1)" \
+  || fail "closed-loop success $s1 is below 90% (untrained: $s0)"
 
 # The same checkpoint through `tessera eval rollout`: the same episodes, the same result.
 "$TS" eval rollout --checkpoint "$WORK/diff" --task reach2d --episodes 50 > ro.txt \
@@ -40,9 +49,26 @@ cat ro.txt
 n=$(sed -n 's/.* \([0-9]*\) of 50 episodes succeeded.*/\1/p' ro.txt)
 [ "$n" = "$($PY -c "print(round($s1 * 50))")" ] \
   || fail "eval rollout gave $n of 50, the training-time evaluation $s1"
-"$TS" eval rollout --checkpoint "$WORK/diff" --task reach2d --episodes 5 \
+# The language matters (1): the same policy, each episode given another episode's instruction
+# (mostly a colour that is not in its picture, or another of its targets), fails.
+"$TS" eval rollout --checkpoint "$WORK/diff" --task reach2d --episodes 50 \
   --instruction-shift 1 > shift.txt || fail "eval rollout --instruction-shift"
+cat shift.txt
 grep -q "instructions shifted" shift.txt || fail "no ablation note"
+ns=$(sed -n 's/.* \([0-9]*\) of 50 episodes succeeded.*/\1/p' shift.txt)
+$PY -c "import sys; sys.exit(0 if $ns / 50 <= 0.4 and $ns / 50 <= $s1 - 0.5 else 1)" \
+  || fail "with other episodes' instructions the policy still succeeds in $ns of 50"
+
+# The language matters (2): the same policy trained as long without the instruction.
+sed '/^  text: /d' "$SRC/recipes/vla-diffusion-reach2d.yaml" > notext.yaml
+grep -q "^  text: " notext.yaml && fail "the text tower is still in the recipe"
+"$TS" train notext.yaml "${train_args[@]}" --set train.out_dir="$WORK/notext" 2> notext.log \
+  || { tail -30 notext.log; fail "training the policy without the instruction"; }
+read -r _ _ nv1 ns1 _ <<< "$(evals "$WORK/notext")"
+echo "without the instruction: validation action MSE $nv1, closed-loop success $ns1"
+$PY -c "import sys; sys.exit(0 if $ns1 <= 0.6 and $ns1 <= $s1 - 0.3 else 1)" \
+  || fail "without the instruction the policy succeeds in $ns1 of the episodes (with: $s1)"
+
 set +e
 "$TS" eval rollout --checkpoint "$WORK/diff" --task walk > bad.txt 2>&1; rc=$?
 set -e
