@@ -286,10 +286,14 @@ static ts_status check_key(ts_traj *t, hid_t g, demo *d, int k, int *shape_set, 
     if (t->sliced[k]) {
         int64_t D = rank == 2 ? (int64_t)dims[1] : 0;
         int64_t a = t->col0[k], b = t->col1[k] < 0 ? D : t->col1[k];
-        if (rank != 2 || a >= b || b > D)
+        if (rank != 2)
+            return ts_fail(err, TS_ERR_DATA, "%s: data/%s/%s: a column range needs a dataset "
+                           "of shape (L, D), this one has %d dimensions", t->path, d->name, key,
+                           rank);
+        if (a >= b || b > D)
             return ts_fail(err, TS_ERR_DATA, "%s: data/%s/%s: columns [%" PRId64 ":%" PRId64
-                           "] of a dataset of shape %s(%" PRId64 ", %" PRId64 ")", t->path,
-                           d->name, key, a, b, rank == 2 ? "" : "not ", (int64_t)dims[0], D);
+                           "] of a dataset of shape (%" PRId64 ", %" PRId64 ")", t->path,
+                           d->name, key, a, b, (int64_t)dims[0], D);
         dims[1] = (hsize_t)(b - a);
     }
     if (k == 0) d->len = (int64_t)dims[0];

@@ -322,6 +322,48 @@ static void read_parts_and_conversion(void **state) {
     ts_traj_close(t);
 }
 
+/* A low-dimensional key with a column range reads those columns of every step (padding at the
+ * ends included), beside another key; malformed or out-of-range ranges are errors. */
+static void column_ranges(void **state) {
+    (void)state;
+    char path[600];
+    tmp_path(path, sizeof path, "two_demos.hdf5");
+    write_file(path, (int[]){ 0, 1 }, (int[]){ 5, 7 }, 2, -1, OK_DEMO);
+    ts_traj_spec s = robomimic_spec();
+    s.lowdim[0] = "actions[2:5]";
+    s.lowdim[1] = "obs/gripper";
+    s.n_lowdim = 2;
+    s.n_images = 0;
+    ts_traj *t;
+    ts_err err;
+    if (ts_traj_open(&t, path, &s, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(ts_traj_lowdim_dim(t, 0), 3);
+    assert_int_equal(ts_traj_lowdim_total(t), 4);
+    float low[4 * 4];
+    if (ts_traj_read(t, 1, 5, 4, NULL, low, NULL, &err)) fail_msg("%s", err.msg);
+    for (int i = 0; i < 4; i++) {
+        int step = 5 + i < 7 ? 5 + i : 6;
+        for (int j = 0; j < 3; j++) assert_true(low[i * 4 + j] == (float)act_val(1, step, 2 + j));
+        assert_true(low[i * 4 + 3] == grip_val(1, step));
+    }
+    ts_traj_close(t);
+    s.lowdim[0] = "actions[4:]"; /* to the end */
+    s.n_lowdim = 1;
+    if (ts_traj_open(&t, path, &s, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(ts_traj_lowdim_total(t), 3);
+    ts_traj_close(t);
+    static const char *const bad[] = { "actions[5:3]", "actions[2:9]", "actions[x:3]",
+                                       "actions[1:2", "[1:2]", "obs/gripper[0:1]" };
+    for (int i = 0; i < 6; i++) {
+        s.lowdim[0] = bad[i];
+        t = NULL;
+        assert_int_not_equal(ts_traj_open(&t, path, &s, &err), TS_OK);
+        assert_null(t);
+        printf("  %s: %s\n", bad[i], err.msg);
+        assert_non_null(strstr(err.msg, "two_demos.hdf5"));
+    }
+}
+
 static void expect_open_error(const char *file, int broken, int skip, const char *key,
                               const char *what) {
     char path[600];
@@ -523,6 +565,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(lists_demos_in_order_and_by_mask),
         cmocka_unit_test(windows_match_diffusion_policy),
         cmocka_unit_test(read_parts_and_conversion),
+        cmocka_unit_test(column_ranges),
         cmocka_unit_test(errors_name_file_demo_and_key),
         cmocka_unit_test(summary_of_generated_file),
     };
