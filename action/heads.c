@@ -194,8 +194,9 @@ static ts_tensor *blocks(ts_ctx *c, const ts_action_head *h, const dec_layer *la
         x = ts_add(c, x, ts_dropout(c, a, p));
         a = xattn_forward(c, &L->cross, ts_nn_layernorm_forward(c, &L->norm2, x), mem);
         x = ts_add(c, x, ts_dropout(c, a, p));
-        a = ts_gelu(c, ts_nn_linear_forward(c, &L->linear1, ts_nn_layernorm_forward(c, &L->norm3,
-                                                                                     x)));
+        /* linear1 then GELU as one fused bias + GELU after the bias-free product */
+        a = ts_bias_gelu(c, ts_linear(c, ts_nn_layernorm_forward(c, &L->norm3, x), L->linear1.w,
+                                      NULL), L->linear1.b);
         a = ts_nn_linear_forward(c, &L->linear2, ts_dropout(c, a, p));
         x = ts_add(c, x, ts_dropout(c, a, p));
     }

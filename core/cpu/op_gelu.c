@@ -7,8 +7,7 @@
  * Shapes: x (...), y like x. Elementwise, so the loops run over the flat data.
  */
 #include "../tessera-impl.h"
-
-#include <math.h>
+#include "gelu_math.h"
 
 /* Work above this many elements is split over the OpenMP threads. */
 #define GELU_PAR 32768
@@ -18,9 +17,8 @@
  *   y  = x * Phi(x)
  *   dy/dx = Phi(x) + x * phi(x)
  *
- * The second term is the slope of the gate itself; it is what makes GELU dip below zero. */
-#define GELU_RSQRT2 0.70710678118654752f
-#define GELU_RSQRT2PI 0.39894228040143268f
+ * The second term is the slope of the gate itself; it is what makes GELU dip below zero.
+ * Phi and exp are gelu_math.h's vectorisable float code (libm's erff is a scalar call). */
 
 static void gelu_backward(ts_ctx *c, ts_node *n) {
     ts_tensor *x = n->in[0];
@@ -28,13 +26,8 @@ static void gelu_backward(ts_ctx *c, ts_node *n) {
     const float *X = ts_f32(x), *dY = ts_f32(n->out->grad);
     float *dX = ts__grad(c, x);
     if (!dX) return;
-#pragma omp parallel for if (N > GELU_PAR)
-    for (int64_t i = 0; i < N; i++) {
-        const float v = X[i];
-        const float cdf = 0.5f * (1.0f + erff(v * GELU_RSQRT2));
-        const float pdf = GELU_RSQRT2PI * expf(-0.5f * v * v);
-        dX[i] += dY[i] * (cdf + v * pdf);
-    }
+#pragma omp parallel for simd if (N > GELU_PAR)
+    for (int64_t i = 0; i < N; i++) dX[i] += dY[i] * dgelu(X[i]);
 }
 
 ts_tensor *ts_gelu(ts_ctx *c, const ts_tensor *x) {
@@ -43,8 +36,8 @@ ts_tensor *ts_gelu(ts_ctx *c, const ts_tensor *x) {
     const int64_t N = x->numel;
     const float *X = ts_f32(x);
     float *Y = ts_f32(y);
-#pragma omp parallel for if (N > GELU_PAR)
-    for (int64_t i = 0; i < N; i++) Y[i] = 0.5f * X[i] * (1.0f + erff(X[i] * GELU_RSQRT2));
+#pragma omp parallel for simd if (N > GELU_PAR)
+    for (int64_t i = 0; i < N; i++) Y[i] = X[i] * vphi(X[i]);
     TS__RECORD(c, TS_OP_GELU, gelu_backward, y, x);
     return y;
 }
