@@ -52,10 +52,10 @@ ts_status ts_task_vla_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *er
 /* ---- A trained policy outside training (cli/task_vla.c): `tessera eval rollout`, `embed` ---- */
 
 /* Open a vla checkpoint (a run folder, a checkpoint folder, or a model.safetensors with its
- * recipe.yaml beside it): build the task its recipe describes (the recipe's data must be
- * readable: the instruction tokenizer and, for FAST, the tokenizer's training chunks come from
- * it), apply the overrides, load every weight by name and the normalisation statistics of the
- * checkpoint. The path of the weights goes to weights. The caller frees *task and *recipe
+ * recipe.yaml beside it): build the policy its recipe describes with the sizes, normalisation
+ * statistics and action tokenizer the checkpoint holds (the demonstrations are not read; the
+ * instruction's BPE vocabulary, data.tokenizer, is), apply the overrides, load every weight by
+ * name. The path of the weights goes to weights. The caller frees *task and *recipe
  * (also after a failure). */
 ts_status ts_vla_load(const char *checkpoint, const char *const *sets, int nsets, ts_task **task,
                       ts_recipe **recipe, char *weights, size_t wcap, ts_err *err);

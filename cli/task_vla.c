@@ -34,6 +34,9 @@
  * Evaluation: the action error of the predicted chunks on validation windows in the data's
  * units, beside the error of always predicting the training mean action, and, with
  * eval.rollout.task, the closed-loop success rate of the policy in a built-in simulated task.
+ * A trained policy (ts_vla_load: `tessera eval rollout`, `embed`) is built from its checkpoint
+ * alone, whose buffers give each dataset's action and observation sizes, the normalisers and
+ * the FAST tokenizer: it runs where its demonstrations are not.
  */
 #include "cli.h"
 #include "../action/action.h"
@@ -625,6 +628,10 @@ static const vla_window *draw_window(const vla_task *s, uint64_t pos, int64_t ro
 
 static ts_tensor *vla_loss(ts_task *t, ts_ctx *c, int64_t pos, ts_metrics *m, ts_err *err) {
     vla_task *s = t->impl;
+    if (!s->ds[0].ntrain) {
+        ts_fail(err, TS_ERR_USAGE, "vla: a policy loaded to run has no training data");
+        return NULL;
+    }
     int64_t B = s->d.batch_size, r0 = B * c->rank / c->world, r1 = B * (c->rank + 1) / c->world;
     int64_t n = r1 - r0;
     vla_obs o;
@@ -1033,7 +1040,62 @@ static ts_status build_fast(vla_task *s, ts_err *err) {
     return st;
 }
 
+/* A dataset of a trained policy without its data: its sizes from the checkpoint's normaliser
+ * buffers (f: the weights), placeholders for the statistics that the load replaces. */
+static ts_status ds_from_checkpoint(vla_task *s, vla_ds *ds, ts_st_file *f, const char *weights,
+                                    ts_err *err) {
+    char name[160];
+    snprintf(name, sizeof name, "normalizer.%s.action.scale", ds->name);
+    const ts_st_entry *a = ts_st_find(f, name);
+    if (!a || a->ndim != 1)
+        return ts_fail(err, TS_ERR_MISMATCH, "%s: no %s: not the checkpoint of this recipe's "
+                       "policy", weights, name);
+    snprintf(name, sizeof name, "normalizer.%s.lowdim.scale", ds->name);
+    const ts_st_entry *l = ts_st_find(f, name);
+    ds->A = (int)a->shape[0];
+    ds->D = l && l->ndim == 1 ? (int)l->shape[0] : 0;
+    ts_norm_fit(&ds->act_norm, (ts_norm_kind)s->d.normalize, NULL, 0, ds->A);
+    if (ds->D) ts_norm_fit(&ds->low_norm, (ts_norm_kind)s->d.normalize, NULL, 0, ds->D);
+    ds->act_mean = calloc((size_t)ds->A, sizeof(float));
+    if (!ds->act_mean) return ts_fail(err, TS_ERR_NOMEM, "out of memory");
+    return TS_OK;
+}
+
+/* The FAST tokenizer kept in the checkpoint (action_tokenizer.fast, a byte per value). */
+static ts_status fast_from_checkpoint(vla_task *s, ts_st_file *f, const char *weights,
+                                      ts_err *err) {
+    const ts_st_entry *e = ts_st_find(f, "action_tokenizer.fast");
+    if (!e || e->ndim != 1)
+        return ts_fail(err, TS_ERR_MISMATCH, "%s: no action_tokenizer.fast: the recipe's head "
+                       "uses FAST tokens", weights);
+    float *v = malloc((size_t)e->shape[0] * sizeof(float));
+    char *text = malloc((size_t)e->shape[0] + 1);
+    if (!v || !text) {
+        free(v);
+        free(text);
+        return ts_fail(err, TS_ERR_NOMEM, "out of memory");
+    }
+    ts_st_entry_to_f32(e, v);
+    for (int64_t i = 0; i < e->shape[0]; i++) text[i] = (char)(unsigned char)v[i];
+    text[e->shape[0]] = 0;
+    ts_status st = ts_act_tok_fast_load(&s->atok, text, weights, err);
+    free(v);
+    free(text);
+    return st;
+}
+
+static ts_status vla_new(ts_recipe *r, uint64_t seed, ts_st_file *ckpt, const char *weights,
+                         ts_task **out, ts_err *err);
+
 ts_status ts_task_vla_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *err) {
+    return vla_new(r, seed, NULL, NULL, out, err);
+}
+
+/* ckpt NULL: a policy to train on the recipe's data. Otherwise a trained policy to run: the
+ * data are not read; the sizes and the tokenizer come from the checkpoint ckpt (weights: its
+ * path, for messages), whose values the caller then loads. */
+static ts_status vla_new(ts_recipe *r, uint64_t seed, ts_st_file *ckpt, const char *weights,
+                         ts_task **out, ts_err *err) {
     *out = NULL;
     vla_task *s = calloc(1, sizeof *s);
     if (!s) return ts_fail(err, TS_ERR_NOMEM, "out of memory");
@@ -1154,9 +1216,13 @@ ts_status ts_task_vla_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *er
         s->nds = i + 1;
     }
     for (int d = 0; d < s->nds; d++) {
-        if ((st = load_ds(s, &s->ds[d], r, err))) goto fail;
-        if ((st = make_windows(s, &s->ds[d], err))) goto fail;
-        if ((st = fit_stats(s, &s->ds[d], err))) goto fail;
+        if (ckpt) {
+            if ((st = ds_from_checkpoint(s, &s->ds[d], ckpt, weights, err))) goto fail;
+        } else {
+            if ((st = load_ds(s, &s->ds[d], r, err))) goto fail;
+            if ((st = make_windows(s, &s->ds[d], err))) goto fail;
+            if ((st = fit_stats(s, &s->ds[d], err))) goto fail;
+        }
         if (s->ds[d].A > s->A) s->A = s->ds[d].A;
         if (s->ds[d].D > s->D) s->D = s->ds[d].D;
         wsum += s->ds[d].weight;
@@ -1222,7 +1288,8 @@ ts_status ts_task_vla_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *er
                 goto fail;
             }
             s->atok = ts_act_tok_bins_new(s->H, s->A, (int)s->hc.bins);
-        } else if ((st = build_fast(s, err))) {
+        } else if ((st = ckpt ? fast_from_checkpoint(s, ckpt, weights, err)
+                              : build_fast(s, err))) {
             goto fail;
         }
         if (s->hc.tokenizer == 1) {
@@ -1289,7 +1356,7 @@ ts_status ts_task_vla_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *er
     }
     s->base.batch_size = s->d.batch_size;
     int64_t ntrain = 0, nval = 0;
-    for (int d = 0; d < s->nds; d++) {
+    for (int d = 0; d < s->nds && !ckpt; d++) {
         ntrain += s->ds[d].ntrain;
         nval += s->ds[d].nval;
         ts_log(TS_LOG_INFO, "vla: %s: %s, %d demos, actions %d, low-dim %d, %lld training and "
@@ -1340,24 +1407,14 @@ ts_status ts_vla_load(const char *checkpoint, const char *const *sets, int nsets
     int64_t seed = 0;
     const char *sv = ts_recipe_str(*recipe, "train.seed");
     if (sv) seed = strtoll(sv, NULL, 10);
-    if ((st = ts_factory_task(*recipe, (uint64_t)seed, task, err))) return st;
-    vla_task *s = (*task)->impl;
-    char *fast = NULL;
-    if (s->tok_text) fast = ts_act_tok_fast_save(s->atok);
-    if ((st = ts_ckpt_load_model((*task)->params, weights, 0, err))) {
-        free(fast);
-        return st;
-    }
+    /* the policy's sizes, normalisers and action tokenizer come from the checkpoint: the
+     * demonstrations it was trained on need not be at hand */
+    ts_st_file *f;
+    if ((st = ts_st_read(weights, &f, err))) return st;
+    st = vla_new(*recipe, (uint64_t)seed, f, weights, task, err);
+    ts_st_close(f);
+    if (st) return st;
+    if ((st = ts_ckpt_load_model((*task)->params, weights, 0, err))) return st;
     ts_vla_stats_from_buffers(*task);
-    if (fast) {
-        int same = 1;
-        for (int64_t i = 0; i < s->tok_text->numel; i++)
-            same &= (unsigned char)fast[i] == (unsigned char)ts_f32(s->tok_text)[i];
-        free(fast);
-        if (!same)
-            return ts_fail(err, TS_ERR_MISMATCH, "%s: the FAST tokenizer trained on %s differs "
-                           "from the checkpoint's: the data changed since training", weights,
-                           s->ds[0].path);
-    }
     return TS_OK;
 }

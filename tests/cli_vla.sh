@@ -8,7 +8,7 @@
 #    same policy trained for as long without the instruction (model.text left out) cannot
 #    reach 90%: with three targets it can only guess which one is meant;
 #  - `tessera eval rollout` on the checkpoint reproduces the training-time closed-loop result
-#    exactly (DDIM sampling is deterministic for a seed);
+#    exactly (DDIM sampling is deterministic for a seed), without the demonstrations at hand;
 #  - `tessera embed --trajectories` writes a row per step of every demonstration.
 source "$(dirname "$0")/clilib.sh"
 PY=/usr/bin/python3
@@ -42,9 +42,12 @@ $PY -c "import sys; sys.exit(0 if $v1 < 0.2 * $base and $v1 < 0.2 * $v0 else 1)"
 $PY -c "import sys; sys.exit(0 if $s1 >= 0.9 else 1)" \
   || fail "closed-loop success $s1 is below 90% (untrained: $s0)"
 
-# The same checkpoint through `tessera eval rollout`: the same episodes, the same result.
+# The same checkpoint through `tessera eval rollout`: the same episodes, the same result, with
+# the demonstrations out of reach (the policy's sizes and statistics are in the checkpoint).
+mv r2d/demos.hdf5 r2d/elsewhere.hdf5
 "$TS" eval rollout --checkpoint "$WORK/diff" --task reach2d --episodes 50 > ro.txt \
   || fail "eval rollout"
+mv r2d/elsewhere.hdf5 r2d/demos.hdf5
 cat ro.txt
 n=$(sed -n 's/.* \([0-9]*\) of 50 episodes succeeded.*/\1/p' ro.txt)
 [ "$n" = "$($PY -c "print(round($s1 * 50))")" ] \
