@@ -868,6 +868,7 @@ typedef struct ts_train_cfg {
     int64_t steps, accum, log_every, eval_every, ckpt_every, keep, seed, threads;
     const char *out_dir;
     int precision;     /* 0 f32, 1 bf16 */
+    int device;        /* 0 cpu, 1 cuda */
     int deterministic;
     double collective_timeout_s; /* several ranks: a collective waits at most this long */
 } ts_train_cfg;

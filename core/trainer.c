@@ -34,6 +34,7 @@
 /* ---- recipe sections ---- */
 
 static const char *const precisions[] = { "f32", "bf16", NULL };
+static const char *const devices[] = { "cpu", "cuda", NULL };
 static const ts_key train_keys[] = {
     TS_KEY(TS_KEY_INT, ts_train_cfg, steps, NULL,
            "optimizer steps in the run (0: save the initial weights as checkpoint step 0)"),
@@ -46,6 +47,7 @@ static const ts_key train_keys[] = {
     TS_KEY(TS_KEY_INT, ts_train_cfg, threads, "0", "OpenMP threads (0: all cores)"),
     TS_KEY(TS_KEY_STRING, ts_train_cfg, out_dir, "runs/default", "run folder"),
     TS_KEY_CHOICE(ts_train_cfg, precision, "f32", precisions, "matmul precision"),
+    TS_KEY_CHOICE(ts_train_cfg, device, "cpu", devices, "where the model trains"),
     TS_KEY(TS_KEY_BOOL, ts_train_cfg, deterministic, "true", "same losses on every run"),
     TS_KEY(TS_KEY_FLOAT, ts_train_cfg, collective_timeout_s, "300",
            "several ranks: seconds a collective may wait before the job aborts (0: forever)"),
@@ -84,6 +86,17 @@ ts_status ts_train_parse(ts_recipe *r, ts_train_cfg *train, ts_optim_recipe *opt
     if (train->collective_timeout_s < 0)
         return ts_fail(err, TS_ERR_RECIPE, "%s: train.collective_timeout_s must be >= 0",
                        ts_recipe_where(r, "train.collective_timeout_s", where, sizeof where));
+    if (train->device == 1)
+#ifdef TS_HAVE_CUDA
+        return ts_fail(err, TS_ERR_UNSUPPORTED, "%s: train.device: cuda: this build has the CUDA "
+                       "kernels (core/cuda, checked on a GPU by bench/gpu_check.sh) but the "
+                       "trainer does not run on them yet; use cpu",
+                       ts_recipe_where(r, "train.device", where, sizeof where));
+#else
+        return ts_fail(err, TS_ERR_UNSUPPORTED, "%s: train.device: cuda: this build has no CUDA "
+                       "backend (no nvcc was found when it was configured); use cpu",
+                       ts_recipe_where(r, "train.device", where, sizeof where));
+#endif
     if (train->accum <= 0)
         return ts_fail(err, TS_ERR_RECIPE, "%s: train.accum must be positive",
                        ts_recipe_where(r, "train.accum", where, sizeof where));

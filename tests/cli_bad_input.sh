@@ -38,6 +38,8 @@ printf 'trian:\n  steps: 3\n' > bad.yaml
 expect 1 "unknown key trian" -- "$TS" train bad.yaml
 expect 1 "--set train.steps: train.steps: expected an integer, got 'lots'" -- "$TS" train r.yaml --set train.steps=lots
 expect 1 "nonexistent.yaml: cannot open" -- "$TS" train nonexistent.yaml
+expect 1 "train.device: cuda: this build" -- "$TS" train r.yaml --set train.device=cuda
+expect 1 "train.device: 'tpu' is not one of: cpu, cuda" -- "$TS" train r.yaml --set train.device=tpu
 
 # an unwritable run folder (a path under a regular file): error before any training
 touch plainfile

@@ -1,0 +1,434 @@
+/* kernels.cu: the elementwise, row and optimizer kernels of ts_cuda.h.
+ *
+ * Row kernels give one block of TS_CU_ROW_THREADS threads to a row; their sums go through
+ * block_sum (warp shuffles, then one warp over the warps' sums), so a row's result depends only
+ * on the block size. Sums over rows (weight, bias gradients) are per-column partial sums over
+ * fixed chunks of rows into the device's scratch, then added chunk by chunk in order.
+ */
+#include "cuda_impl.h"
+
+#include <math.h>
+
+#define RT TS_CU_ROW_THREADS
+#define GELU_RSQRT2PI 0.39894228040143268f
+
+static unsigned grid_for(int64_t n, int threads) {
+    int64_t b = (n + threads - 1) / threads;
+    return (unsigned)(b < 1 ? 1 : b > 65535 ? 65535 : b);
+}
+
+/* The sum of v over the block, returned to every thread. sh: 32 floats of shared memory. */
+static __device__ float block_sum(float v, float *sh) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    int w = threadIdx.x >> 5, l = threadIdx.x & 31, nw = blockDim.x >> 5;
+    __syncthreads(); /* sh may still be read by the previous call */
+    if (l == 0) sh[w] = v;
+    __syncthreads();
+    if (w == 0) {
+        v = l < nw ? sh[l] : 0.0f;
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (l == 0) sh[0] = v;
+    }
+    __syncthreads();
+    return sh[0];
+}
+
+static __device__ float block_max(float v, float *sh) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    int w = threadIdx.x >> 5, l = threadIdx.x & 31, nw = blockDim.x >> 5;
+    __syncthreads();
+    if (l == 0) sh[w] = v;
+    __syncthreads();
+    if (w == 0) {
+        v = l < nw ? sh[l] : -INFINITY;
+        for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+        if (l == 0) sh[0] = v;
+    }
+    __syncthreads();
+    return sh[0];
+}
+
+#define FOR_EACH(i, n)                                                                      \
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n);             \
+         i += (int64_t)gridDim.x * blockDim.x)
+
+/* ---- elementwise ---- */
+
+static __global__ void add_kernel(const float *a, const float *b, float *y, int64_t na,
+                                  int64_t nb) {
+    FOR_EACH(i, na) y[i] = a[i] + b[i % nb];
+}
+
+ts_status ts_cuda_add(ts_cuda *g, const float *a, const float *b, float *y, int64_t na,
+                      int64_t nb, ts_err *err) {
+    if (nb < 1 || na % nb)
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda add: %lld elements do not repeat %lld",
+                             (long long)na, (long long)nb);
+    add_kernel<<<grid_for(na, 256), 256, 0, g->stream>>>(a, b, y, na, nb);
+    TS_CU_LAUNCHED("add");
+    return TS_OK;
+}
+
+/* GELU's slope: Phi(x) + x phi(x) */
+static __device__ float dgelu(float x) {
+    return normcdff(x) + x * GELU_RSQRT2PI * expf(-0.5f * x * x);
+}
+
+static __global__ void gelu_kernel(const float *x, float *y, int64_t n) {
+    FOR_EACH(i, n) y[i] = x[i] * normcdff(x[i]);
+}
+
+static __global__ void gelu_backward_kernel(const float *x, const float *dy, float *dx,
+                                            int64_t n) {
+    FOR_EACH(i, n) dx[i] += dy[i] * dgelu(x[i]);
+}
+
+ts_status ts_cuda_gelu(ts_cuda *g, const float *x, float *y, int64_t n, ts_err *err) {
+    gelu_kernel<<<grid_for(n, 256), 256, 0, g->stream>>>(x, y, n);
+    TS_CU_LAUNCHED("gelu");
+    return TS_OK;
+}
+
+ts_status ts_cuda_gelu_backward(ts_cuda *g, const float *x, const float *dy, float *dx,
+                                int64_t n, ts_err *err) {
+    gelu_backward_kernel<<<grid_for(n, 256), 256, 0, g->stream>>>(x, dy, dx, n);
+    TS_CU_LAUNCHED("gelu backward");
+    return TS_OK;
+}
+
+static __global__ void bias_gelu_kernel(const float *x, const float *b, float *y, int64_t n,
+                                        int64_t C) {
+    FOR_EACH(i, n) {
+        float z = x[i] + b[i % C];
+        y[i] = z * normcdff(z);
+    }
+}
+
+ts_status ts_cuda_bias_gelu(ts_cuda *g, const float *x, const float *b, float *y, int64_t R,
+                            int64_t C, ts_err *err) {
+    bias_gelu_kernel<<<grid_for(R * C, 256), 256, 0, g->stream>>>(x, b, y, R * C, C);
+    TS_CU_LAUNCHED("bias_gelu");
+    return TS_OK;
+}
+
+/* ---- sums over rows, in a fixed order ---- */
+
+/* Rows per chunk so that nparts partial rows of width `width` fit the scratch. */
+static int64_t chunk_rows(const ts_cuda *g, int64_t R, int64_t width) {
+    int64_t chunks = (R + 63) / 64;
+    int64_t fit = (int64_t)g->scratch_floats / (width > 0 ? width : 1);
+    if (chunks > fit) chunks = fit > 0 ? fit : 1;
+    if (chunks > 65535) chunks = 65535; /* the grid's y dimension */
+    return (R + chunks - 1) / chunks;
+}
+
+/* out[j] += sum over chunks k of part[k * W + j], k in order */
+static __global__ void add_parts_kernel(const float *part, int64_t nchunk, int64_t W,
+                                        float *out) {
+    FOR_EACH(j, W) {
+        float s = 0.0f;
+        for (int64_t k = 0; k < nchunk; k++) s += part[k * W + j];
+        out[j] += s;
+    }
+}
+
+/* bias_gelu backward: thread j of chunk k walks rows [k * rows, ...) of column j */
+static __global__ void bias_gelu_backward_kernel(const float *x, const float *b,
+                                                 const float *dy, float *dx, float *part,
+                                                 int64_t R, int64_t C, int64_t rows) {
+    int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, k = blockIdx.y;
+    if (j >= C) return;
+    int64_t r0 = k * rows, r1 = r0 + rows < R ? r0 + rows : R;
+    float s = 0.0f, bj = b[j];
+    for (int64_t r = r0; r < r1; r++) {
+        float gr = dy[r * C + j] * dgelu(x[r * C + j] + bj);
+        if (dx) dx[r * C + j] += gr;
+        s += gr;
+    }
+    if (part) part[k * C + j] = s;
+}
+
+ts_status ts_cuda_bias_gelu_backward(ts_cuda *g, const float *x, const float *b,
+                                     const float *dy, float *dx, float *db, int64_t R,
+                                     int64_t C, ts_err *err) {
+    if (!dx && !db) return TS_OK;
+    int64_t rows = chunk_rows(g, R, C), nchunk = (R + rows - 1) / rows;
+    dim3 grid((unsigned)((C + 127) / 128), (unsigned)nchunk);
+    bias_gelu_backward_kernel<<<grid, 128, 0, g->stream>>>(x, b, dy, dx, db ? g->scratch : NULL,
+                                                          R, C, rows);
+    TS_CU_LAUNCHED("bias_gelu backward");
+    if (db) {
+        add_parts_kernel<<<grid_for(C, 256), 256, 0, g->stream>>>(g->scratch, nchunk, C, db);
+        TS_CU_LAUNCHED("bias_gelu backward (bias)");
+    }
+    return TS_OK;
+}
+
+/* ---- layernorm ---- */
+
+static __global__ void layernorm_kernel(const float *x, const float *w, const float *b,
+                                        float *y, float *mean, float *rstd, int64_t C,
+                                        float eps) {
+    __shared__ float sh[32];
+    const float *xr = x + blockIdx.x * C;
+    float *yr = y + blockIdx.x * C;
+    float s = 0.0f;
+    for (int64_t j = threadIdx.x; j < C; j += blockDim.x) s += xr[j];
+    float mu = block_sum(s, sh) / (float)C;
+    float q = 0.0f;
+    for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
+        float d = xr[j] - mu;
+        q += d * d;
+    }
+    float rs = rsqrtf(block_sum(q, sh) / (float)C + eps);
+    for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
+        float v = (xr[j] - mu) * rs;
+        yr[j] = v * (w ? w[j] : 1.0f) + (b ? b[j] : 0.0f);
+    }
+    if (threadIdx.x == 0) {
+        mean[blockIdx.x] = mu;
+        rstd[blockIdx.x] = rs;
+    }
+}
+
+ts_status ts_cuda_layernorm(ts_cuda *g, const float *x, const float *w, const float *b,
+                            float *y, float *mean, float *rstd, int64_t R, int64_t C, float eps,
+                            ts_err *err) {
+    if (R < 1) return TS_OK;
+    if (R > 0x7fffffff)
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda layernorm: %lld rows", (long long)R);
+    layernorm_kernel<<<(unsigned)R, RT, 0, g->stream>>>(x, w, b, y, mean, rstd, C, eps);
+    TS_CU_LAUNCHED("layernorm");
+    return TS_OK;
+}
+
+/* dx = rstd (dxh - mean(dxh) - xh mean(dxh xh)), dxh = dy w, xh = (x - mean) rstd */
+static __global__ void layernorm_dx_kernel(const float *x, const float *w, const float *mean,
+                                           const float *rstd, const float *dy, float *dx,
+                                           int64_t C) {
+    __shared__ float sh[32];
+    const float *xr = x + blockIdx.x * C, *dyr = dy + blockIdx.x * C;
+    float *dxr = dx + blockIdx.x * C;
+    float mu = mean[blockIdx.x], rs = rstd[blockIdx.x], s1 = 0.0f, s2 = 0.0f;
+    for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
+        float dxh = dyr[j] * (w ? w[j] : 1.0f), xh = (xr[j] - mu) * rs;
+        s1 += dxh;
+        s2 += dxh * xh;
+    }
+    float m1 = block_sum(s1, sh) / (float)C, m2 = block_sum(s2, sh) / (float)C;
+    for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
+        float dxh = dyr[j] * (w ? w[j] : 1.0f), xh = (xr[j] - mu) * rs;
+        dxr[j] += rs * (dxh - m1 - xh * m2);
+    }
+}
+
+/* part[k, j] = sum over chunk k of dy xh (dw) and part[nchunk + k, j] of dy (db) */
+static __global__ void layernorm_dwdb_kernel(const float *x, const float *mean,
+                                             const float *rstd, const float *dy, float *part,
+                                             int64_t R, int64_t C, int64_t rows,
+                                             int64_t nchunk) {
+    int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, k = blockIdx.y;
+    if (j >= C) return;
+    int64_t r0 = k * rows, r1 = r0 + rows < R ? r0 + rows : R;
+    float sw = 0.0f, sb = 0.0f;
+    for (int64_t r = r0; r < r1; r++) {
+        float d = dy[r * C + j];
+        sw += d * (x[r * C + j] - mean[r]) * rstd[r];
+        sb += d;
+    }
+    part[k * C + j] = sw;
+    part[(nchunk + k) * C + j] = sb;
+}
+
+ts_status ts_cuda_layernorm_backward(ts_cuda *g, const float *x, const float *w,
+                                     const float *mean, const float *rstd, const float *dy,
+                                     float *dx, float *dw, float *db, int64_t R, int64_t C,
+                                     ts_err *err) {
+    if (R < 1) return TS_OK;
+    if (dx) {
+        layernorm_dx_kernel<<<(unsigned)R, RT, 0, g->stream>>>(x, w, mean, rstd, dy, dx, C);
+        TS_CU_LAUNCHED("layernorm backward");
+    }
+    if (dw || db) {
+        int64_t rows = chunk_rows(g, R, 2 * C), nchunk = (R + rows - 1) / rows;
+        dim3 grid((unsigned)((C + 127) / 128), (unsigned)nchunk);
+        layernorm_dwdb_kernel<<<grid, 128, 0, g->stream>>>(x, mean, rstd, dy, g->scratch, R, C,
+                                                          rows, nchunk);
+        TS_CU_LAUNCHED("layernorm backward (weights)");
+        if (dw) add_parts_kernel<<<grid_for(C, 256), 256, 0, g->stream>>>(g->scratch, nchunk,
+                                                                          C, dw);
+        if (db) add_parts_kernel<<<grid_for(C, 256), 256, 0, g->stream>>>(
+            g->scratch + nchunk * C, nchunk, C, db);
+        TS_CU_LAUNCHED("layernorm backward (sums)");
+    }
+    return TS_OK;
+}
+
+/* ---- softmax ---- */
+
+static __global__ void softmax_kernel(const float *x, float *y, int64_t C) {
+    __shared__ float sh[32];
+    const float *xr = x + blockIdx.x * C;
+    float *yr = y + blockIdx.x * C;
+    float m = -INFINITY;
+    for (int64_t j = threadIdx.x; j < C; j += blockDim.x) m = fmaxf(m, xr[j]);
+    m = block_max(m, sh);
+    float s = 0.0f;
+    for (int64_t j = threadIdx.x; j < C; j += blockDim.x) s += expf(xr[j] - m);
+    float inv = 1.0f / block_sum(s, sh);
+    for (int64_t j = threadIdx.x; j < C; j += blockDim.x) yr[j] = expf(xr[j] - m) * inv;
+}
+
+static __global__ void softmax_backward_kernel(const float *y, const float *dy, float *dx,
+                                               int64_t C) {
+    __shared__ float sh[32];
+    const float *yr = y + blockIdx.x * C, *dyr = dy + blockIdx.x * C;
+    float *dxr = dx + blockIdx.x * C;
+    float s = 0.0f;
+    for (int64_t j = threadIdx.x; j < C; j += blockDim.x) s += dyr[j] * yr[j];
+    s = block_sum(s, sh);
+    for (int64_t j = threadIdx.x; j < C; j += blockDim.x) dxr[j] += yr[j] * (dyr[j] - s);
+}
+
+ts_status ts_cuda_softmax(ts_cuda *g, const float *x, float *y, int64_t R, int64_t C,
+                          ts_err *err) {
+    if (R < 1) return TS_OK;
+    softmax_kernel<<<(unsigned)R, RT, 0, g->stream>>>(x, y, C);
+    TS_CU_LAUNCHED("softmax");
+    return TS_OK;
+}
+
+ts_status ts_cuda_softmax_backward(ts_cuda *g, const float *y, const float *dy, float *dx,
+                                   int64_t R, int64_t C, ts_err *err) {
+    if (R < 1) return TS_OK;
+    softmax_backward_kernel<<<(unsigned)R, RT, 0, g->stream>>>(y, dy, dx, C);
+    TS_CU_LAUNCHED("softmax backward");
+    return TS_OK;
+}
+
+/* ---- cross-entropy ---- */
+
+/* Row i: loss_i = (1 - eps)(lse - x_t) + eps (lse - mean_k x_k), 0 for an ignored row;
+ * rowloss[i] and counted[i] (1 or 0). */
+static __global__ void ce_rows_kernel(const float *logits, const int32_t *t, float *rowloss,
+                                      float *counted, int64_t K, int ignore, float eps) {
+    __shared__ float sh[32];
+    const float *xr = logits + blockIdx.x * K;
+    int ti = t[blockIdx.x];
+    float m = -INFINITY;
+    for (int64_t j = threadIdx.x; j < K; j += blockDim.x) m = fmaxf(m, xr[j]);
+    m = block_max(m, sh);
+    float s = 0.0f, sx = 0.0f;
+    for (int64_t j = threadIdx.x; j < K; j += blockDim.x) {
+        s += expf(xr[j] - m);
+        sx += xr[j];
+    }
+    s = block_sum(s, sh);
+    sx = block_sum(sx, sh);
+    if (threadIdx.x == 0) {
+        int skip = ti == ignore || ti < 0 || ti >= K;
+        float lse = m + logf(s);
+        rowloss[blockIdx.x] = skip ? 0.0f
+                                   : (1.0f - eps) * (lse - xr[ti]) + eps * (lse - sx / (float)K);
+        counted[blockIdx.x] = skip ? 0.0f : 1.0f;
+    }
+}
+
+/* One block: out[0] = sum(a) / sum(c) in a fixed order (NaN when nothing counted, as torch) */
+static __global__ void mean_kernel(const float *a, const float *c, int64_t n, float *out) {
+    __shared__ float sh[32];
+    float s = 0.0f, k = 0.0f;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+        s += a[i];
+        k += c[i];
+    }
+    s = block_sum(s, sh);
+    k = block_sum(k, sh);
+    if (threadIdx.x == 0) out[0] = s / k;
+}
+
+ts_status ts_cuda_cross_entropy(ts_cuda *g, const float *logits, const int32_t *targets,
+                                float *loss, int64_t N, int64_t K, int ignore_index,
+                                float smoothing, ts_err *err) {
+    if (N < 1 || 2 * N > (int64_t)g->scratch_floats)
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda cross-entropy: %lld rows", (long long)N);
+    float *rowloss = g->scratch, *counted = g->scratch + N;
+    ce_rows_kernel<<<(unsigned)N, RT, 0, g->stream>>>(logits, targets, rowloss, counted, K,
+                                                      ignore_index, smoothing);
+    TS_CU_LAUNCHED("cross-entropy");
+    mean_kernel<<<1, 1024, 0, g->stream>>>(rowloss, counted, N, loss);
+    TS_CU_LAUNCHED("cross-entropy (mean)");
+    return TS_OK;
+}
+
+static __global__ void count_kernel(const int32_t *t, int64_t N, int64_t K, int ignore,
+                                    float *out) {
+    __shared__ float sh[32];
+    float k = 0.0f;
+    for (int64_t i = threadIdx.x; i < N; i += blockDim.x)
+        k += t[i] != ignore && t[i] >= 0 && t[i] < K ? 1.0f : 0.0f;
+    k = block_sum(k, sh);
+    if (threadIdx.x == 0) out[0] = k;
+}
+
+/* dlogits[i, k] += dloss / count (softmax_k - (1 - eps)[k == t] - eps / K) */
+static __global__ void ce_backward_kernel(const float *logits, const int32_t *t,
+                                          const float *dloss, const float *count, float *dx,
+                                          int64_t K, int ignore, float eps) {
+    __shared__ float sh[32];
+    int ti = t[blockIdx.x];
+    if (ti == ignore || ti < 0 || ti >= K) return; /* the whole block leaves together */
+    const float *xr = logits + blockIdx.x * K;
+    float *dxr = dx + blockIdx.x * K;
+    float m = -INFINITY;
+    for (int64_t j = threadIdx.x; j < K; j += blockDim.x) m = fmaxf(m, xr[j]);
+    m = block_max(m, sh);
+    float s = 0.0f;
+    for (int64_t j = threadIdx.x; j < K; j += blockDim.x) s += expf(xr[j] - m);
+    float inv = 1.0f / block_sum(s, sh), scale = dloss[0] / count[0];
+    for (int64_t j = threadIdx.x; j < K; j += blockDim.x) {
+        float p = expf(xr[j] - m) * inv - eps / (float)K - (j == ti ? 1.0f - eps : 0.0f);
+        dxr[j] += scale * p;
+    }
+}
+
+ts_status ts_cuda_cross_entropy_backward(ts_cuda *g, const float *logits,
+                                         const int32_t *targets, const float *dloss,
+                                         float *dlogits, int64_t N, int64_t K,
+                                         int ignore_index, float smoothing, ts_err *err) {
+    if (N < 1) return TS_OK;
+    count_kernel<<<1, 1024, 0, g->stream>>>(targets, N, K, ignore_index, g->scratch);
+    TS_CU_LAUNCHED("cross-entropy backward (count)");
+    ce_backward_kernel<<<(unsigned)N, RT, 0, g->stream>>>(logits, targets, dloss, g->scratch,
+                                                          dlogits, K, ignore_index, smoothing);
+    TS_CU_LAUNCHED("cross-entropy backward");
+    return TS_OK;
+}
+
+/* ---- AdamW ---- */
+
+static __global__ void adamw_kernel(float *p, const float *grad, float *m, float *v, int64_t n,
+                                    float b1, float b2, float eps, float step, float rbc2,
+                                    float shrink) {
+    FOR_EACH(i, n) {
+        float gi = grad[i];
+        m[i] = b1 * m[i] + (1.0f - b1) * gi;
+        v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
+        float denom = sqrtf(v[i]) * rbc2 + eps;
+        p[i] = p[i] * shrink - step * (m[i] / denom);
+    }
+}
+
+ts_status ts_cuda_adamw(ts_cuda *g, float *p, const float *grad, float *m, float *v, int64_t n,
+                        int64_t t, float lr, float beta1, float beta2, float eps,
+                        float weight_decay, ts_err *err) {
+    if (t < 1) return ts__cuda_fail(err, TS_ERR_USAGE, "cuda adamw: step %lld", (long long)t);
+    /* the bias corrections in double on the host, as core/optim.c computes them */
+    double bc1 = 1.0 - pow((double)beta1, (double)t), bc2 = 1.0 - pow((double)beta2, (double)t);
+    float step = (float)(lr / bc1), rbc2 = (float)(1.0 / sqrt(bc2));
+    float shrink = 1.0f - lr * weight_decay;
+    adamw_kernel<<<grid_for(n, 256), 256, 0, g->stream>>>(p, grad, m, v, n, beta1, beta2, eps,
+                                                          step, rbc2, shrink);
+    TS_CU_LAUNCHED("adamw");
+    return TS_OK;
+}

@@ -1,0 +1,422 @@
+/* gpu_parity.c: every kernel of core/cuda against a float64 reference on the host.
+ *
+ * For each kernel: inputs drawn fresh from a seeded Gaussian (never zeros), the outputs it
+ * writes poisoned with NaN bytes before the run and the gradients it accumulates into seeded
+ * with random values (so a kernel that overwrites instead of adding fails), then the relative
+ * error ||out - ref|| / ||ref|| against the same computation in double on the host: float32
+ * must land under 1e-5, bf16 products under 1e-2, and a NaN or an unwritten element never
+ * passes. Then the measured float32 and bf16 product rates at 8192^3 (the ceiling that MFU is
+ * quoted against). Needs a GPU; bench/gpu_check.sh builds and runs it (it needs only CUDA).
+ * Usage: gpu_parity [--no-timing]; the exit status is the number of failed checks.
+ */
+#include "../core/cuda/ts_cuda.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static ts_cuda *G;
+static int failures;
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+static double uniform(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return ((double)(rng >> 11) + 0.5) / 9007199254740992.0;
+}
+
+static float *randn(int64_t n, float scale) {
+    float *x = malloc((size_t)n * sizeof *x);
+    for (int64_t i = 0; i < n; i++)
+        x[i] = scale * (float)(sqrt(-2.0 * log(uniform())) * cos(6.283185307179586 * uniform()));
+    return x;
+}
+
+static void die(ts_status st, const ts_err *err) {
+    if (st) {
+        fprintf(stderr, "gpu_parity: %s\n", err->msg);
+        exit(100);
+    }
+}
+
+/* device copies of host data, and fresh NaN-poisoned outputs */
+static void *dev(const void *h, size_t bytes) {
+    ts_err err = { 0 };
+    void *d = ts_cuda_alloc(G, bytes);
+    if (!d) {
+        fprintf(stderr, "gpu_parity: the arena is full\n");
+        exit(100);
+    }
+    if (h) die(ts_cuda_upload(G, d, h, bytes, &err), &err);
+    else die(ts_cuda_fill_bytes(G, d, 0xff, bytes, &err), &err);
+    return d;
+}
+
+static float *get(const float *d, int64_t n) {
+    ts_err err = { 0 };
+    float *h = malloc((size_t)n * sizeof *h);
+    die(ts_cuda_download(G, h, d, (size_t)n * sizeof *h, &err), &err);
+    return h;
+}
+
+/* ||a - ref|| / ||ref||, NaN when a holds a NaN */
+static double rel(const float *a, const double *ref, int64_t n) {
+    double d = 0, r = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (a[i] != a[i]) return NAN;
+        d += ((double)a[i] - ref[i]) * ((double)a[i] - ref[i]);
+        r += ref[i] * ref[i];
+    }
+    return r > 0 ? sqrt(d / r) : sqrt(d);
+}
+
+static void report(const char *what, double e, double tol) {
+    int ok = e == e && e < tol;
+    failures += !ok;
+    printf("  %-44s rel %.2e  %s\n", what, e, ok ? "ok" : "FAIL");
+}
+
+static double *dzeros(int64_t n) { return calloc((size_t)n, sizeof(double)); }
+
+/* ---- products ---- */
+
+static uint16_t bf16_bits(float f) { /* round to nearest even, as __float2bfloat16_rn */
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static void check_matmul(int64_t M, int64_t N, int64_t K, int flags, int bias, float beta,
+                         int bf16) {
+    ts_err err = { 0 };
+    float *a = randn(M * K, 1), *b = randn(K * N, 1), *bv = randn(N, 1), *y0 = randn(M * N, 1);
+    int ta = flags & TS_TRANS_A, tb = flags & TS_TRANS_B;
+    double *ref = dzeros(M * N);
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+            double s = bias ? bv[j] : 0.0;
+            for (int64_t k = 0; k < K; k++)
+                s += (double)(ta ? a[k * M + i] : a[i * K + k]) *
+                     (double)(tb ? b[j * K + k] : b[k * N + j]);
+            ref[i * N + j] = s + (beta != 0.0f ? (double)beta * y0[i * N + j] : 0.0);
+        }
+    float *da = dev(a, (size_t)(M * K) * 4), *db = dev(b, (size_t)(K * N) * 4);
+    float *dbias = bias ? dev(bv, (size_t)N * 4) : NULL;
+    float *dy = beta != 0.0f ? dev(y0, (size_t)(M * N) * 4) : dev(NULL, (size_t)(M * N) * 4);
+    const void *pa = da, *pb = db;
+    if (bf16) {
+        uint16_t *ha = dev(NULL, (size_t)(M * K) * 2), *hb = dev(NULL, (size_t)(K * N) * 2);
+        die(ts_cuda_to_bf16(G, da, ha, M * K, &err), &err);
+        die(ts_cuda_to_bf16(G, db, hb, K * N, &err), &err);
+        /* the conversion itself: bit-exact round to nearest even */
+        uint16_t *back = malloc((size_t)(M * K) * 2);
+        die(ts_cuda_download(G, back, ha, (size_t)(M * K) * 2, &err), &err);
+        int64_t off = 0;
+        for (int64_t i = 0; i < M * K; i++) off += back[i] != bf16_bits(a[i]);
+        free(back);
+        if (off) {
+            failures++;
+            printf("  to_bf16: %lld of %lld values differ from round-to-nearest-even  FAIL\n",
+                   (long long)off, (long long)(M * K));
+        }
+        pa = ha;
+        pb = hb;
+    }
+    die(ts_cuda_matmul(G, bf16 ? TS_CUDA_BF16 : TS_CUDA_F32, pa, pb, dbias, dy, M, N, K, flags,
+                       beta, &err), &err);
+    float *y = get(dy, M * N);
+    char what[128];
+    snprintf(what, sizeof what, "matmul %s %lldx%lldx%lld%s%s%s%s", bf16 ? "bf16" : "f32",
+             (long long)M, (long long)N, (long long)K, ta ? " A^T" : "", tb ? " B^T" : "",
+             bias ? " +bias" : "", beta != 0.0f ? " +=" : "");
+    report(what, rel(y, ref, M * N), bf16 ? 1e-2 : 1e-5);
+    free(a), free(b), free(bv), free(y0), free(y), free(ref);
+}
+
+/* ---- elementwise ---- */
+
+static double Phi(double x) { return 0.5 * erfc(-x / sqrt(2.0)); }
+static double dgelu(double x) { return Phi(x) + x * exp(-0.5 * x * x) / 2.5066282746310002; }
+
+static void check_elementwise(void) {
+    ts_err err = { 0 };
+    const int64_t R = 333, C = 517, n = R * C;
+    float *x = randn(n, 2), *b = randn(C, 1), *dy = randn(n, 1), *dx0 = randn(n, 1);
+    float *db0 = randn(C, 1);
+    double *ref = dzeros(n), *rb = dzeros(C);
+    float *dx_ = dev(x, (size_t)n * 4), *db_ = dev(b, (size_t)C * 4), *ddy = dev(dy, (size_t)n * 4);
+    /* add with broadcast */
+    float *out = dev(NULL, (size_t)n * 4);
+    die(ts_cuda_add(G, dx_, db_, out, n, C, &err), &err);
+    for (int64_t i = 0; i < n; i++) ref[i] = (double)x[i] + b[i % C];
+    float *h = get(out, n);
+    report("add (bias broadcast over rows)", rel(h, ref, n), 1e-6);
+    free(h);
+    /* gelu */
+    die(ts_cuda_gelu(G, dx_, out, n, &err), &err);
+    for (int64_t i = 0; i < n; i++) ref[i] = x[i] * Phi(x[i]);
+    h = get(out, n);
+    report("gelu (erf)", rel(h, ref, n), 1e-5);
+    free(h);
+    float *acc = dev(dx0, (size_t)n * 4);
+    die(ts_cuda_gelu_backward(G, dx_, ddy, acc, n, &err), &err);
+    for (int64_t i = 0; i < n; i++) ref[i] = dx0[i] + dy[i] * dgelu(x[i]);
+    h = get(acc, n);
+    report("gelu backward (+=)", rel(h, ref, n), 1e-5);
+    free(h);
+    /* bias + gelu */
+    die(ts_cuda_bias_gelu(G, dx_, db_, out, R, C, &err), &err);
+    for (int64_t i = 0; i < n; i++) {
+        double z = (double)x[i] + b[i % C];
+        ref[i] = z * Phi(z);
+    }
+    h = get(out, n);
+    report("bias_gelu", rel(h, ref, n), 1e-5);
+    free(h);
+    acc = dev(dx0, (size_t)n * 4);
+    float *dbacc = dev(db0, (size_t)C * 4);
+    die(ts_cuda_bias_gelu_backward(G, dx_, db_, ddy, acc, dbacc, R, C, &err), &err);
+    for (int64_t j = 0; j < C; j++) rb[j] = db0[j];
+    for (int64_t i = 0; i < n; i++) {
+        double gr = dy[i] * dgelu((double)x[i] + b[i % C]);
+        ref[i] = dx0[i] + gr;
+        rb[i % C] += gr;
+    }
+    h = get(acc, n);
+    report("bias_gelu backward dx (+=)", rel(h, ref, n), 1e-5);
+    free(h);
+    h = get(dbacc, C);
+    report("bias_gelu backward db (+=)", rel(h, rb, C), 1e-5);
+    free(h);
+    free(x), free(b), free(dy), free(dx0), free(db0), free(ref), free(rb);
+}
+
+/* ---- rows ---- */
+
+static void check_layernorm(int64_t R, int64_t C) {
+    ts_err err = { 0 };
+    const int64_t n = R * C;
+    float *x = randn(n, 3), *w = randn(C, 1), *b = randn(C, 1), *dy = randn(n, 1);
+    float *dx0 = randn(n, 1), *dw0 = randn(C, 1), *db0 = randn(C, 1);
+    for (int64_t i = 0; i < n; i++) x[i] += 1.5f; /* an offset mean, as activations have */
+    double *ry = dzeros(n), *rdx = dzeros(n), *rdw = dzeros(C), *rdb = dzeros(C);
+    for (int64_t j = 0; j < C; j++) rdw[j] = dw0[j], rdb[j] = db0[j];
+    for (int64_t r = 0; r < R; r++) {
+        double mu = 0, var = 0, s1 = 0, s2 = 0;
+        for (int64_t j = 0; j < C; j++) mu += x[r * C + j];
+        mu /= C;
+        for (int64_t j = 0; j < C; j++) var += (x[r * C + j] - mu) * (x[r * C + j] - mu);
+        double rs = 1.0 / sqrt(var / C + 1e-5);
+        for (int64_t j = 0; j < C; j++) {
+            double xh = (x[r * C + j] - mu) * rs, dxh = (double)dy[r * C + j] * w[j];
+            ry[r * C + j] = xh * w[j] + b[j];
+            s1 += dxh;
+            s2 += dxh * xh;
+            rdw[j] += dy[r * C + j] * xh;
+            rdb[j] += dy[r * C + j];
+        }
+        for (int64_t j = 0; j < C; j++) {
+            double xh = (x[r * C + j] - mu) * rs, dxh = (double)dy[r * C + j] * w[j];
+            rdx[r * C + j] = dx0[r * C + j] + rs * (dxh - s1 / C - xh * s2 / C);
+        }
+    }
+    float *d_x = dev(x, (size_t)n * 4), *d_w = dev(w, (size_t)C * 4), *d_b = dev(b, (size_t)C * 4);
+    float *d_y = dev(NULL, (size_t)n * 4), *d_m = dev(NULL, (size_t)R * 4);
+    float *d_r = dev(NULL, (size_t)R * 4), *d_dy = dev(dy, (size_t)n * 4);
+    float *d_dx = dev(dx0, (size_t)n * 4), *d_dw = dev(dw0, (size_t)C * 4);
+    float *d_db = dev(db0, (size_t)C * 4);
+    die(ts_cuda_layernorm(G, d_x, d_w, d_b, d_y, d_m, d_r, R, C, 1e-5f, &err), &err);
+    die(ts_cuda_layernorm_backward(G, d_x, d_w, d_m, d_r, d_dy, d_dx, d_dw, d_db, R, C, &err),
+        &err);
+    char what[96];
+    float *h = get(d_y, n);
+    snprintf(what, sizeof what, "layernorm %lldx%lld", (long long)R, (long long)C);
+    report(what, rel(h, ry, n), 1e-5);
+    free(h);
+    h = get(d_dx, n);
+    snprintf(what, sizeof what, "layernorm backward dx (+=) %lldx%lld", (long long)R,
+             (long long)C);
+    report(what, rel(h, rdx, n), 1e-5);
+    free(h);
+    h = get(d_dw, C);
+    report("  dw (+=)", rel(h, rdw, C), 1e-5);
+    free(h);
+    h = get(d_db, C);
+    report("  db (+=)", rel(h, rdb, C), 1e-5);
+    free(h);
+    free(x), free(w), free(b), free(dy), free(dx0), free(dw0), free(db0);
+    free(ry), free(rdx), free(rdw), free(rdb);
+}
+
+static void check_softmax(int64_t R, int64_t C) {
+    ts_err err = { 0 };
+    const int64_t n = R * C;
+    float *x = randn(n, 4), *dy = randn(n, 1), *dx0 = randn(n, 1);
+    double *ry = dzeros(n), *rdx = dzeros(n);
+    for (int64_t r = 0; r < R; r++) {
+        double m = -INFINITY, s = 0, sd = 0;
+        for (int64_t j = 0; j < C; j++) m = fmax(m, x[r * C + j]);
+        for (int64_t j = 0; j < C; j++) s += exp(x[r * C + j] - m);
+        for (int64_t j = 0; j < C; j++) ry[r * C + j] = exp(x[r * C + j] - m) / s;
+        for (int64_t j = 0; j < C; j++) sd += dy[r * C + j] * ry[r * C + j];
+        for (int64_t j = 0; j < C; j++)
+            rdx[r * C + j] = dx0[r * C + j] + ry[r * C + j] * (dy[r * C + j] - sd);
+    }
+    float *d_x = dev(x, (size_t)n * 4), *d_y = dev(NULL, (size_t)n * 4);
+    float *d_dy = dev(dy, (size_t)n * 4), *d_dx = dev(dx0, (size_t)n * 4);
+    die(ts_cuda_softmax(G, d_x, d_y, R, C, &err), &err);
+    die(ts_cuda_softmax_backward(G, d_y, d_dy, d_dx, R, C, &err), &err);
+    char what[96];
+    float *h = get(d_y, n);
+    snprintf(what, sizeof what, "softmax %lldx%lld", (long long)R, (long long)C);
+    report(what, rel(h, ry, n), 1e-5);
+    free(h);
+    h = get(d_dx, n);
+    snprintf(what, sizeof what, "softmax backward (+=) %lldx%lld", (long long)R, (long long)C);
+    report(what, rel(h, rdx, n), 1e-5);
+    free(h);
+    free(x), free(dy), free(dx0), free(ry), free(rdx);
+}
+
+static void check_cross_entropy(int64_t N, int64_t K, float eps) {
+    ts_err err = { 0 };
+    float *x = randn(N * K, 3), *dx0 = randn(N * K, 1), dloss = 0.75f;
+    int32_t *t = malloc((size_t)N * sizeof *t);
+    for (int64_t i = 0; i < N; i++) t[i] = i % 7 == 3 ? -100 : (int32_t)(uniform() * K);
+    double loss = 0, count = 0, *rdx = dzeros(N * K);
+    for (int64_t i = 0; i < N; i++) count += t[i] != -100;
+    for (int64_t i = 0; i < N; i++) {
+        double m = -INFINITY, s = 0, sx = 0;
+        for (int64_t j = 0; j < K; j++) m = fmax(m, x[i * K + j]);
+        for (int64_t j = 0; j < K; j++) s += exp(x[i * K + j] - m), sx += x[i * K + j];
+        double lse = m + log(s);
+        for (int64_t j = 0; j < K; j++) rdx[i * K + j] = dx0[i * K + j];
+        if (t[i] == -100) continue;
+        loss += (1 - eps) * (lse - x[i * K + t[i]]) + eps * (lse - sx / K);
+        for (int64_t j = 0; j < K; j++)
+            rdx[i * K + j] += dloss / count *
+                              (exp(x[i * K + j] - lse) - eps / K - (j == t[i] ? 1 - eps : 0));
+    }
+    loss /= count;
+    float *d_x = dev(x, (size_t)(N * K) * 4), *d_l = dev(NULL, 4), *d_dl = dev(&dloss, 4);
+    int32_t *d_t = dev(t, (size_t)N * 4);
+    float *d_dx = dev(dx0, (size_t)(N * K) * 4);
+    die(ts_cuda_cross_entropy(G, d_x, d_t, d_l, N, K, -100, eps, &err), &err);
+    die(ts_cuda_cross_entropy_backward(G, d_x, d_t, d_dl, d_dx, N, K, -100, eps, &err), &err);
+    char what[96];
+    float *h = get(d_l, 1);
+    snprintf(what, sizeof what, "cross-entropy %lldx%lld smoothing %.1f", (long long)N,
+             (long long)K, eps);
+    report(what, rel(h, &loss, 1), 1e-5);
+    free(h);
+    h = get(d_dx, N * K);
+    report("  backward (+=, ignored rows untouched)", rel(h, rdx, N * K), 1e-5);
+    free(h);
+    free(x), free(dx0), free(t), free(rdx);
+}
+
+static void check_adamw(void) {
+    ts_err err = { 0 };
+    const int64_t n = 100003;
+    float *p = randn(n, 1), *gr = randn(n, 1), *m = randn(n, 0.1f), *v = randn(n, 0.1f);
+    for (int64_t i = 0; i < n; i++) v[i] = v[i] * v[i];
+    double *rp = dzeros(n), *rm = dzeros(n), *rv = dzeros(n);
+    const float lr = 1e-3f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f;
+    const int64_t t = 7;
+    double bc1 = 1 - pow(b1, t), bc2 = 1 - pow(b2, t);
+    for (int64_t i = 0; i < n; i++) {
+        rm[i] = b1 * (double)m[i] + (1 - (double)b1) * gr[i];
+        rv[i] = b2 * (double)v[i] + (1 - (double)b2) * gr[i] * (double)gr[i];
+        rp[i] = p[i] * (1 - (double)lr * wd) - lr / bc1 * rm[i] / (sqrt(rv[i] / bc2) + eps);
+    }
+    float *d_p = dev(p, (size_t)n * 4), *d_g = dev(gr, (size_t)n * 4);
+    float *d_m = dev(m, (size_t)n * 4), *d_v = dev(v, (size_t)n * 4);
+    die(ts_cuda_adamw(G, d_p, d_g, d_m, d_v, n, t, lr, b1, b2, eps, wd, &err), &err);
+    float *h = get(d_p, n);
+    report("adamw (parameters)", rel(h, rp, n), 1e-5);
+    free(h);
+    h = get(d_v, n);
+    report("  second moments", rel(h, rv, n), 1e-5);
+    free(h);
+    free(p), free(gr), free(m), free(v), free(rp), free(rm), free(rv);
+}
+
+/* ---- product rates ---- */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void time_matmul(int bf16, int64_t S) {
+    ts_err err = { 0 };
+    float *x = randn(S * S, 1);
+    float *a = dev(x, (size_t)(S * S) * 4), *b = dev(x, (size_t)(S * S) * 4);
+    float *y = dev(NULL, (size_t)(S * S) * 4);
+    const void *pa = a, *pb = b;
+    if (bf16) {
+        uint16_t *ha = dev(NULL, (size_t)(S * S) * 2), *hb = dev(NULL, (size_t)(S * S) * 2);
+        die(ts_cuda_to_bf16(G, a, ha, S * S, &err), &err);
+        die(ts_cuda_to_bf16(G, b, hb, S * S, &err), &err);
+        pa = ha;
+        pb = hb;
+    }
+    double t[10];
+    for (int r = -2; r < 10; r++) { /* two warm-up runs */
+        die(ts_cuda_sync(G, &err), &err);
+        double t0 = now_s();
+        for (int k = 0; k < 5; k++)
+            die(ts_cuda_matmul(G, bf16 ? TS_CUDA_BF16 : TS_CUDA_F32, pa, pb, NULL, y, S, S, S, 0,
+                               0.0f, &err), &err);
+        die(ts_cuda_sync(G, &err), &err);
+        if (r >= 0) t[r] = (now_s() - t0) / 5;
+    }
+    qsort(t, 10, sizeof *t, cmp_double);
+    printf("  matmul %s %lld^3: median %.3f ms, %.1f TFLOP/s\n", bf16 ? "bf16" : "f32 ",
+           (long long)S, 1e3 * t[5], 2.0 * S * S * S / t[5] / 1e12);
+    free(x);
+}
+
+int main(int argc, char **argv) {
+    int timing = !(argc > 1 && !strcmp(argv[1], "--no-timing"));
+    ts_err err = { 0 };
+    die(ts_cuda_open(&G, 0, (size_t)3 << 30, &err), &err);
+    printf("gpu_parity: %s\n", ts_cuda_describe(G));
+    for (int flags = 0; flags < 4; flags++) check_matmul(129, 67, 300, flags, 0, 0.0f, 0);
+    check_matmul(256, 384, 512, 0, 1, 0.0f, 0);
+    check_matmul(100, 200, 64, TS_TRANS_B, 1, 1.0f, 0);
+    check_matmul(512, 768, 1024, 0, 0, 0.0f, 1);
+    check_matmul(197, 2304, 768, TS_TRANS_B, 1, 0.0f, 1);
+    ts_cuda_reset(G);
+    check_elementwise();
+    ts_cuda_reset(G);
+    check_layernorm(1000, 768);
+    check_layernorm(7, 33);
+    check_softmax(4096, 197);
+    check_softmax(3, 5000);
+    ts_cuda_reset(G);
+    check_cross_entropy(777, 1000, 0.0f);
+    check_cross_entropy(64, 49408, 0.1f);
+    ts_cuda_reset(G);
+    check_adamw();
+    ts_cuda_reset(G);
+    if (timing) {
+        time_matmul(0, 8192);
+        ts_cuda_reset(G);
+        time_matmul(1, 8192);
+    }
+    printf("gpu_parity: %d failed\n", failures);
+    ts_cuda_close(G);
+    return failures;
+}
