@@ -23,6 +23,7 @@
  * padding, y (B, H, Tq, D), lse (B, H, Tq); packed: qkv (B, T, 3C), y (B, T, C).
  */
 #include "../tessera-impl.h"
+#include "vmath.h"
 
 #include <math.h>
 #include <omp.h>
@@ -95,23 +96,6 @@ static attn_bufs head_bufs(const attn_geom *g, const attn_bufs *a, int64_t bh) {
                     a->y ? a->y + yo : NULL, a->dq ? a->dq + qo : NULL,
                     a->dk ? a->dk + ko : NULL, a->dv ? a->dv + vo : NULL };
     return r;
-}
-
-/* exp(x) for x <= 0 (and -inf), written so that GCC vectorises the loops that call it: range
- * reduction x = n ln2 + r with |r| <= ln2/2 (n rounded by the 1.5 * 2^23 trick, because GCC 12
- * does not vectorise floorf for every target), Cephes' polynomial for exp(r) (relative error
- * below 1e-7), and 2^n assembled in the exponent bits. Below -87 it returns 0, which is what a
- * probability that small is in float32 anyway. */
-static inline float exp_neg(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f; /* round to nearest: 1.5 * 2^23 */
-    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-    float p = ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r +
-                4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    union { int32_t i; float f; } u;
-    u.i = ((int32_t)n + 127) << 23;
-    return x <= -87.0f ? 0.0f : p * u.f;
 }
 
 /* Is key j of batch b padding? */

@@ -3,13 +3,13 @@
  * y = gelu(x + b) with b (C) broadcast over the last dim: the first half of a transformer MLP
  * after a linear layer without its own bias, computed in one pass instead of two (no (R, C)
  * intermediate for x + b is written in the forward). The GELU is the exact erf form, as
- * torch.nn.functional.gelu(x + b), computed by gelu_math.h's vectorisable Phi. It deliberately is not a matmul epilogue: the product
- * itself stays with oneDNN (op_matmul.c).
+ * torch.nn.functional.gelu(x + b), through vmath.h's vectorisable Phi. It deliberately is not
+ * a matmul epilogue: the product itself stays with oneDNN (op_matmul.c).
  *
  * Shapes: x (R..., C) seen as R rows of C, b (C), y like x.
  */
 #include "../tessera-impl.h"
-#include "gelu_math.h"
+#include "vmath.h"
 
 #include <math.h>
 

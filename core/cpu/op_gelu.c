@@ -7,7 +7,7 @@
  * Shapes: x (...), y like x. Elementwise, so the loops run over the flat data.
  */
 #include "../tessera-impl.h"
-#include "gelu_math.h"
+#include "vmath.h"
 
 /* Work above this many elements is split over the OpenMP threads. */
 #define GELU_PAR 32768
@@ -18,7 +18,7 @@
  *   dy/dx = Phi(x) + x * phi(x)
  *
  * The second term is the slope of the gate itself; it is what makes GELU dip below zero.
- * Phi and exp are gelu_math.h's vectorisable float code (libm's erff is a scalar call). */
+ * Phi and exp are vmath.h's vectorisable float code (libm's erff is a scalar call). */
 
 static void gelu_backward(ts_ctx *c, ts_node *n) {
     ts_tensor *x = n->in[0];

@@ -28,6 +28,7 @@
  * lepe_b (C), y (B, N, C), lse (B, H, N) in task order.
  */
 #include "../tessera-impl.h"
+#include "vmath.h"
 
 #include <math.h>
 #include <omp.h>
@@ -55,23 +56,6 @@
 enum { BQ = 64 };
 
 static int nthreads(const ts_ctx *c) { return c->nthreads > 0 ? c->nthreads : omp_get_max_threads(); }
-
-/* exp(x) for x <= 0, vectorisable: op_attention.c's exp_neg (range reduction x = n ln2 + r,
- * Cephes' polynomial for exp(r), 2^n built in the exponent bits; relative error below 1e-7,
- * 0 below -87). Kept as a copy, not shared, while that file is being reworked; the two belong
- * in tessera-impl.h. With windows this small (D = 32 in every official stage) a scalar expf
- * per score costs more than the products around it. */
-static inline float exp_neg(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f;
-    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-    float p = ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r +
-                4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    union { int32_t i; float f; } u;
-    u.i = ((int32_t)n + 127) << 23;
-    return x <= -87.0f ? 0.0f : p * u.f;
-}
 
 /* One branch: its heads, its window and how many windows tile the map. */
 typedef struct sa_branch {

@@ -113,7 +113,12 @@ ts_status ts_cuda_bias_gelu(ts_cuda *g, const float *x, const float *b, float *y
 
 /* ---- sums over rows, in a fixed order ---- */
 
-/* Rows per chunk so that nparts partial rows of width `width` fit the scratch. */
+/* Rows per chunk so that the partial rows of width `width` fit the scratch (the caller checks
+ * that one fits: fits_scratch). */
+static int fits_scratch(const ts_cuda *g, int64_t width) {
+    return width <= (int64_t)g->scratch_floats;
+}
+
 static int64_t chunk_rows(const ts_cuda *g, int64_t R, int64_t width) {
     int64_t chunks = (R + 63) / 64;
     int64_t fit = (int64_t)g->scratch_floats / (width > 0 ? width : 1);
@@ -151,7 +156,10 @@ static __global__ void bias_gelu_backward_kernel(const float *x, const float *b,
 ts_status ts_cuda_bias_gelu_backward(ts_cuda *g, const float *x, const float *b,
                                      const float *dy, float *dx, float *db, int64_t R,
                                      int64_t C, ts_err *err) {
-    if (!dx && !db) return TS_OK;
+    if ((!dx && !db) || R < 1 || C < 1) return TS_OK;
+    if (!fits_scratch(g, C) || R > 0x7fffffff)
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda bias_gelu backward: %lld x %lld",
+                             (long long)R, (long long)C);
     int64_t rows = chunk_rows(g, R, C), nchunk = (R + rows - 1) / rows;
     dim3 grid((unsigned)((C + 127) / 128), (unsigned)nchunk);
     bias_gelu_backward_kernel<<<grid, 128, 0, g->stream>>>(x, b, dy, dx, db ? g->scratch : NULL,
@@ -194,7 +202,7 @@ static __global__ void layernorm_kernel(const float *x, const float *w, const fl
 ts_status ts_cuda_layernorm(ts_cuda *g, const float *x, const float *w, const float *b,
                             float *y, float *mean, float *rstd, int64_t R, int64_t C, float eps,
                             ts_err *err) {
-    if (R < 1) return TS_OK;
+    if (R < 1 || C < 1) return TS_OK;
     if (R > 0x7fffffff)
         return ts__cuda_fail(err, TS_ERR_USAGE, "cuda layernorm: %lld rows", (long long)R);
     layernorm_kernel<<<(unsigned)R, RT, 0, g->stream>>>(x, w, b, y, mean, rstd, C, eps);
@@ -244,7 +252,10 @@ ts_status ts_cuda_layernorm_backward(ts_cuda *g, const float *x, const float *w,
                                      const float *mean, const float *rstd, const float *dy,
                                      float *dx, float *dw, float *db, int64_t R, int64_t C,
                                      ts_err *err) {
-    if (R < 1) return TS_OK;
+    if (R < 1 || C < 1) return TS_OK;
+    if (R > 0x7fffffff || ((dw || db) && !fits_scratch(g, 2 * C)))
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda layernorm backward: %lld x %lld",
+                             (long long)R, (long long)C);
     if (dx) {
         layernorm_dx_kernel<<<(unsigned)R, RT, 0, g->stream>>>(x, w, mean, rstd, dy, dx, C);
         TS_CU_LAUNCHED("layernorm backward");
@@ -292,7 +303,9 @@ static __global__ void softmax_backward_kernel(const float *y, const float *dy, 
 
 ts_status ts_cuda_softmax(ts_cuda *g, const float *x, float *y, int64_t R, int64_t C,
                           ts_err *err) {
-    if (R < 1) return TS_OK;
+    if (R < 1 || C < 1) return TS_OK;
+    if (R > 0x7fffffff)
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda softmax: %lld rows", (long long)R);
     softmax_kernel<<<(unsigned)R, RT, 0, g->stream>>>(x, y, C);
     TS_CU_LAUNCHED("softmax");
     return TS_OK;
@@ -300,7 +313,10 @@ ts_status ts_cuda_softmax(ts_cuda *g, const float *x, float *y, int64_t R, int64
 
 ts_status ts_cuda_softmax_backward(ts_cuda *g, const float *y, const float *dy, float *dx,
                                    int64_t R, int64_t C, ts_err *err) {
-    if (R < 1) return TS_OK;
+    if (R < 1 || C < 1) return TS_OK;
+    if (R > 0x7fffffff)
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda softmax backward: %lld rows",
+                             (long long)R);
     softmax_backward_kernel<<<(unsigned)R, RT, 0, g->stream>>>(y, dy, dx, C);
     TS_CU_LAUNCHED("softmax backward");
     return TS_OK;
@@ -326,11 +342,13 @@ static __global__ void ce_rows_kernel(const float *logits, const int32_t *t, flo
     s = block_sum(s, sh);
     sx = block_sum(sx, sh);
     if (threadIdx.x == 0) {
-        int skip = ti == ignore || ti < 0 || ti >= K;
+        int skip = ti == ignore, bad = !skip && (ti < 0 || ti >= K);
         float lse = m + logf(s);
-        rowloss[blockIdx.x] = skip ? 0.0f
+        /* a target outside [0, K) makes the loss NaN: the CPU op refuses it, and a NaN loss
+         * stops the trainer instead of training on it */
+        rowloss[blockIdx.x] = skip ? 0.0f : bad ? NAN
                                    : (1.0f - eps) * (lse - xr[ti]) + eps * (lse - sx / (float)K);
-        counted[blockIdx.x] = skip ? 0.0f : 1.0f;
+        counted[blockIdx.x] = skip || bad ? 0.0f : 1.0f;
     }
 }
 
@@ -350,8 +368,9 @@ static __global__ void mean_kernel(const float *a, const float *c, int64_t n, fl
 ts_status ts_cuda_cross_entropy(ts_cuda *g, const float *logits, const int32_t *targets,
                                 float *loss, int64_t N, int64_t K, int ignore_index,
                                 float smoothing, ts_err *err) {
-    if (N < 1 || 2 * N > (int64_t)g->scratch_floats)
-        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda cross-entropy: %lld rows", (long long)N);
+    if (N < 1 || 2 * N > (int64_t)g->scratch_floats || K < 1)
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda cross-entropy: %lld rows of %lld",
+                             (long long)N, (long long)K);
     float *rowloss = g->scratch, *counted = g->scratch + N;
     ce_rows_kernel<<<(unsigned)N, RT, 0, g->stream>>>(logits, targets, rowloss, counted, K,
                                                       ignore_index, smoothing);
@@ -396,7 +415,10 @@ ts_status ts_cuda_cross_entropy_backward(ts_cuda *g, const float *logits,
                                          const int32_t *targets, const float *dloss,
                                          float *dlogits, int64_t N, int64_t K,
                                          int ignore_index, float smoothing, ts_err *err) {
-    if (N < 1) return TS_OK;
+    if (N < 1 || K < 1) return TS_OK;
+    if (N > 0x7fffffff)
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda cross-entropy backward: %lld rows",
+                             (long long)N);
     count_kernel<<<1, 1024, 0, g->stream>>>(targets, N, K, ignore_index, g->scratch);
     TS_CU_LAUNCHED("cross-entropy backward (count)");
     ce_backward_kernel<<<(unsigned)N, RT, 0, g->stream>>>(logits, targets, dloss, g->scratch,

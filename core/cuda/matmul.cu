@@ -10,6 +10,16 @@
 
 #include <cuda_bf16.h>
 
+/* The largest power of two up to 256 that divides the address: cuBLASLt assumes 256-byte
+ * alignment unless told otherwise, and a view into a larger tensor (a slice of packed q, k, v)
+ * has less. */
+static uint32_t alignment(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    uint32_t al = 256;
+    while (al > 1 && a % al) al >>= 1;
+    return al;
+}
+
 #define LT(call, what)                                                                      \
     do {                                                                                   \
         cublasStatus_t s_ = (call);                                                        \
@@ -62,6 +72,17 @@ ts_status ts_cuda_matmul(ts_cuda *g, ts_cuda_dtype dt, const void *a, const void
     LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                             &g->workspace_bytes, sizeof g->workspace_bytes),
        "workspace");
+    {
+        uint32_t al[3] = { alignment(b), alignment(a), alignment(y) };
+        LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                                &al[0], sizeof al[0]), "alignment");
+        LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                                &al[1], sizeof al[1]), "alignment");
+        LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                                &al[2], sizeof al[2]), "alignment");
+        LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                                &al[2], sizeof al[2]), "alignment");
+    }
     LT(cublasLtMatmulAlgoGetHeuristic(g->lt, op, lb, la, ly, ly, pref, 1, &heur, &returned),
        "heuristic");
     if (returned < 1) {

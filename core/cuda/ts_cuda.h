@@ -7,7 +7,8 @@
  * Gradients are accumulated (+=) into their buffers, as the CPU backend's backward does, so
  * a caller zeroes them once per step (ts_cuda_zero). Reductions over rows (weight and bias
  * gradients, the cross-entropy mean) sum in a fixed order: the results do not depend on the
- * launch configuration or on timing.
+ * launch configuration or on timing. Those sums and the cross-entropy share one scratch
+ * buffer of the device, which is safe because everything runs on its one stream.
  *
  * This layer is what the trainer's device path is built on; tests/gpu_parity.c checks every
  * kernel against a float64 reference on the host (bench/gpu_check.sh runs it on a GPU).
@@ -90,8 +91,10 @@ ts_status ts_cuda_softmax(ts_cuda *g, const float *x, float *y, int64_t R, int64
 ts_status ts_cuda_softmax_backward(ts_cuda *g, const float *y, const float *dy, float *dx,
                                    int64_t R, int64_t C, ts_err *err);
 /* Mean softmax cross-entropy of logits (N, K) against targets (N) with torch's ignore_index
- * and label_smoothing: loss (1 float) is written; the backward adds dloss * d(loss)/d(logits)
- * to dlogits (dloss: one float on the device). */
+ * and label_smoothing: loss (1 float) is written (NaN when a target other than ignore_index
+ * lies outside [0, K), where the CPU op stops with an error); the backward adds
+ * dloss * d(loss)/d(logits) to dlogits (dloss: one float on the device), nothing to ignored
+ * rows. */
 ts_status ts_cuda_cross_entropy(ts_cuda *g, const float *logits, const int32_t *targets,
                                 float *loss, int64_t N, int64_t K, int ignore_index,
                                 float smoothing, ts_err *err);
@@ -102,8 +105,9 @@ ts_status ts_cuda_cross_entropy_backward(ts_cuda *g, const float *logits,
 
 /* ---- optimizer ---- */
 
-/* One AdamW step (torch.optim.AdamW) over n values at step t >= 1: the same arithmetic as the
- * CPU backend's (core/optim.c). */
+/* One AdamW step (torch.optim.AdamW) over n values at step t >= 1: the CPU backend's formula
+ * (core/optim.c), bias corrections in double on the host; not bit-identical to it (both
+ * compilers may fuse multiply-adds). */
 ts_status ts_cuda_adamw(ts_cuda *g, float *p, const float *grad, float *m, float *v, int64_t n,
                         int64_t t, float lr, float beta1, float beta2, float eps,
                         float weight_decay, ts_err *err);

@@ -1,8 +1,8 @@
-/* gelu_math.h: branch-free float exp, normal CDF and GELU slope for the CPU GELU kernels
- * (op_gelu.c, op_bias_gelu.c); internal to core/cpu.
+/* vmath.h: branch-free float exp, normal CDF and GELU slope that GCC vectorises, for the CPU
+ * kernels (GELU, attention, stripe attention); internal to core/cpu.
  */
-#ifndef TS_CPU_GELU_MATH_H
-#define TS_CPU_GELU_MATH_H
+#ifndef TS_CPU_VMATH_H
+#define TS_CPU_VMATH_H
 
 #include <math.h>
 #include <stdint.h>
@@ -32,6 +32,21 @@ static inline float vexp(float x) {
     union { int32_t i; float f; } u;
     u.i = ((int32_t)n + 127) << 23;
     return p * u.f;
+}
+
+/* exp(x) for x <= 0 (and -inf), for softmax numerators: the same range reduction and
+ * polynomial, 0 below -87, which is what a probability that small is in float32 anyway. (The
+ * round-to-nearest trick stands in for floorf, which GCC 12 does not vectorise everywhere.) */
+static inline float exp_neg(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f;
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r +
+                4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    union { int32_t i; float f; } u;
+    u.i = ((int32_t)n + 127) << 23;
+    return x <= -87.0f ? 0.0f : p * u.f;
 }
 
 /* Phi(z), the standard normal CDF. */
