@@ -30,7 +30,8 @@ YAML
 "$TS" train clip.yaml 2> clip.log || { cat clip.log; fail "clip step 0"; }
 
 common=(--set data.train="$WORK/r2d/demos.hdf5" --set data.tokenizer="$WORK/r2d/demos-bpe.txt.gz"
-        --set train.threads=2 --set eval.rollout.task= --set train.seed=11)
+        --set train.threads=2 --set eval.rollout.task= --set eval.max_windows=16
+        --set train.seed=11)
 set +e
 "$TS" finetune "$SRC/recipes/vla-diffusion-reach2d.yaml" "${common[@]}" > u.txt 2>&1; rc=$?
 set -e
