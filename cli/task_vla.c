@@ -1251,7 +1251,14 @@ static ts_status vla_new(ts_recipe *r, uint64_t seed, ts_st_file *ckpt, const ch
             }
             ts_nn_linear_init(&s->kp, p, "obs.keypoints", width, (int)s->mc.keypoints, 1);
         }
-        if (s->mc.film && s->text) {
+        if (s->mc.film && !s->text) {
+            st = ts_fail(err, TS_ERR_RECIPE, "%s: FiLM modulates the image tokens by the "
+                         "instruction: it needs model.text", ts_recipe_where(r, "model.film",
+                                                                             where,
+                                                                             sizeof where));
+            goto fail;
+        }
+        if (s->mc.film) {
             /* zero-initialised: the modulation starts as the identity */
             ts_nn_linear_init(&s->film, p, "obs.film", s->text->out_dim, 2 * width, 1);
             ts_param_set_init(p, s->film.w, TS_INIT_0);
