@@ -10,7 +10,7 @@ ts_tensor *ts_film(ts_ctx *c, const ts_nn_linear *lin, const ts_tensor *x, const
     char s[96];
     TS_CHECK(x->ndim == 3 && e->ndim == 2 && ts_dim(e, 0) == ts_dim(x, 0) &&
                  ts_dim(lin->w, 0) == 2 * ts_dim(x, 2),
-             "film: x is %s, e has %lld rows, the linear gives %lld values", 
+             "film: x is %s, e has %lld rows, the linear gives %lld values",
              ts_shape_str(x, s, sizeof s), (long long)ts_dim(e, 0), (long long)ts_dim(lin->w, 0));
     int64_t W = ts_dim(x, 2);
     ts_tensor *gb = ts_nn_linear_forward(c, lin, e);                 /* (n, 2W) */
