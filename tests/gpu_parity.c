@@ -382,6 +382,85 @@ static void check_cross_entropy(int64_t N, int64_t K, float eps) {
     free(x), free(dx0), free(t), free(rdx);
 }
 
+/* attention forward and backward against float64; key padding at the end of each sequence (as
+ * real batches pad), so no row is empty */
+static void check_attention(int64_t B, int64_t H, int64_t Tq, int64_t Tk, int64_t D, int causal,
+                            int padded) {
+    ts_err err = { 0 };
+    int64_t nq = B * H * Tq * D, nk = B * H * Tk * D;
+    float *q = randn(nq, 1), *k = randn(nk, 1), *v = randn(nk, 1), *dy = randn(nq, 1);
+    float *dq0 = randn(nq, 1), *dk0 = randn(nk, 1), *dv0 = randn(nk, 1);
+    uint8_t *pad = calloc((size_t)(B * Tk), 1);
+    for (int64_t b = 0; padded && b < B; b++)
+        for (int64_t j = Tk - 1 - b * 3; j < Tk; j++) pad[b * Tk + j] = 1;
+    double *ry = dzeros(nq), *rdq = dzeros(nq), *rdk = dzeros(nk), *rdv = dzeros(nk);
+    double *P = dzeros(Tk), *dS = dzeros(Tk), scale = 1.0 / sqrt((double)D);
+    for (int64_t i = 0; i < nq; i++) rdq[i] = dq0[i];
+    for (int64_t i = 0; i < nk; i++) rdk[i] = dk0[i], rdv[i] = dv0[i];
+    for (int64_t bh = 0; bh < B * H; bh++) {
+        int64_t b = bh / H;
+        const float *Q = q + bh * Tq * D, *K = k + bh * Tk * D, *V = v + bh * Tk * D;
+        const float *dY = dy + bh * Tq * D;
+        for (int64_t i = 0; i < Tq; i++) {
+            double m = -INFINITY, s = 0, delta = 0;
+            for (int64_t j = 0; j < Tk; j++) {
+                P[j] = -INFINITY;
+                if ((causal && j > i) || pad[b * Tk + j]) continue;
+                double dot = 0;
+                for (int64_t d = 0; d < D; d++) dot += (double)Q[i * D + d] * K[j * D + d];
+                P[j] = dot * scale;
+                m = fmax(m, P[j]);
+            }
+            for (int64_t j = 0; j < Tk; j++) s += P[j] == -INFINITY ? 0 : exp(P[j] - m);
+            for (int64_t j = 0; j < Tk; j++) P[j] = P[j] == -INFINITY ? 0 : exp(P[j] - m) / s;
+            double *yi = ry + (bh * Tq + i) * D;
+            for (int64_t d = 0; d < D; d++) {
+                for (int64_t j = 0; j < Tk; j++) yi[d] += P[j] * V[j * D + d];
+                delta += yi[d] * dY[i * D + d];
+            }
+            for (int64_t j = 0; j < Tk; j++) {
+                double dp = 0;
+                for (int64_t d = 0; d < D; d++) dp += (double)dY[i * D + d] * V[j * D + d];
+                dS[j] = P[j] * (dp - delta);
+            }
+            for (int64_t j = 0; j < Tk; j++)
+                for (int64_t d = 0; d < D; d++) {
+                    rdq[(bh * Tq + i) * D + d] += scale * dS[j] * K[j * D + d];
+                    rdk[(bh * Tk + j) * D + d] += scale * dS[j] * Q[i * D + d];
+                    rdv[(bh * Tk + j) * D + d] += P[j] * dY[i * D + d];
+                }
+        }
+    }
+    float *d_q = dev(q, (size_t)nq * 4), *d_k = dev(k, (size_t)nk * 4);
+    float *d_v = dev(v, (size_t)nk * 4);
+    uint8_t *d_pad = padded ? dev(pad, (size_t)(B * Tk)) : NULL;
+    float *d_y = dev(NULL, (size_t)nq * 4), *d_l = dev(NULL, (size_t)(B * H * Tq) * 4);
+    float *d_dy = dev(dy, (size_t)nq * 4), *d_dq = dev(dq0, (size_t)nq * 4);
+    float *d_dk = dev(dk0, (size_t)nk * 4), *d_dv = dev(dv0, (size_t)nk * 4);
+    die(ts_cuda_attention(G, d_q, d_k, d_v, d_pad, d_y, d_l, B, H, Tq, Tk, D, causal, 0.0f,
+                          &err), &err);
+    die(ts_cuda_attention_backward(G, d_q, d_k, d_v, d_pad, d_y, d_l, d_dy, d_dq, d_dk, d_dv, B,
+                                   H, Tq, Tk, D, causal, 0.0f, &err), &err);
+    char what[128];
+    snprintf(what, sizeof what, "attention %lldx%lldx%lldx%lld, Tk %lld%s%s", (long long)B,
+             (long long)H, (long long)Tq, (long long)D, (long long)Tk, causal ? ", causal" : "",
+             padded ? ", key padding" : "");
+    float *h = get(d_y, nq);
+    report(what, rel(h, ry, nq), 1e-5);
+    free(h);
+    h = get(d_dq, nq);
+    report("  dq (+=)", rel(h, rdq, nq), 1e-5);
+    free(h);
+    h = get(d_dk, nk);
+    report("  dk (+=)", rel(h, rdk, nk), 1e-5);
+    free(h);
+    h = get(d_dv, nk);
+    report("  dv (+=)", rel(h, rdv, nk), 1e-5);
+    free(h);
+    free(q), free(k), free(v), free(dy), free(dq0), free(dk0), free(dv0), free(pad);
+    free(ry), free(rdq), free(rdk), free(rdv), free(P), free(dS);
+}
+
 static void check_adamw(void) {
     ts_err err = { 0 };
     const int64_t n = 100003;
@@ -476,6 +555,11 @@ int main(int argc, char **argv) {
     check_cross_entropy(64, 49408, 0.1f);
     ts_cuda_reset(G);
     check_adamw();
+    ts_cuda_reset(G);
+    check_attention(2, 3, 37, 37, 64, 1, 1);
+    check_attention(2, 2, 20, 50, 32, 0, 1);
+    ts_cuda_reset(G);
+    check_attention(4, 12, 197, 197, 64, 0, 0);
     ts_cuda_reset(G);
     if (timing) {
         time_matmul(0, 8192);

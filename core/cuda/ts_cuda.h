@@ -12,7 +12,8 @@
  *
  * This layer is what the trainer's device path is built on; tests/gpu_parity.c checks every
  * kernel against a float64 reference on the host (bench/gpu_check.sh runs it on a GPU).
- * What it is not yet: attention (the fused kernel comes next) or a ts_ctx on the device.
+ * What it is not yet: a tiled tensor-core attention (attention.cu is the plain, deterministic
+ * reference version) or a ts_ctx on the device.
  */
 #ifndef TS_CUDA_H
 #define TS_CUDA_H
@@ -102,6 +103,24 @@ ts_status ts_cuda_cross_entropy_backward(ts_cuda *g, const float *logits,
                                          const int32_t *targets, const float *dloss,
                                          float *dlogits, int64_t N, int64_t K,
                                          int ignore_index, float smoothing, ts_err *err);
+
+/* ---- attention (core/cuda/attention.cu) ---- */
+
+/* softmax(scale q k^T + masks) v with q (B, H, Tq, D), k and v (B, H, Tk, D), as ts_attention:
+ * causal (query i sees keys j <= i; Tq == Tk), key_pad (B, Tk) u8 nonzero = padding, or NULL;
+ * scale <= 0: 1/sqrt(D). y (B, H, Tq, D) and lse (B, H, Tq) (kept for the backward) are
+ * written; a row with every key masked gives zeros and lse -inf. The backward adds to dq, and
+ * to dk and dv (both or neither). This version keeps a row of scores in shared memory: Tq and
+ * Tk up to about 12000 at D 64. */
+ts_status ts_cuda_attention(ts_cuda *g, const float *q, const float *k, const float *v,
+                            const uint8_t *key_pad, float *y, float *lse, int64_t B, int64_t H,
+                            int64_t Tq, int64_t Tk, int64_t D, int causal, float scale,
+                            ts_err *err);
+ts_status ts_cuda_attention_backward(ts_cuda *g, const float *q, const float *k, const float *v,
+                                     const uint8_t *key_pad, const float *y, const float *lse,
+                                     const float *dy, float *dq, float *dk, float *dv,
+                                     int64_t B, int64_t H, int64_t Tq, int64_t Tk, int64_t D,
+                                     int causal, float scale, ts_err *err);
 
 /* ---- optimizer ---- */
 
