@@ -3,10 +3,11 @@
  * For each kernel: inputs drawn fresh from a seeded Gaussian (never zeros), the outputs it
  * writes poisoned with NaN bytes before the run and the gradients it accumulates into seeded
  * with random values (so a kernel that overwrites instead of adding fails), then the relative
- * error ||out - ref|| / ||ref|| against the same computation in double on the host: float32
- * must land under 1e-5 (bf16 products against the product of the bf16-rounded inputs in
- * double, so as tight), and a NaN or an unwritten element never passes. Then the measured float32 and bf16 product rates at 8192^3 (the ceiling that MFU is
- * quoted against). Needs a GPU; bench/gpu_check.sh builds and runs it (it needs only CUDA).
+ * error ||out - ref|| / ||ref|| against the same computation in double on the host: it must
+ * land under 1e-5 (bf16 products are compared with the product of the bf16-rounded inputs in
+ * double, so as tightly), and a NaN or an unwritten element never passes. Then the measured
+ * float32 and bf16 product rates at 8192^3 (the ceiling that MFU is quoted against). Needs a
+ * GPU; bench/gpu_check.sh builds and runs it (it needs only CUDA).
  * Usage: gpu_parity [--no-timing]; the exit status is the number of failed checks.
  */
 #include "../core/cuda/ts_cuda.h"

@@ -55,8 +55,8 @@ ts_status ts_cuda_open(ts_cuda **out, int device, size_t arena_bytes, ts_err *er
         return ts__cuda_fail(err, TS_ERR_IO, "cuda: cublasLtCreate failed");
     }
     snprintf(g->describe, sizeof g->describe,
-             "%.120s, compute capability %d.%d, %d SMs, %.1f GiB", prop.name, prop.major, prop.minor, prop.multiProcessorCount,
-             (double)prop.totalGlobalMem / (1u << 30));
+             "%.120s, compute capability %d.%d, %d SMs, %.1f GiB", prop.name, prop.major,
+             prop.minor, prop.multiProcessorCount, (double)prop.totalGlobalMem / (1u << 30));
     *out = g;
     return TS_OK;
 }
