@@ -383,18 +383,34 @@ static void check_cross_entropy(int64_t N, int64_t K, float eps) {
     free(x), free(dx0), free(t), free(rdx);
 }
 
-/* attention forward and backward against float64; key padding at the end of each sequence (as
- * real batches pad), so no row is empty */
+/* the part a kernel added: ||(out - seed) - (ref - seed)|| / ||ref - seed|| */
+static double rel_added(const float *out, const float *seed, const double *ref, int64_t n) {
+    double d = 0, r = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (out[i] != out[i]) return NAN;
+        double a = (double)out[i] - seed[i], b = ref[i] - seed[i];
+        d += (a - b) * (a - b);
+        r += b * b;
+    }
+    return r > 0 ? sqrt(d / r) : sqrt(d);
+}
+
+/* attention forward (y and the logsumexp) and backward against float64. padded: the last keys
+ * of each sequence are padding (as real batches pad); empty: besides, every key of the last
+ * sequence is padding, so its rows are empty (zeros, lse 0, no gradient). The gradients are
+ * compared both whole (seed + what was added) and as what was added. */
 static void check_attention(int64_t B, int64_t H, int64_t Tq, int64_t Tk, int64_t D, int causal,
-                            int padded) {
+                            int padded, int empty) {
     ts_err err = { 0 };
     int64_t nq = B * H * Tq * D, nk = B * H * Tk * D;
     float *q = randn(nq, 1), *k = randn(nk, 1), *v = randn(nk, 1), *dy = randn(nq, 1);
     float *dq0 = randn(nq, 1), *dk0 = randn(nk, 1), *dv0 = randn(nk, 1);
     uint8_t *pad = calloc((size_t)(B * Tk), 1);
     for (int64_t b = 0; padded && b < B; b++)
-        for (int64_t j = Tk - 1 - b * 3; j < Tk; j++) pad[b * Tk + j] = 1;
+        for (int64_t j = Tk - 1 - b * 3 > 1 ? Tk - 1 - b * 3 : 1; j < Tk; j++) pad[b * Tk + j] = 1;
+    for (int64_t j = 0; empty && j < Tk; j++) pad[(B - 1) * Tk + j] = 1;
     double *ry = dzeros(nq), *rdq = dzeros(nq), *rdk = dzeros(nk), *rdv = dzeros(nk);
+    double *rl = dzeros(B * H * Tq);
     double *P = dzeros(Tk), *dS = dzeros(Tk), scale = 1.0 / sqrt((double)D);
     for (int64_t i = 0; i < nq; i++) rdq[i] = dq0[i];
     for (int64_t i = 0; i < nk; i++) rdk[i] = dk0[i], rdv[i] = dv0[i];
@@ -414,6 +430,7 @@ static void check_attention(int64_t B, int64_t H, int64_t Tq, int64_t Tk, int64_
             }
             for (int64_t j = 0; j < Tk; j++) s += P[j] == -INFINITY ? 0 : exp(P[j] - m);
             for (int64_t j = 0; j < Tk; j++) P[j] = P[j] == -INFINITY ? 0 : exp(P[j] - m) / s;
+            rl[bh * Tq + i] = s > 0 ? m + log(s) : 0.0;
             double *yi = ry + (bh * Tq + i) * D;
             for (int64_t d = 0; d < D; d++) {
                 for (int64_t j = 0; j < Tk; j++) yi[d] += P[j] * V[j * D + d];
@@ -443,23 +460,29 @@ static void check_attention(int64_t B, int64_t H, int64_t Tq, int64_t Tk, int64_
     die(ts_cuda_attention_backward(G, d_q, d_k, d_v, d_pad, d_y, d_l, d_dy, d_dq, d_dk, d_dv, B,
                                    H, Tq, Tk, D, causal, 0.0f, &err), &err);
     char what[128];
-    snprintf(what, sizeof what, "attention %lldx%lldx%lldx%lld, Tk %lld%s%s", (long long)B,
+    snprintf(what, sizeof what, "attention %lldx%lldx%lldx%lld, Tk %lld%s%s%s", (long long)B,
              (long long)H, (long long)Tq, (long long)D, (long long)Tk, causal ? ", causal" : "",
-             padded ? ", key padding" : "");
+             padded ? ", key padding" : "", empty ? ", empty rows" : "");
     float *h = get(d_y, nq);
     report(what, rel(h, ry, nq), 1e-5);
     free(h);
+    h = get(d_l, B * H * Tq);
+    report("  logsumexp", rel(h, rl, B * H * Tq), 1e-5);
+    free(h);
     h = get(d_dq, nq);
     report("  dq (+=)", rel(h, rdq, nq), 1e-5);
+    report("  dq, the part added", rel_added(h, dq0, rdq, nq), 1e-5);
     free(h);
     h = get(d_dk, nk);
     report("  dk (+=)", rel(h, rdk, nk), 1e-5);
+    report("  dk, the part added", rel_added(h, dk0, rdk, nk), 1e-5);
     free(h);
     h = get(d_dv, nk);
     report("  dv (+=)", rel(h, rdv, nk), 1e-5);
+    report("  dv, the part added", rel_added(h, dv0, rdv, nk), 1e-5);
     free(h);
     free(q), free(k), free(v), free(dy), free(dq0), free(dk0), free(dv0), free(pad);
-    free(ry), free(rdq), free(rdk), free(rdv), free(P), free(dS);
+    free(ry), free(rl), free(rdq), free(rdk), free(rdv), free(P), free(dS);
 }
 
 static void check_adamw(void) {
@@ -557,10 +580,11 @@ int main(int argc, char **argv) {
     ts_cuda_reset(G);
     check_adamw();
     ts_cuda_reset(G);
-    check_attention(2, 3, 37, 37, 64, 1, 1);
-    check_attention(2, 2, 20, 50, 32, 0, 1);
+    check_attention(2, 3, 37, 37, 64, 1, 1, 0);
+    check_attention(2, 2, 20, 50, 32, 0, 1, 0);
+    check_attention(3, 2, 300, 300, 160, 1, 1, 1);
     ts_cuda_reset(G);
-    check_attention(4, 12, 197, 197, 64, 0, 0);
+    check_attention(4, 12, 197, 197, 64, 0, 0, 0);
     ts_cuda_reset(G);
     if (timing) {
         time_matmul(0, 8192);

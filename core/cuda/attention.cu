@@ -8,7 +8,8 @@
  * This first version is plain rather than fast: a block per query row (forward, dq) or per key
  * row (dk, dv), scores in shared memory, products by loops. It is the reference the tiled
  * tensor-core kernel will be checked against, and it is deterministic (no atomics): every sum
- * runs in a fixed order. A row whose keys are all masked gives zeros and a logsumexp of -inf.
+ * runs in a fixed order. A row whose keys are all masked gives zeros and a logsumexp of 0, as
+ * the CPU op writes (no probability of such a row is ever recomputed).
  */
 #include "cuda_impl.h"
 
@@ -87,7 +88,7 @@ static __global__ void attn_fwd(const float *q, const float *k, const float *v,
         for (int64_t j = 0; j < Tk; j++) acc += p[j] * V[j * D + d];
         y[(bh * Tq + i) * D + d] = acc * inv;
     }
-    if (threadIdx.x == 0) lse[bh * Tq + i] = sum > 0.0f ? m + logf(sum) : -INFINITY;
+    if (threadIdx.x == 0) lse[bh * Tq + i] = sum > 0.0f ? m + logf(sum) : 0.0f;
 }
 
 /* delta_i = dy_i . y_i, one thread per row */
@@ -101,8 +102,8 @@ static __global__ void attn_delta(const float *y, const float *dy, float *delta,
     }
 }
 
-/* P_ij = exp(s_ij - lse_i) (0 when masked or the row is empty) */
-static __device__ float prob(float s, float l) { return l == -INFINITY ? 0.0f : expf(s - l); }
+/* P_ij = exp(s_ij - lse_i), for a key the row sees (so the row is not empty) */
+static __device__ float prob(float s, float l) { return expf(s - l); }
 
 /* block (i, bh): dq_i += scale sum_j dS_ij k_j, dS_ij = P_ij (dy_i . v_j - delta_i).
  * Shared: q_i, dy_i (2D), dS (Tk). */
@@ -190,7 +191,7 @@ static ts_status check(const ts_cuda *g, int64_t B, int64_t H, int64_t Tq, int64
         return ts__cuda_fail(err, TS_ERR_USAGE, "cuda attention: B %lld, H %lld, Tq %lld, Tk "
                              "%lld, D %lld%s", (long long)B, (long long)H, (long long)Tq,
                              (long long)Tk, (long long)D, causal ? ", causal" : "");
-    if (shared > 48 * 1024)
+    if (shared + 32 * sizeof(float) > 48 * 1024) /* and the reductions' static 32 floats */
         return ts__cuda_fail(err, TS_ERR_UNSUPPORTED, "cuda attention: %lld keys or queries of "
                              "%lld are more than this kernel holds in shared memory",
                              (long long)(Tq > Tk ? Tq : Tk), (long long)D);
@@ -204,7 +205,7 @@ ts_status ts_cuda_attention(ts_cuda *g, const float *q, const float *k, const fl
     size_t shared = (size_t)(D + Tk) * sizeof(float);
     ts_status st = check(g, B, H, Tq, Tk, D, causal, shared, err);
     if (st) return st;
-    if (scale <= 0.0f) scale = 1.0f / sqrtf((float)D);
+    if (!(scale > 0.0f)) scale = 1.0f / sqrtf((float)D);
     attn_fwd<<<dim3((unsigned)Tq, (unsigned)(B * H)), AT, shared, g->stream>>>(
         q, k, v, key_pad, y, lse, H, Tq, Tk, D, causal, scale);
     TS_CU_LAUNCHED("attention");
@@ -216,14 +217,16 @@ ts_status ts_cuda_attention_backward(ts_cuda *g, const float *q, const float *k,
                                      const float *dy, float *dq, float *dk, float *dv,
                                      int64_t B, int64_t H, int64_t Tq, int64_t Tk, int64_t D,
                                      int causal, float scale, ts_err *err) {
-    size_t sq = (size_t)(2 * D + Tk) * sizeof(float);
-    size_t skv = (size_t)(2 * D + 2 * Tq) * sizeof(float);
+    size_t sq = dq ? (size_t)(2 * D + Tk) * sizeof(float) : 0;
+    size_t skv = dk ? (size_t)(2 * D + 2 * Tq) * sizeof(float) : 0;
+    if (!dk != !dv)
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda attention backward: dk and dv together");
     ts_status st = check(g, B, H, Tq, Tk, D, causal, sq > skv ? sq : skv, err);
     if (st) return st;
     if (B * H * Tq > (int64_t)g->scratch_floats)
         return ts__cuda_fail(err, TS_ERR_USAGE, "cuda attention backward: %lld query rows",
                              (long long)(B * H * Tq));
-    if (scale <= 0.0f) scale = 1.0f / sqrtf((float)D);
+    if (!(scale > 0.0f)) scale = 1.0f / sqrtf((float)D);
     float *delta = g->scratch;
     int64_t rows = B * H * Tq;
     attn_delta<<<(unsigned)((rows + 255) / 256 < 65535 ? (rows + 255) / 256 : 65535), 256, 0,
@@ -234,12 +237,10 @@ ts_status ts_cuda_attention_backward(ts_cuda *g, const float *q, const float *k,
             q, k, v, key_pad, lse, delta, dy, dq, H, Tq, Tk, D, causal, scale);
         TS_CU_LAUNCHED("attention backward (dq)");
     }
-    if (dk && dv) {
+    if (dk) {
         attn_dkv<<<dim3((unsigned)Tk, (unsigned)(B * H)), AT, skv, g->stream>>>(
             q, k, v, key_pad, lse, delta, dy, dk, dv, H, Tq, Tk, D, causal, scale);
         TS_CU_LAUNCHED("attention backward (dk, dv)");
-    } else if (dk || dv) {
-        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda attention backward: dk and dv together");
     }
     return TS_OK;
 }

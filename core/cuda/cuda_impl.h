@@ -15,7 +15,8 @@ struct ts_cuda {
     size_t workspace_bytes;
     char *arena;
     size_t cap, used;
-    float *scratch;         /* per-chunk partial sums of the row reductions */
+    float *scratch;         /* per-chunk partial sums of the row reductions, cross-entropy row
+                               losses, attention's per-row delta (one stream: one at a time) */
     size_t scratch_floats;
     char describe[256];
 };

@@ -7,8 +7,9 @@
  * Gradients are accumulated (+=) into their buffers, as the CPU backend's backward does, so
  * a caller zeroes them once per step (ts_cuda_zero). Reductions over rows (weight and bias
  * gradients, the cross-entropy mean) sum in a fixed order: the results do not depend on the
- * launch configuration or on timing. Those sums and the cross-entropy share one scratch
- * buffer of the device, which is safe because everything runs on its one stream.
+ * launch configuration or on timing. Those sums, the cross-entropy's row losses and the
+ * attention backward's row terms share one scratch buffer of the device, which is safe because
+ * everything runs on its one stream.
  *
  * This layer is what the trainer's device path is built on; tests/gpu_parity.c checks every
  * kernel against a float64 reference on the host (bench/gpu_check.sh runs it on a GPU).
@@ -109,9 +110,10 @@ ts_status ts_cuda_cross_entropy_backward(ts_cuda *g, const float *logits,
 /* softmax(scale q k^T + masks) v with q (B, H, Tq, D), k and v (B, H, Tk, D), as ts_attention:
  * causal (query i sees keys j <= i; Tq == Tk), key_pad (B, Tk) u8 nonzero = padding, or NULL;
  * scale <= 0: 1/sqrt(D). y (B, H, Tq, D) and lse (B, H, Tq) (kept for the backward) are
- * written; a row with every key masked gives zeros and lse -inf. The backward adds to dq, and
- * to dk and dv (both or neither). This version keeps a row of scores in shared memory: Tq and
- * Tk up to about 12000 at D 64. */
+ * written; a row with every key masked gives zeros and lse 0, as the CPU op. The backward adds
+ * to dq, and to dk and dv (both or neither). This version keeps a row of scores in shared
+ * memory (48 KiB): D + Tk floats forward, 2 D + Tk for dq and 2 D + 2 Tq for dk, dv (Tk up to
+ * about 12000 and Tq up to about 6000 at D 64). */
 ts_status ts_cuda_attention(ts_cuda *g, const float *q, const float *k, const float *v,
                             const uint8_t *key_pad, float *y, float *lse, int64_t B, int64_t H,
                             int64_t Tq, int64_t Tk, int64_t D, int causal, float scale,
