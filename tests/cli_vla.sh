@@ -14,14 +14,6 @@ source "$(dirname "$0")/clilib.sh"
 PY=/usr/bin/python3
 STEPS="${TS_VLA_STEPS:-1000}"
 
-# $1: run folder -> "untrained_mse untrained_success mse success mean_action_mse"
-evals() {
-  $PY -c "
-import json; ev=[r for r in map(json.loads, open('$1/metrics.jsonl')) if r['kind']=='eval']
-print(ev[0]['val_action_mse'], ev[0]['rollout_success'], ev[-1]['val_action_mse'],
-      ev[-1]['rollout_success'], ev[-1]['val_mean_action_mse'])"
-}
-
 mkdir -p r2d
 "$TS" data synth reach2d --out r2d/demos.hdf5 --demos 300 --seed 1 2> synth.txt \
   || { cat synth.txt; fail "synth reach2d"; }
@@ -34,7 +26,7 @@ train_args=(--set data.train="$WORK/r2d/demos.hdf5" --set data.tokenizer="$WORK/
   --set train.out_dir="$WORK/diff" 2> diff.log || { tail -30 diff.log; fail "training the diffusion policy"; }
 grep -E "eval step" diff.log
 
-read -r v0 s0 v1 s1 base <<< "$(evals "$WORK/diff")"
+read -r v0 s0 v1 s1 base <<< "$(vla_evals "$WORK/diff")"
 echo "validation action MSE: untrained $v0, trained $v1, mean training action $base"
 echo "closed-loop success over 50 held-out episodes: untrained $s0, trained $s1"
 $PY -c "import sys; sys.exit(0 if $v1 < 0.2 * $base and $v1 < 0.2 * $v0 else 1)" \
@@ -69,7 +61,7 @@ grep -q "^  text: " notext.yaml && fail "the text tower is still in the recipe"
 "$TS" train notext.yaml "${train_args[@]}" --set model.film=false \
   --set train.out_dir="$WORK/notext" 2> notext.log \
   || { tail -30 notext.log; fail "training the policy without the instruction"; }
-read -r _ _ nv1 ns1 _ <<< "$(evals "$WORK/notext")"
+read -r _ _ nv1 ns1 _ <<< "$(vla_evals "$WORK/notext")"
 echo "without the instruction: validation action MSE $nv1, closed-loop success $ns1"
 $PY -c "import sys; sys.exit(0 if $ns1 <= 0.6 and $ns1 <= $s1 - 0.3 else 1)" \
   || fail "without the instruction the policy succeeds in $ns1 of the episodes (with: $s1)"

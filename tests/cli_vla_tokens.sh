@@ -18,10 +18,7 @@ mkdir -p r2d
   2> tok.log || { tail -30 tok.log; fail "training the token policy"; }
 grep -E "eval step|tokens head" tok.log
 
-read -r v0 s0 v1 s1 base <<< "$($PY -c "
-import json; ev=[r for r in map(json.loads, open('$WORK/tok/metrics.jsonl')) if r['kind']=='eval']
-print(ev[0]['val_action_mse'], ev[0]['rollout_success'], ev[-1]['val_action_mse'],
-      ev[-1]['rollout_success'], ev[-1]['val_mean_action_mse'])")"
+read -r v0 s0 v1 s1 base <<< "$(vla_evals "$WORK/tok")"
 echo "validation action MSE: untrained $v0, trained $v1, mean training action $base"
 echo "closed-loop success over 50 held-out episodes: untrained $s0, trained $s1"
 $PY -c "import sys; sys.exit(0 if $v1 < 0.2 * $base and $v1 < 0.2 * $v0 else 1)" \

@@ -59,3 +59,12 @@ for l in open(sys.argv[1]):
         print(r["step"], repr(r["loss"]))
 PY
 }
+
+# A policy's run folder -> "mse success mse success mean_action_mse": the validation action
+# error and closed-loop success of its first and last evaluations, and the mean action's error.
+vla_evals() {
+  /usr/bin/python3 -c "
+import json; ev=[r for r in map(json.loads, open('$1/metrics.jsonl')) if r['kind']=='eval']
+print(ev[0]['val_action_mse'], ev[0]['rollout_success'], ev[-1]['val_action_mse'],
+      ev[-1]['rollout_success'], ev[-1]['val_mean_action_mse'])"
+}

@@ -82,6 +82,13 @@ static void report(const char *what, double e, double tol) {
 
 static double *dzeros(int64_t n) { return calloc((size_t)n, sizeof(double)); }
 
+/* Download the n floats at d and report their relative error against ref (limit 1e-5). */
+static void expect(const char *what, const float *d, const double *ref, int64_t n) {
+    float *h = get(d, n);
+    report(what, rel(h, ref, n), 1e-5);
+    free(h);
+}
+
 /* ---- products ---- */
 
 static uint16_t bf16_bits(float f) { /* round to nearest even (finite values, infinities) */
@@ -171,15 +178,11 @@ static void check_elementwise(void) {
     out = dev(NULL, (size_t)n * 4);
     die(ts_cuda_gelu(G, dx_, out, n, &err), &err);
     for (int64_t i = 0; i < n; i++) ref[i] = x[i] * Phi(x[i]);
-    h = get(out, n);
-    report("gelu (erf)", rel(h, ref, n), 1e-5);
-    free(h);
+    expect("gelu (erf)", out, ref, n);
     float *acc = dev(dx0, (size_t)n * 4);
     die(ts_cuda_gelu_backward(G, dx_, ddy, acc, n, &err), &err);
     for (int64_t i = 0; i < n; i++) ref[i] = dx0[i] + dy[i] * dgelu(x[i]);
-    h = get(acc, n);
-    report("gelu backward (+=)", rel(h, ref, n), 1e-5);
-    free(h);
+    expect("gelu backward (+=)", acc, ref, n);
     /* bias + gelu */
     out = dev(NULL, (size_t)n * 4);
     die(ts_cuda_bias_gelu(G, dx_, db_, out, R, C, &err), &err);
@@ -187,9 +190,7 @@ static void check_elementwise(void) {
         double z = (double)x[i] + b[i % C];
         ref[i] = z * Phi(z);
     }
-    h = get(out, n);
-    report("bias_gelu", rel(h, ref, n), 1e-5);
-    free(h);
+    expect("bias_gelu", out, ref, n);
     acc = dev(dx0, (size_t)n * 4);
     float *dbacc = dev(db0, (size_t)C * 4);
     die(ts_cuda_bias_gelu_backward(G, dx_, db_, ddy, acc, dbacc, R, C, &err), &err);
@@ -199,12 +200,8 @@ static void check_elementwise(void) {
         ref[i] = dx0[i] + gr;
         rb[i % C] += gr;
     }
-    h = get(acc, n);
-    report("bias_gelu backward dx (+=)", rel(h, ref, n), 1e-5);
-    free(h);
-    h = get(dbacc, C);
-    report("bias_gelu backward db (+=)", rel(h, rb, C), 1e-5);
-    free(h);
+    expect("bias_gelu backward dx (+=)", acc, ref, n);
+    expect("bias_gelu backward db (+=)", dbacc, rb, C);
     free(x), free(b), free(dy), free(dx0), free(db0), free(ref), free(rb);
 }
 
@@ -246,21 +243,13 @@ static void check_layernorm(int64_t R, int64_t C) {
     die(ts_cuda_layernorm_backward(G, d_x, d_w, d_m, d_r, d_dy, d_dx, d_dw, d_db, R, C, &err),
         &err);
     char what[96];
-    float *h = get(d_y, n);
     snprintf(what, sizeof what, "layernorm %lldx%lld", (long long)R, (long long)C);
-    report(what, rel(h, ry, n), 1e-5);
-    free(h);
-    h = get(d_dx, n);
+    expect(what, d_y, ry, n);
     snprintf(what, sizeof what, "layernorm backward dx (+=) %lldx%lld", (long long)R,
              (long long)C);
-    report(what, rel(h, rdx, n), 1e-5);
-    free(h);
-    h = get(d_dw, C);
-    report("  dw (+=)", rel(h, rdw, C), 1e-5);
-    free(h);
-    h = get(d_db, C);
-    report("  db (+=)", rel(h, rdb, C), 1e-5);
-    free(h);
+    expect(what, d_dx, rdx, n);
+    expect("  dw (+=)", d_dw, rdw, C);
+    expect("  db (+=)", d_db, rdb, C);
     free(x), free(w), free(b), free(dy), free(dx0), free(dw0), free(db0);
     free(ry), free(rdx), free(rdw), free(rdb);
 }
@@ -293,12 +282,8 @@ static void check_layernorm_plain(int64_t R, int64_t C) {
     die(ts_cuda_layernorm(G, d_x, NULL, NULL, d_y, d_m, d_r, R, C, 1e-6f, &err), &err);
     die(ts_cuda_layernorm_backward(G, d_x, NULL, d_m, d_r, d_dy, d_dx, NULL, NULL, R, C, &err),
         &err);
-    float *h = get(d_y, n);
-    report("layernorm without weight and bias", rel(h, ry, n), 1e-5);
-    free(h);
-    h = get(d_dx, n);
-    report("  backward, dx only (+=)", rel(h, rdx, n), 1e-5);
-    free(h);
+    expect("layernorm without weight and bias", d_y, ry, n);
+    expect("  backward, dx only (+=)", d_dx, rdx, n);
     free(x), free(dy), free(dx0), free(ry), free(rdx);
 }
 
@@ -321,14 +306,10 @@ static void check_softmax(int64_t R, int64_t C) {
     die(ts_cuda_softmax(G, d_x, d_y, R, C, &err), &err);
     die(ts_cuda_softmax_backward(G, d_y, d_dy, d_dx, R, C, &err), &err);
     char what[96];
-    float *h = get(d_y, n);
     snprintf(what, sizeof what, "softmax %lldx%lld", (long long)R, (long long)C);
-    report(what, rel(h, ry, n), 1e-5);
-    free(h);
-    h = get(d_dx, n);
+    expect(what, d_y, ry, n);
     snprintf(what, sizeof what, "softmax backward (+=) %lldx%lld", (long long)R, (long long)C);
-    report(what, rel(h, rdx, n), 1e-5);
-    free(h);
+    expect(what, d_dx, rdx, n);
     free(x), free(dy), free(dx0), free(ry), free(rdx);
 }
 
@@ -463,13 +444,9 @@ static void check_attention(int64_t B, int64_t H, int64_t Tq, int64_t Tk, int64_
     snprintf(what, sizeof what, "attention %lldx%lldx%lldx%lld, Tk %lld%s%s%s", (long long)B,
              (long long)H, (long long)Tq, (long long)D, (long long)Tk, causal ? ", causal" : "",
              padded ? ", key padding" : "", empty ? ", empty rows" : "");
-    float *h = get(d_y, nq);
-    report(what, rel(h, ry, nq), 1e-5);
-    free(h);
-    h = get(d_l, B * H * Tq);
-    report("  logsumexp", rel(h, rl, B * H * Tq), 1e-5);
-    free(h);
-    h = get(d_dq, nq);
+    expect(what, d_y, ry, nq);
+    expect("  logsumexp", d_l, rl, B * H * Tq);
+    float *h = get(d_dq, nq);
     report("  dq (+=)", rel(h, rdq, nq), 1e-5);
     report("  dq, the part added", rel_added(h, dq0, rdq, nq), 1e-5);
     free(h);
@@ -502,15 +479,9 @@ static void check_adamw(void) {
     float *d_p = dev(p, (size_t)n * 4), *d_g = dev(gr, (size_t)n * 4);
     float *d_m = dev(m, (size_t)n * 4), *d_v = dev(v, (size_t)n * 4);
     die(ts_cuda_adamw(G, d_p, d_g, d_m, d_v, n, t, lr, b1, b2, eps, wd, &err), &err);
-    float *h = get(d_p, n);
-    report("adamw (parameters)", rel(h, rp, n), 1e-5);
-    free(h);
-    h = get(d_m, n);
-    report("  first moments", rel(h, rm, n), 1e-5);
-    free(h);
-    h = get(d_v, n);
-    report("  second moments", rel(h, rv, n), 1e-5);
-    free(h);
+    expect("adamw (parameters)", d_p, rp, n);
+    expect("  first moments", d_m, rm, n);
+    expect("  second moments", d_v, rv, n);
     free(p), free(gr), free(m), free(v), free(rp), free(rm), free(rv);
 }
 

@@ -34,20 +34,9 @@ static inline float vexp(float x) {
     return p * u.f;
 }
 
-/* exp(x) for x <= 0 (and -inf), for softmax numerators: the same range reduction and
- * polynomial, 0 below -87, which is what a probability that small is in float32 anyway. (The
- * round-to-nearest trick stands in for floorf, which GCC 12 does not vectorise everywhere.) */
-static inline float exp_neg(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f;
-    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-    float p = ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r +
-                4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    union { int32_t i; float f; } u;
-    u.i = ((int32_t)n + 127) << 23;
-    return x <= -87.0f ? 0.0f : p * u.f;
-}
+/* exp(x) for x <= 0 (and -inf), for softmax numerators: vexp, and 0 below -87, which is what a
+ * probability that small is in float32 anyway. */
+static inline float exp_neg(float x) { return x <= -87.0f ? 0.0f : vexp(x); }
 
 /* Phi(z), the standard normal CDF. */
 static inline float vphi(float z) {

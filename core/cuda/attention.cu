@@ -17,36 +17,6 @@
 
 #define AT 128 /* threads per block */
 
-static __device__ float at_sum(float v, float *sh) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    int w = threadIdx.x >> 5, l = threadIdx.x & 31, nw = blockDim.x >> 5;
-    __syncthreads();
-    if (l == 0) sh[w] = v;
-    __syncthreads();
-    if (w == 0) {
-        v = l < nw ? sh[l] : 0.0f;
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (l == 0) sh[0] = v;
-    }
-    __syncthreads();
-    return sh[0];
-}
-
-static __device__ float at_max(float v, float *sh) {
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    int w = threadIdx.x >> 5, l = threadIdx.x & 31, nw = blockDim.x >> 5;
-    __syncthreads();
-    if (l == 0) sh[w] = v;
-    __syncthreads();
-    if (w == 0) {
-        v = l < nw ? sh[l] : -INFINITY;
-        for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-        if (l == 0) sh[0] = v;
-    }
-    __syncthreads();
-    return sh[0];
-}
-
 static __device__ int masked(const uint8_t *pad, int64_t b, int64_t Tk, int64_t i, int64_t j,
                              int causal) {
     return (causal && j > i) || (pad && pad[b * Tk + j]);
@@ -74,14 +44,14 @@ static __global__ void attn_fwd(const float *q, const float *k, const float *v,
         p[j] = s;
         m = fmaxf(m, s);
     }
-    m = at_max(m, sh);
+    m = block_max(m, sh);
     float sum = 0.0f;
     for (int64_t j = threadIdx.x; j < Tk; j += blockDim.x) {
         float e = p[j] == -INFINITY ? 0.0f : expf(p[j] - m);
         p[j] = e;
         sum += e;
     }
-    sum = at_sum(sum, sh); /* its barriers make every p[j] visible below */
+    sum = block_sum(sum, sh); /* its barriers make every p[j] visible below */
     float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
     for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
         float acc = 0.0f;

@@ -1,8 +1,8 @@
 /* kernels.cu: the elementwise, row and optimizer kernels of ts_cuda.h.
  *
  * Row kernels give one block of TS_CU_ROW_THREADS threads to a row; their sums go through
- * block_sum (warp shuffles, then one warp over the warps' sums), so a row's result depends only
- * on the block size. Sums over rows (weight, bias gradients) are per-column partial sums over
+ * cuda_impl.h's block_sum (warp shuffles, then one warp over the warps' sums), so a row's result
+ * depends only on the block size. Sums over rows (weight, bias gradients) are per-column partial sums over
  * fixed chunks of rows into the device's scratch, then added chunk by chunk in order.
  */
 #include "cuda_impl.h"
@@ -15,37 +15,6 @@
 static unsigned grid_for(int64_t n, int threads) {
     int64_t b = (n + threads - 1) / threads;
     return (unsigned)(b < 1 ? 1 : b > 65535 ? 65535 : b);
-}
-
-/* The sum of v over the block, returned to every thread. sh: 32 floats of shared memory. */
-static __device__ float block_sum(float v, float *sh) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    int w = threadIdx.x >> 5, l = threadIdx.x & 31, nw = blockDim.x >> 5;
-    __syncthreads(); /* sh may still be read by the previous call */
-    if (l == 0) sh[w] = v;
-    __syncthreads();
-    if (w == 0) {
-        v = l < nw ? sh[l] : 0.0f;
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (l == 0) sh[0] = v;
-    }
-    __syncthreads();
-    return sh[0];
-}
-
-static __device__ float block_max(float v, float *sh) {
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    int w = threadIdx.x >> 5, l = threadIdx.x & 31, nw = blockDim.x >> 5;
-    __syncthreads();
-    if (l == 0) sh[w] = v;
-    __syncthreads();
-    if (w == 0) {
-        v = l < nw ? sh[l] : -INFINITY;
-        for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-        if (l == 0) sh[0] = v;
-    }
-    __syncthreads();
-    return sh[0];
 }
 
 #define FOR_EACH(i, n)                                                                      \
@@ -277,16 +246,25 @@ ts_status ts_cuda_layernorm_backward(ts_cuda *g, const float *x, const float *w,
 
 /* ---- softmax ---- */
 
-static __global__ void softmax_kernel(const float *x, float *y, int64_t C) {
-    __shared__ float sh[32];
-    const float *xr = x + blockIdx.x * C;
-    float *yr = y + blockIdx.x * C;
+/* The maximum m of the row's C values and the sum of exp(x - m), for every thread. */
+static __device__ void row_max_sumexp(const float *xr, int64_t C, float *sh, float *m_out,
+                                      float *s_out) {
     float m = -INFINITY;
     for (int64_t j = threadIdx.x; j < C; j += blockDim.x) m = fmaxf(m, xr[j]);
     m = block_max(m, sh);
     float s = 0.0f;
     for (int64_t j = threadIdx.x; j < C; j += blockDim.x) s += expf(xr[j] - m);
-    float inv = 1.0f / block_sum(s, sh);
+    *m_out = m;
+    *s_out = block_sum(s, sh);
+}
+
+static __global__ void softmax_kernel(const float *x, float *y, int64_t C) {
+    __shared__ float sh[32];
+    const float *xr = x + blockIdx.x * C;
+    float *yr = y + blockIdx.x * C;
+    float m, s;
+    row_max_sumexp(xr, C, sh, &m, &s);
+    float inv = 1.0f / s;
     for (int64_t j = threadIdx.x; j < C; j += blockDim.x) yr[j] = expf(xr[j] - m) * inv;
 }
 
@@ -331,15 +309,9 @@ static __global__ void ce_rows_kernel(const float *logits, const int32_t *t, flo
     __shared__ float sh[32];
     const float *xr = logits + blockIdx.x * K;
     int ti = t[blockIdx.x];
-    float m = -INFINITY;
-    for (int64_t j = threadIdx.x; j < K; j += blockDim.x) m = fmaxf(m, xr[j]);
-    m = block_max(m, sh);
-    float s = 0.0f, sx = 0.0f;
-    for (int64_t j = threadIdx.x; j < K; j += blockDim.x) {
-        s += expf(xr[j] - m);
-        sx += xr[j];
-    }
-    s = block_sum(s, sh);
+    float m, s, sx = 0.0f;
+    row_max_sumexp(xr, K, sh, &m, &s);
+    for (int64_t j = threadIdx.x; j < K; j += blockDim.x) sx += xr[j];
     sx = block_sum(sx, sh);
     if (threadIdx.x == 0) {
         int skip = ti == ignore, bad = !skip && (ti < 0 || ti >= K);
@@ -399,12 +371,9 @@ static __global__ void ce_backward_kernel(const float *logits, const int32_t *t,
     if (ti == ignore || ti < 0 || ti >= K) return; /* the whole block leaves together */
     const float *xr = logits + blockIdx.x * K;
     float *dxr = dx + blockIdx.x * K;
-    float m = -INFINITY;
-    for (int64_t j = threadIdx.x; j < K; j += blockDim.x) m = fmaxf(m, xr[j]);
-    m = block_max(m, sh);
-    float s = 0.0f;
-    for (int64_t j = threadIdx.x; j < K; j += blockDim.x) s += expf(xr[j] - m);
-    float inv = 1.0f / block_sum(s, sh), scale = dloss[0] / count[0];
+    float m, s;
+    row_max_sumexp(xr, K, sh, &m, &s);
+    float inv = 1.0f / s, scale = dloss[0] / count[0];
     for (int64_t j = threadIdx.x; j < K; j += blockDim.x) {
         float p = expf(xr[j] - m) * inv - eps / (float)K - (j == ti ? 1.0f - eps : 0.0f);
         dxr[j] += scale * p;
