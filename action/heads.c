@@ -182,7 +182,16 @@ static ts_tensor *xattn_forward(ts_ctx *c, const xattn *m, const ts_tensor *x,
 
 static ts_tensor *time_embedding(ts_ctx *c, int64_t n, const int32_t *t, int W);
 
-/* The blocks of layers over x with memory mem, then the final norm: (n, T, W). */
+/* (1, T, W) -> (n, T, W), the same rows for every sample (the gradient sums over n). */
+static ts_tensor *broadcast_batch(ts_ctx *c, ts_tensor *x, int64_t n) {
+    int64_t T = ts_dim(x, 1), W = ts_dim(x, 2);
+    return ts_add(c, ts_zeros(c, TS_F32, 3, TS_SHAPE(n, T, W)), ts_reshape(c, x, 2,
+                                                                           TS_SHAPE(T, W)));
+}
+
+/* The blocks of layers over x with memory mem, then the final norm: (n, T, W). x may have a
+ * batch of 1 (the same tokens for every sample): the first self-attention, which sees x only,
+ * then runs once, and its result is broadcast to the memory's batch n. */
 static ts_tensor *blocks(ts_ctx *c, const ts_action_head *h, const dec_layer *layers,
                          const ts_nn_layernorm *norm, ts_tensor *x, const ts_tensor *mem,
                          int causal) {
@@ -192,6 +201,7 @@ static ts_tensor *blocks(ts_ctx *c, const ts_action_head *h, const dec_layer *la
         ts_tensor *a = ts_nn_mha_forward(c, &L->self_attn, ts_nn_layernorm_forward(c, &L->norm1, x),
                                          causal, NULL);
         x = ts_add(c, x, ts_dropout(c, a, p));
+        if (ts_dim(x, 0) != ts_dim(mem, 0)) x = broadcast_batch(c, x, ts_dim(mem, 0));
         a = xattn_forward(c, &L->cross, ts_nn_layernorm_forward(c, &L->norm2, x), mem);
         x = ts_add(c, x, ts_dropout(c, a, p));
         /* linear1 then GELU as one fused bias + GELU after the bias-free product */
@@ -208,12 +218,16 @@ static ts_tensor *decode(ts_ctx *c, const ts_action_head *h, ts_tensor *x, const
     return ts_nn_linear_forward(c, &h->readout, blocks(c, h, h->layers, &h->norm, x, mem, causal));
 }
 
-/* diffusion and l1: the learned queries read the observation: (n, H, W) */
+/* diffusion and l1: the learned queries read the observation: (n, H, W). The queries are the
+ * same for every sample, and so is the first block's self-attention over them unless dropout
+ * draws a different mask per sample: without it, that part runs once for the batch. */
 static ts_tensor *readout_context(ts_ctx *c, const ts_action_head *h, const ts_tensor *cond) {
     int64_t n = ts_dim(cond, 0), H = h->cfg.horizon, W = h->cfg.width;
     ts_tensor *mem = ts_nn_linear_forward(c, &h->cond_proj, cond);
-    ts_tensor *q = ts_zeros(c, TS_F32, 3, TS_SHAPE(n, H, W));
-    q = ts_add(c, q, ts_reshape(c, h->queries, 2, TS_SHAPE(H, W)));
+    ts_tensor *q = h->queries;
+    if (c->training && h->cfg.dropout > 0.0f) q = broadcast_batch(c, q, n);
+    (void)W;
+    (void)H;
     return blocks(c, h, h->layers, &h->norm, q, mem, 0);
 }
 

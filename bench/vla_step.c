@@ -16,6 +16,7 @@
  *            --cond-dim 256 --width 256 --depth 4 --heads 4 [--threads 2]
  */
 #include "action.h"
+#include "tessera-impl.h"
 
 #include <omp.h>
 #include <stdlib.h>
@@ -28,12 +29,53 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* --profile: the seconds of each phase of a step and of each backward node kind, summed over
+ * the run and printed to stderr as JSON lines after each round. */
+typedef struct prof_row { char label[96]; double s; int64_t n; } prof_row;
+static struct {
+    prof_row rows[64];
+    int nrows;
+    double t0;
+} prof;
+
+static void prof_add(const char *label, double s) {
+    int i;
+    for (i = 0; i < prof.nrows; i++)
+        if (!strcmp(prof.rows[i].label, label)) break;
+    if (i == prof.nrows) {
+        if (prof.nrows == (int)(sizeof prof.rows / sizeof prof.rows[0])) return;
+        snprintf(prof.rows[prof.nrows++].label, sizeof prof.rows[0].label, "%s", label);
+    }
+    prof.rows[i].s += s;
+    prof.rows[i].n++;
+}
+
+static void prof_hook(const ts_node *n, int done, void *user) {
+    (void)user;
+    if (!done) {
+        prof.t0 = now_s();
+        return;
+    }
+    char lab[96];
+    snprintf(lab, sizeof lab, "bwd %s", ts_op_name(n->op));
+    prof_add(lab, now_s() - prof.t0);
+}
+
 int main(int argc, char **argv) {
     const char *weights = NULL;
     int batch = 64, horizon = 16, adim = 7, tc = 10, cdim = 256, width = 256, depth = 4,
-        heads = 4, threads = 2;
-    for (int i = 1; i + 1 < argc; i += 2) {
+        heads = 4, threads = 2, profile = 0;
+    for (int i = 1; i < argc; i += 2) {
         const char *k = argv[i];
+        if (!strcmp(k, "--profile")) {
+            profile = 1;
+            i--;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "vla_step: %s needs a value\n", k);
+            return 2;
+        }
         int v = atoi(argv[i + 1]);
         if (!strcmp(k, "--weights")) weights = argv[i + 1];
         else if (!strcmp(k, "--batch")) batch = v;
@@ -100,17 +142,36 @@ int main(int argc, char **argv) {
         int n = atoi(line + 4);
         double t0 = now_s(), loss = 0;
         for (int k = 0; k < n; k++) {
+            double t[5];
+            t[0] = now_s();
             ts_ctx_reset(c);
             ts_params_zero_grad(p);
+            t[1] = now_s();
             ts_tensor *tc_ = ts_from_f32(c, 3, TS_SHAPE(B, tc, cdim), cond);
             ts_tensor *ta = ts_from_f32(c, 3, TS_SHAPE(B, horizon, adim), act);
             ts_tensor *l = ts_action_head_loss(c, h, tc_, ta, NULL, NULL);
             loss = ts_f32(l)[0];
-            ts_backward(c, l);
+            t[2] = now_s();
+            if (profile)
+                ts__backward_with_hook(c, l, ts_from_f32(c, l->ndim, l->shape, &(float){ 1 }),
+                                       prof_hook, NULL);
+            else ts_backward(c, l);
+            t[3] = now_s();
             ts_optim_step(&opt, p, 1e-4f);
+            t[4] = now_s();
+            if (profile) {
+                static const char *const phase[] = { "zero grads", "forward", "backward",
+                                                     "AdamW" };
+                for (int j = 0; j < 4; j++) prof_add(phase[j], t[j + 1] - t[j]);
+            }
         }
         printf("{\"kind\": \"round\", \"steps\": %d, \"s\": %.6f, \"loss\": %.6f}\n", n,
                now_s() - t0, loss);
+        for (int i = 0; i < prof.nrows; i++)
+            fprintf(stderr, "{\"kind\": \"profile\", \"op\": \"%s\", \"ms_per_step\": %.3f, "
+                    "\"calls_per_step\": %.1f}\n", prof.rows[i].label,
+                    1e3 * prof.rows[i].s / n, (double)prof.rows[i].n / n);
+        memset(&prof, 0, sizeof prof);
         fflush(stdout);
     }
     ts_ctx_free(c);

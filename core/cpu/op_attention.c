@@ -127,6 +127,154 @@ static int score_block(ts_ctx *fc, const attn_geom *g, int64_t b, const float *Q
     return any;
 }
 
+/* ---- short sequences ----
+ *
+ * With at most SMALL_T queries and keys (an action chunk and its observation tokens) a head is
+ * a few thousand multiply-adds, less than oneDNN's fixed cost of the seven products that the
+ * block path makes of it. These loops do a whole head in one place instead: k (and in backward
+ * v) is transposed into (D, lanes) scratch, lanes = Tk rounded up to 16, so that a row of
+ * scores is a few vectors of multiply-adds over D, and each output row is a sum of rows of D
+ * lanes. Same math and masks as the block path (one block, so no rescaling); the order of the
+ * sums differs. */
+enum { SMALL_T = 32, SMALL_D = 256 };
+
+static int small_case(const attn_geom *g) {
+    return g->Tq <= SMALL_T && g->Tk <= SMALL_T && g->D <= SMALL_D;
+}
+
+/* Lanes of a transposed key row: Tk rounded up to a multiple of 16. */
+static int64_t small_lanes(const attn_geom *g) { return (g->Tk + 15) / 16 * 16; }
+
+/* kt (D, lanes) = the Tk rows of k transposed, zero past Tk. */
+static void transpose_keys(const attn_geom *g, const float *k, float *kt) {
+    int64_t n = small_lanes(g);
+    for (int64_t j = 0; j < g->Tk; j++) {
+        const float *r = k + j * g->k_ld;
+        for (int64_t d = 0; d < g->D; d++) kt[d * n + j] = r[d];
+    }
+    for (int64_t d = 0; d < g->D; d++)
+        for (int64_t j = g->Tk; j < n; j++) kt[d * n + j] = 0.0f;
+}
+
+/* out[j] = x . column j of t (D, n) for j < n, n = 16 or 32: four independent chains of
+ * multiply-adds over D, each N lanes wide, so that the additions do not wait on each other. */
+static inline __attribute__((always_inline)) void lanes_dot_n(const float *x, const float *t,
+                                                              int64_t D, float *out, const int N) {
+    float a0[SMALL_T] = { 0 }, a1[SMALL_T] = { 0 }, a2[SMALL_T] = { 0 }, a3[SMALL_T] = { 0 };
+    int64_t d = 0;
+    for (; d + 4 <= D; d += 4) {
+        const float *r = t + d * N;
+        float x0 = x[d], x1 = x[d + 1], x2 = x[d + 2], x3 = x[d + 3];
+#pragma omp simd
+        for (int j = 0; j < N; j++) {
+            a0[j] += x0 * r[j];
+            a1[j] += x1 * r[N + j];
+            a2[j] += x2 * r[2 * N + j];
+            a3[j] += x3 * r[3 * N + j];
+        }
+    }
+    for (; d < D; d++) {
+        const float *r = t + d * N;
+        float x0 = x[d];
+#pragma omp simd
+        for (int j = 0; j < N; j++) a0[j] += x0 * r[j];
+    }
+#pragma omp simd
+    for (int j = 0; j < N; j++) out[j] = (a0[j] + a1[j]) + (a2[j] + a3[j]);
+}
+
+static void lanes_dot(const float *x, const float *t, int64_t D, int64_t n, float *out) {
+    if (n == 16) lanes_dot_n(x, t, D, out, 16);
+    else lanes_dot_n(x, t, D, out, 32);
+}
+
+/* Scores of query row q against the transposed keys kt: s[j] = scale q . k_j, -inf where a
+ * mask hides key j. Returns the largest score (-inf when every key is hidden). */
+static float small_scores(const attn_geom *g, int64_t b, int64_t i, const float *q,
+                          const float *kt, float *s) {
+    float acc[SMALL_T];
+    lanes_dot(q, kt, g->D, small_lanes(g), acc);
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < g->Tk; j++) {
+        int hidden = (g->causal && j > i) || key_masked(g->pad, b, g->Tk, j);
+        s[j] = hidden ? -INFINITY : g->scale * acc[j];
+        mx = s[j] > mx ? s[j] : mx;
+    }
+    return mx;
+}
+
+/* dst (D) = beta dst + alpha sum_r w[r * wstride] rows[r * ld] over n rows. */
+static void small_rows(float *dst, int64_t D, float beta, float alpha, const float *w,
+                       int64_t wstride, const float *rows, int64_t ld, int64_t n) {
+    float acc[SMALL_D];
+    for (int64_t d = 0; d < D; d++) acc[d] = 0.0f;
+    for (int64_t r = 0; r < n; r++) {
+        float a = w[r * wstride];
+        const float *x = rows + r * ld;
+#pragma omp simd
+        for (int64_t d = 0; d < D; d++) acc[d] += a * x[d];
+    }
+    if (beta == 0.0f)
+        for (int64_t d = 0; d < D; d++) dst[d] = alpha * acc[d];
+    else
+        for (int64_t d = 0; d < D; d++) dst[d] += alpha * acc[d];
+}
+
+/* Forward of head bh; scr holds D * SMALL_T floats (the transposed keys). */
+static void forward_small(const attn_geom *g, int64_t bh, const attn_bufs *all, float *lse,
+                          float *scr) {
+    attn_bufs hb = head_bufs(g, all, bh);
+    int64_t b = bh / g->H;
+    transpose_keys(g, hb.k, scr);
+    for (int64_t i = 0; i < g->Tq; i++) {
+        float s[SMALL_T], *yr = hb.y + i * g->y_ld;
+        float mx = small_scores(g, b, i, hb.q + i * g->q_ld, scr, s);
+        if (mx == -INFINITY) { /* every key hidden: zeros, as the block path gives */
+            memset(yr, 0, (size_t)g->D * sizeof(float));
+            if (lse) lse[bh * g->Tq + i] = 0.0f;
+            continue;
+        }
+        float sum = 0.0f;
+        for (int64_t j = 0; j < g->Tk; j++) {
+            s[j] = exp_neg(s[j] - mx);
+            sum += s[j];
+        }
+        small_rows(yr, g->D, 0.0f, 1.0f / sum, s, 1, hb.v, g->k_ld, g->Tk);
+        if (lse) lse[bh * g->Tq + i] = mx + logf(sum);
+    }
+}
+
+/* Backward of head bh (beta as attention_backward_run's); scr holds 2 * D * SMALL_T +
+ * 2 * SMALL_T * SMALL_T floats: k and v transposed, then P and dS (rows of SMALL_T). */
+static void backward_small(const attn_geom *g, int64_t bh, const attn_bufs *all,
+                           const float *lse, const float *beta, float *scr) {
+    attn_bufs hb = head_bufs(g, all, bh);
+    int64_t b = bh / g->H, D = g->D, Tq = g->Tq, Tk = g->Tk, n = small_lanes(g);
+    float *kt = scr, *vt = kt + D * SMALL_T, *P = vt + D * SMALL_T, *dS = P + SMALL_T * SMALL_T;
+    transpose_keys(g, hb.k, kt);
+    if (hb.dq || hb.dk) transpose_keys(g, hb.v, vt);
+    for (int64_t i = 0; i < Tq; i++) {
+        float *p = P + i * SMALL_T, *ds = dS + i * SMALL_T, li = lse[bh * Tq + i];
+        small_scores(g, b, i, hb.q + i * g->q_ld, kt, p);
+        for (int64_t j = 0; j < Tk; j++) p[j] = exp_neg(p[j] - li); /* hidden: -inf -> 0 */
+        if (!hb.dq && !hb.dk) continue;
+        /* dS_ij = p_ij (dy_i . v_j - dy_i . y_i) */
+        const float *dyr = hb.dy + i * g->y_ld, *yr = hb.y + i * g->y_ld;
+        float di = 0.0f, acc[SMALL_T];
+#pragma omp simd reduction(+ : di)
+        for (int64_t d = 0; d < D; d++) di += dyr[d] * yr[d];
+        lanes_dot(dyr, vt, D, n, acc);
+        for (int64_t j = 0; j < Tk; j++) ds[j] = p[j] * (acc[j] - di);
+    }
+    for (int64_t j = 0; hb.dv && j < Tk; j++) /* dv_j = sum_i p_ij dy_i */
+        small_rows(hb.dv + j * g->k_ld, D, beta[2], 1.0f, P + j, SMALL_T, hb.dy, g->y_ld, Tq);
+    for (int64_t i = 0; hb.dq && i < Tq; i++) /* dq_i = scale sum_j dS_ij k_j */
+        small_rows(hb.dq + i * g->q_ld, D, beta[0], g->scale, dS + i * SMALL_T, 1, hb.k, g->k_ld,
+                   Tk);
+    for (int64_t j = 0; hb.dk && j < Tk; j++) /* dk_j = scale sum_i dS_ij q_i */
+        small_rows(hb.dk + j * g->k_ld, D, beta[1], g->scale, dS + j, SMALL_T, hb.q, g->q_ld, Tq);
+}
+
 /* ---- forward ---- */
 
 /* One query block of one (batch, head) against all its key blocks. Y rows [i0, i0+nq) of the
@@ -192,6 +340,13 @@ static void forward_block(ts_ctx *fc, const attn_geom *g, int64_t bh, int64_t qb
 static void attention_forward(ts_ctx *c, const attn_geom *g, const attn_bufs *all, float *lse) {
     int64_t BH = g->B * g->H, blk = g->bq * g->ld;
     int nt = nthreads(c);
+    if (small_case(g)) {
+        float *scratch = ts_arena_alloc(c->step, (size_t)(nt * g->D * SMALL_T) * sizeof(float));
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t bh = 0; bh < BH; bh++)
+            forward_small(g, bh, all, lse, scratch + omp_get_thread_num() * g->D * SMALL_T);
+        return;
+    }
     ts_ctx fc = *c; /* block products in float32: see the top of the file */
     fc.precision = TS_PREC_F32;
     float *scratch = ts_arena_alloc(c->step, (size_t)(nt * blk) * sizeof(float));
@@ -286,6 +441,14 @@ static void attention_backward_run(ts_ctx *c, const attn_geom *g, const attn_buf
     float *scratch = ts_arena_alloc(c->step, (size_t)(nt * 2 * blk) * sizeof(float));
     static const float add[3] = { 1.0f, 1.0f, 1.0f };
 
+    if (small_case(g)) {
+        int64_t per = 2 * g->D * SMALL_T + 2 * SMALL_T * SMALL_T;
+        float *sc = ts_arena_alloc(c->step, (size_t)(nt * per) * sizeof(float));
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t bh = 0; bh < BH; bh++)
+            backward_small(g, bh, all, lse, beta, sc + omp_get_thread_num() * per);
+        return;
+    }
     if (g->nqb == 1 && g->nkb == 1) {
         /* One block per head: each thread owns whole heads, one recomputation of P serves dq,
          * dk and dv, and each product writes its gradient block in one go. */

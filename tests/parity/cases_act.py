@@ -16,6 +16,7 @@ CASES = [
     ("quick_gelu", lambda g: [randn(g, 2, 3, 5, scale=1.5)],
      lambda x: x * torch.sigmoid(1.702 * x)),
     ("mish", lambda g: [randn(g, 2, 3, 5, scale=1.5)], F.mish),
+    ("mish_wide", lambda g: [randn(g, 2, 3, 5, scale=40.0)], F.mish),
     ("softmax", lambda g: [randn(g, 2, 3, 5, scale=1.5)], lambda x: F.softmax(x, dim=-1)),
     ("log_softmax", lambda g: [randn(g, 2, 3, 5, scale=1.5)],
      lambda x: F.log_softmax(x, dim=-1)),

@@ -54,6 +54,10 @@ def pad_causal(b, j):
     return b == 0 and j < 3
 
 
+def pad_short(b, j):
+    return j >= 7 if b == 0 else b == 2
+
+
 def pad_long(b, j):
     return (j < 3 or j >= 256) if b == 0 else j >= 290
 
@@ -79,4 +83,11 @@ CASES = [
      lambda q, k, v, m: attention(q, k, v, causal=True, key_pad=m)),
     ("attention_long_causal_one", lambda g: qkv(g, 1, 1, 300, 300, 8),
      lambda q, k, v: attention(q, k, v, causal=True)),
+    ("attention_short", lambda g: qkv(g, 2, 2, 16, 16, 8), lambda q, k, v: attention(q, k, v)),
+    ("attention_short_causal_keypad",
+     lambda g: qkv(g, 2, 1, 32, 32, 8) + [pad_mask(torch.uint8, 2, 32, pad_causal)],
+     lambda q, k, v, m: attention(q, k, v, causal=True, key_pad=m)),
+    ("attention_short_cross",
+     lambda g: qkv(g, 3, 2, 16, 10, 24) + [pad_mask(torch.int32, 3, 10, pad_short)],
+     lambda q, k, v, m: attention(q, k, v, key_pad=m)),
 ]

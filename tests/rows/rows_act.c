@@ -7,6 +7,11 @@ static int mk_x(ts_ctx *c, ts_rng *r, ts_tensor **in) {
     in[0] = row_randn(c, r, 3, TS_SHAPE(2, 3, 5), 1.5f, 1);
     return 1;
 }
+/* x (2, 3, 5) spread wide: Mish's branches above 20 and far below 0. */
+static int mk_x_wide(ts_ctx *c, ts_rng *r, ts_tensor **in) {
+    in[0] = row_randn(c, r, 3, TS_SHAPE(2, 3, 5), 40.0f, 1);
+    return 1;
+}
 /* x (2, 3, 6) and bias (6). */
 static int mk_xb(ts_ctx *c, ts_rng *r, ts_tensor **in) {
     in[0] = row_randn(c, r, 3, TS_SHAPE(2, 3, 6), 1.5f, 1);
@@ -28,6 +33,7 @@ const test_row rows_act[] = {
     { "bias_gelu", TS_OP_BIAS_GELU, mk_xb, fn_bias_gelu, 0, 1 },
     { "quick_gelu", TS_OP_QUICK_GELU, mk_x, fn_quick_gelu, 0, 1 },
     { "mish", TS_OP_MISH, mk_x, fn_mish, 0, 1 },
+    { "mish_wide", TS_OP_MISH, mk_x_wide, fn_mish, 0, 1 },
     { "softmax", TS_OP_SOFTMAX, mk_x, fn_softmax, 0, 1 },
     { "log_softmax", TS_OP_LOG_SOFTMAX, mk_x, fn_log_softmax, 0, 1 },
     ROW_END,

@@ -3,8 +3,10 @@
  * one block (the op takes sequences of up to 256 tokens whole); the _long rows have T = 300,
  * more than one block of queries (64) and of keys (256), with short last blocks, so the online
  * softmax across key blocks, the block skipping of the causal mask, a key block that is all
- * padding and the two-pass backward of a single head are exercised too. D is small to keep the
- * gradient check cheap. */
+ * padding and the two-pass backward of a single head are exercised too. The _short rows (at
+ * most 32 queries and keys) take the op's short-sequence loops instead of block products: plain,
+ * causal with padding, and Tq != Tk with D = 24 and a batch whose keys are all padding. D is
+ * small to keep the gradient check cheap. */
 #include "../rows.h"
 
 static ts_tensor *pad_mask(ts_ctx *c, ts_dtype dt, int64_t B, int64_t T,
@@ -35,6 +37,8 @@ static int pad_u8(int64_t b, int64_t j) {
 static int pad_i32(int64_t b, int64_t j) { return b == 0 && ((j >= 5 && j < 10) || j >= 135); }
 /* With the causal mask: batch 0 pads keys 0..2, so queries 0..2 see nothing at all. */
 static int pad_causal(int64_t b, int64_t j) { return b == 0 && j < 3; }
+/* Tq != Tk, short: batch 0 pads keys 7.., batch 1 nothing, batch 2 every key. */
+static int pad_short(int64_t b, int64_t j) { return b == 0 ? j >= 7 : b == 2; }
 
 static int mk_attn(ts_ctx *c, ts_rng *r, ts_tensor **in) {
     qkv(c, r, in, 2, 2, 140, 140, 8);
@@ -77,6 +81,21 @@ static int mk_attn_scale(ts_ctx *c, ts_rng *r, ts_tensor **in) {
     qkv(c, r, in, 1, 1, 140, 140, 8);
     return 3;
 }
+static int mk_attn_short(ts_ctx *c, ts_rng *r, ts_tensor **in) {
+    qkv(c, r, in, 2, 2, 16, 16, 8);
+    return 3;
+}
+static int mk_attn_short_causal_pad(ts_ctx *c, ts_rng *r, ts_tensor **in) {
+    qkv(c, r, in, 2, 1, 32, 32, 8);
+    in[3] = pad_mask(c, TS_U8, 2, 32, pad_causal);
+    return 4;
+}
+static int mk_attn_short_cross(ts_ctx *c, ts_rng *r, ts_tensor **in) {
+    qkv(c, r, in, 3, 2, 16, 10, 24);
+    in[3] = pad_mask(c, TS_I32, 3, 10, pad_short);
+    return 4;
+}
+
 static ts_tensor *fn_attn_scale(ts_ctx *c, ts_tensor **in) {
     return ts_attention(c, in[0], in[1], in[2], 0, NULL, 0.2f);
 }
@@ -109,5 +128,9 @@ const test_row rows_attention[] = {
     { "attention_long_causal_keypad", TS_OP_ATTENTION, mk_attn_long_pad, fn_attn_causal_pad, 0,
       1 },
     { "attention_long_causal_one", TS_OP_ATTENTION, mk_attn_long_one, fn_attn_causal, 0, 1 },
+    { "attention_short", TS_OP_ATTENTION, mk_attn_short, fn_attn, 0, 1 },
+    { "attention_short_causal_keypad", TS_OP_ATTENTION, mk_attn_short_causal_pad,
+      fn_attn_causal_pad, 0, 1 },
+    { "attention_short_cross", TS_OP_ATTENTION, mk_attn_short_cross, fn_attn_pad, 0, 1 },
     ROW_END,
 };
