@@ -157,26 +157,17 @@ void ts_action_head_free(ts_action_head *h) {
 
 /* ---- the decoder ---- */
 
-/* (B, T, W) -> (B, heads, T, D) */
-static ts_tensor *split_heads(ts_ctx *c, ts_tensor *x, int heads) {
-    int64_t B = ts_dim(x, 0), T = ts_dim(x, 1), W = ts_dim(x, 2);
-    x = ts_reshape(c, x, 4, TS_SHAPE(B, T, heads, W / heads));
-    return ts_permute(c, x, (const int[]){ 0, 2, 1, 3 });
-}
-
+/* Cross-attention of x (B, Tq, W) to mem (B, Tk, W) with torch's packed in_proj: q from its
+ * first W rows, k and v together from the other 2W (one product), attention on them as they
+ * are laid out, then out_proj. */
 static ts_tensor *xattn_forward(ts_ctx *c, const xattn *m, const ts_tensor *x,
                                 const ts_tensor *mem) {
-    int64_t W = m->dim, B = ts_dim(x, 0), Tq = ts_dim(x, 1);
+    int64_t W = m->dim;
     ts_tensor *wq = ts_slice(c, m->in_w, 0, 0, W), *bq = ts_slice(c, m->in_b, 0, 0, W);
-    ts_tensor *wk = ts_slice(c, m->in_w, 0, W, 2 * W), *bk = ts_slice(c, m->in_b, 0, W, 2 * W);
-    ts_tensor *wv = ts_slice(c, m->in_w, 0, 2 * W, 3 * W);
-    ts_tensor *bv = ts_slice(c, m->in_b, 0, 2 * W, 3 * W);
-    ts_tensor *q = split_heads(c, ts_linear(c, x, wq, bq), m->heads);
-    ts_tensor *k = split_heads(c, ts_linear(c, mem, wk, bk), m->heads);
-    ts_tensor *v = split_heads(c, ts_linear(c, mem, wv, bv), m->heads);
-    ts_tensor *o = ts_attention(c, q, k, v, 0, NULL, 0.0f);          /* (B, h, Tq, D) */
-    o = ts_permute(c, o, (const int[]){ 0, 2, 1, 3 });
-    o = ts_reshape(c, o, 3, TS_SHAPE(B, Tq, W));
+    ts_tensor *wkv = ts_slice(c, m->in_w, 0, W, 3 * W);
+    ts_tensor *bkv = ts_slice(c, m->in_b, 0, W, 3 * W);
+    ts_tensor *o = ts_attention_kv(c, ts_linear(c, x, wq, bq), ts_linear(c, mem, wkv, bkv),
+                                   m->heads, NULL, 0.0f);
     return ts_nn_linear_forward(c, &m->out, o);
 }
 

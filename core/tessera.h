@@ -325,6 +325,13 @@ ts_tensor *ts_batchnorm1d(ts_ctx *c, const ts_tensor *x, const ts_tensor *w, con
  * (masked out). scale <= 0 means 1/sqrt(D). Returns (B, H, Tq, D). */
 ts_tensor *ts_attention(ts_ctx *c, const ts_tensor *q, const ts_tensor *k, const ts_tensor *v,
                         int causal, const ts_tensor *key_pad, float scale);
+/* Cross-attention straight on the projections as linear layers give them: q (B, Tq, C) and
+ * kv (B, Tk, 2C) with columns [k | v], heads side by side in each (C = heads * D); returns
+ * (B, Tq, C), heads side by side. The same as splitting and permuting q, k, v to
+ * (B, heads, T, D), ts_attention (not causal) and permuting back, without those copies.
+ * key_pad and scale as ts_attention. */
+ts_tensor *ts_attention_kv(ts_ctx *c, const ts_tensor *q, const ts_tensor *kv, int64_t heads,
+                           const ts_tensor *key_pad, float scale);
 /* CSWin's cross-shaped window attention with LePE, one fused op (gather windows, attend, add
  * LePE, scatter back). qkv (B, map_h * map_w, 3C) is a map's qkv projection, tokens row-major,
  * columns [q | k | v] with the heads side by side in each (C = heads * D). With sw > 0 (heads

@@ -12,12 +12,14 @@
  * dropout on the probabilities, and the products always run in float32, whatever the context's
  * matmul precision, because converting small blocks to bf16 costs more than it saves.
  *
- * Two layouts share the kernels. ts_attention takes q, k and v as separate (B, H, T, D) tensors.
+ * Three layouts share the kernels. ts_attention takes q, k and v as separate (B, H, T, D) tensors.
  * ts__attention_packed, which nn's multi-head attention calls, reads them straight out of the
  * packed in_proj output (B, T, 3C), columns [q | k | v] with the heads side by side in each
  * (C = H * D), and writes y as (B, T, C), which is what the out_proj wants: no permute, slice or
- * reshape copies of q, k, v or y (and none of their gradients) exist. The kernels only see a
- * base pointer and a row stride per head, so both layouts run the same code.
+ * reshape copies of q, k, v or y (and none of their gradients) exist. ts_attention_kv does the
+ * same for cross-attention: q (B, Tq, C) as its projection gives it and kv (B, Tk, 2C), columns
+ * [k | v]. The kernels only see a base pointer and a row stride per head, so every layout runs
+ * the same code.
  *
  * Shapes: q (B, H, Tq, D), k and v (B, H, Tk, D), key_pad (B, Tk) u8 or i32 with nonzero =
  * padding, y (B, H, Tq, D), lse (B, H, Tq); packed: qkv (B, T, 3C), y (B, T, C).
@@ -580,6 +582,34 @@ static attn_geom geometry_packed(const ts_tensor *qkv, int64_t H, int causal,
     return g;
 }
 
+/* q (B, Tq, C) and kv (B, Tk, 2C) with H heads; y (B, Tq, C). */
+static attn_geom geometry_kv(const ts_tensor *q, const ts_tensor *kv, int64_t H,
+                             const ts_tensor *key_pad, float scale) {
+    char s1[96], s2[96];
+    ts__check_f32("attention", q);
+    ts__check_f32("attention", kv);
+    TS_CHECK(q->ndim == 3 && kv->ndim == 3 && H > 0 && q->shape[2] % H == 0 &&
+                 kv->shape[0] == q->shape[0] && kv->shape[2] == 2 * q->shape[2],
+             "attention: q %s and kv %s must be (B, Tq, C) and (B, Tk, 2C) with C divisible by "
+             "%lld heads", ts_shape_str(q, s1, sizeof s1), ts_shape_str(kv, s2, sizeof s2),
+             (long long)H);
+    int64_t C = q->shape[2];
+    attn_geom g = { 0 };
+    g.B = q->shape[0];
+    g.H = H;
+    g.Tq = q->shape[1];
+    g.Tk = kv->shape[1];
+    g.D = C / H;
+    g.scale = scale;
+    g.pad = key_pad;
+    check_pad(key_pad, g.B, g.Tk, kv);
+    g.q_sb = g.Tq * C, g.q_sh = g.D, g.q_ld = C;
+    g.k_sb = g.Tk * 2 * C, g.k_sh = g.D, g.k_ld = 2 * C, g.k_col = 0, g.v_col = C;
+    g.y_sb = g.Tq * C, g.y_sh = g.D, g.y_ld = C;
+    finish_geometry(&g);
+    return g;
+}
+
 static void attention_backward(ts_ctx *c, ts_node *n) {
     ts_tensor *tq = n->in[0], *tk = n->in[1], *tv = n->in[2];
     attn_geom g = geometry(tq, tk, tv, (int)n->i[0], n->in[3], n->f[0]);
@@ -646,6 +676,37 @@ ts_tensor *ts__attention_packed(ts_ctx *c, const ts_tensor *qkv, int64_t heads, 
     if (rec) {
         ts_node *n = TS__RECORD(c, TS_OP_ATTENTION, attention_packed_backward, y, qkv, key_pad);
         n->i[0] = causal;
+        n->i[1] = heads;
+        n->f[0] = g.scale;
+        n->saved[0] = lse;
+    }
+    return y;
+}
+
+static void attention_kv_backward(ts_ctx *c, ts_node *n) {
+    ts_tensor *q = n->in[0], *kv = n->in[1];
+    attn_geom g = geometry_kv(q, kv, n->i[1], n->in[2], n->f[0]);
+    float bq = 0.0f, bkv = 0.0f; /* written whole: not zeroed when new */
+    float *dq = ts__grad_fresh(c, q, &bq), *dkv = ts__grad_fresh(c, kv, &bkv);
+    const float *x = ts_f32(kv);
+    attn_bufs all = { ts_f32(q), x, x, ts_f32(n->out->grad), ts_f32(n->out), dq, dkv, dkv };
+    attention_backward_run(c, &g, &all, ts_f32(n->saved[0]), (const float[3]){ bq, bkv, bkv });
+}
+
+ts_tensor *ts_attention_kv(ts_ctx *c, const ts_tensor *q, const ts_tensor *kv, int64_t heads,
+                           const ts_tensor *key_pad, float scale) {
+    attn_geom g = geometry_kv(q, kv, heads, key_pad, scale);
+    ts_tensor *y = ts_new(c, TS_F32, 3, q->shape);
+    int rec = ts__needs_grad(c, 2, (const ts_tensor *const[]){ q, kv });
+    ts_tensor *lse = rec ? ts_new_f32(c, 3, TS_SHAPE(g.B, g.H, g.Tq)) : NULL;
+    const float *x = ts_f32(kv);
+    attn_bufs all = { ts_f32(q), x, x, NULL, ts_f32(y), NULL, NULL, NULL };
+    if (g.Tq > 0 && g.D > 0)
+        attention_forward(c, &g, &all, lse ? ts_f32(lse) : NULL);
+    else
+        memset(ts_f32(y), 0, (size_t)y->numel * sizeof(float));
+    if (rec) {
+        ts_node *n = TS__RECORD(c, TS_OP_ATTENTION, attention_kv_backward, y, q, kv, key_pad);
         n->i[1] = heads;
         n->f[0] = g.scale;
         n->saved[0] = lse;

@@ -33,6 +33,15 @@ def attention(q, k, v, causal=False, key_pad=None, scale=None):
     return p @ v
 
 
+def attention_kv(q, kv, heads, key_pad):
+    """ts_attention_kv: q (B, Tq, C), kv (B, Tk, 2C) columns [k | v], heads side by side."""
+    B, Tq, C = q.shape
+    Tk, D = kv.shape[1], C // heads
+    split = lambda x, T: x.reshape(B, T, heads, D).permute(0, 2, 1, 3)
+    y = attention(split(q, Tq), split(kv[..., :C], Tk), split(kv[..., C:], Tk), key_pad=key_pad)
+    return y.permute(0, 2, 1, 3).reshape(B, Tq, C)
+
+
 def qkv(g, B, H, Tq, Tk, D):
     return [randn(g, B, H, Tq, D), randn(g, B, H, Tk, D), randn(g, B, H, Tk, D)]
 
@@ -90,4 +99,10 @@ CASES = [
     ("attention_short_cross",
      lambda g: qkv(g, 3, 2, 16, 10, 24) + [pad_mask(torch.int32, 3, 10, pad_short)],
      lambda q, k, v, m: attention(q, k, v, key_pad=m)),
+    ("attention_kv",
+     lambda g: [randn(g, 3, 16, 12), randn(g, 3, 10, 24), pad_mask(torch.int32, 3, 10, pad_short)],
+     lambda q, kv, m: attention_kv(q, kv, 2, m)),
+    ("attention_kv_block",
+     lambda g: [randn(g, 2, 40, 8), randn(g, 2, 140, 16), pad_mask(torch.int32, 2, 140, pad_i32)],
+     lambda q, kv, m: attention_kv(q, kv, 2, m)),
 ]

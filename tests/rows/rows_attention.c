@@ -5,8 +5,9 @@
  * softmax across key blocks, the block skipping of the causal mask, a key block that is all
  * padding and the two-pass backward of a single head are exercised too. The _short rows (at
  * most 32 queries and keys) take the op's short-sequence loops instead of block products: plain,
- * causal with padding, and Tq != Tk with D = 24 and a batch whose keys are all padding. D is
- * small to keep the gradient check cheap. */
+ * causal with padding, and Tq != Tk with D = 24 and a batch whose keys are all padding. The _kv
+ * rows are ts_attention_kv on projections laid out as (B, T, C) and (B, T, 2C). D is small to
+ * keep the gradient check cheap. */
 #include "../rows.h"
 
 static ts_tensor *pad_mask(ts_ctx *c, ts_dtype dt, int64_t B, int64_t T,
@@ -96,6 +97,24 @@ static int mk_attn_short_cross(ts_ctx *c, ts_rng *r, ts_tensor **in) {
     return 4;
 }
 
+/* ts_attention_kv: q (B, Tq, C) and kv (B, Tk, 2C) with 2 heads; short (Tk 10, pad_short)
+ * and one-block (Tk 140, pad_i32) key lengths. */
+static int mk_attn_kv(ts_ctx *c, ts_rng *r, ts_tensor **in) {
+    in[0] = row_randn(c, r, 3, TS_SHAPE(3, 16, 12), 1.0f, 1);
+    in[1] = row_randn(c, r, 3, TS_SHAPE(3, 10, 24), 1.0f, 1);
+    in[2] = pad_mask(c, TS_I32, 3, 10, pad_short);
+    return 3;
+}
+static int mk_attn_kv_block(ts_ctx *c, ts_rng *r, ts_tensor **in) {
+    in[0] = row_randn(c, r, 3, TS_SHAPE(2, 40, 8), 1.0f, 1);
+    in[1] = row_randn(c, r, 3, TS_SHAPE(2, 140, 16), 1.0f, 1);
+    in[2] = pad_mask(c, TS_I32, 2, 140, pad_i32);
+    return 3;
+}
+static ts_tensor *fn_attn_kv(ts_ctx *c, ts_tensor **in) {
+    return ts_attention_kv(c, in[0], in[1], 2, in[2], 0.0f);
+}
+
 static ts_tensor *fn_attn_scale(ts_ctx *c, ts_tensor **in) {
     return ts_attention(c, in[0], in[1], in[2], 0, NULL, 0.2f);
 }
@@ -132,5 +151,7 @@ const test_row rows_attention[] = {
     { "attention_short_causal_keypad", TS_OP_ATTENTION, mk_attn_short_causal_pad,
       fn_attn_causal_pad, 0, 1 },
     { "attention_short_cross", TS_OP_ATTENTION, mk_attn_short_cross, fn_attn_pad, 0, 1 },
+    { "attention_kv", TS_OP_ATTENTION, mk_attn_kv, fn_attn_kv, 0, 1 },
+    { "attention_kv_block", TS_OP_ATTENTION, mk_attn_kv_block, fn_attn_kv, 0, 1 },
     ROW_END,
 };
