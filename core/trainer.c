@@ -437,7 +437,7 @@ static ts_status setup_ranks(run *R, ts_err *err) {
                (double)ts_params_numel(p, 1) * 4 / (1 << 20),
                R->buckets ? "in buckets during backward" : "after backward", R->nrunning);
     if (R->rank == 0 && R->buckets)
-        ts_log(TS_LOG_INFO, "data parallel: %d gradient buckets of up to %g MiB",
+        ts_log(TS_LOG_INFO, "data parallel: %d gradient buckets of about %g MiB",
                ts_grad_buckets_count(R->buckets), R->cfg->bucket_mib);
     return TS_OK;
 }

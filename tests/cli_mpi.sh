@@ -6,7 +6,7 @@
 # 1. 2 and 3 ranks against one process over 20 steps of the quickstart task: the losses agree
 #    within 1e-5 relative and every tensor of the final model.safetensors within 1e-5. The ranks
 #    all-reduce their gradients in small buckets during backward (train.overlap_allreduce, with
-#    train.bucket_mib small enough for some twenty buckets); with the overlap turned off, 2 ranks
+#    train.bucket_mib small enough for nine buckets); with the overlap turned off, 2 ranks
 #    give bitwise the same checkpoint.
 # 2. The 2-rank run's checkpoint of step 10 resumed by 1 process gives the same last 10 losses.
 # 3. kill -9 of rank 1 mid-run: mpirun ends the job, naming rank 1; 1 process resumes.
