@@ -78,12 +78,15 @@ done < <(grep "matmul .*\^3" "$OUT/parity.txt" | sed 's/^ *//')
 echo "== NCCL on one GPU (bench/nccl_one.c, nvcc + NCCL only)"
 # nccl.h and libnccl: $NCCL_HOME, the CUDA toolkit, /usr, or PyTorch's nvidia-nccl wheel
 NCCL_DIRS=("${NCCL_HOME:-}" "$(dirname "$CUDA_LIB")" /usr /usr/local
-  "$(python3 -c 'import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__))' 2>/dev/null)")
+  "$(python3 -c 'import nvidia.nccl; print(list(nvidia.nccl.__path__)[0])' 2>/dev/null)")
 NCCL_INC="" NCCL_LIBDIR=""
 for d in "${NCCL_DIRS[@]}"; do
   [ -n "$d" ] && [ -f "$d/include/nccl.h" ] || continue
   for l in "$d/lib64" "$d/lib" "$d/lib/x86_64-linux-gnu" /usr/lib/x86_64-linux-gnu; do
-    if ls "$l"/libnccl.so* > /dev/null 2>&1; then NCCL_INC="$d/include" NCCL_LIBDIR="$l"; break 2; fi
+    if ls "$l"/libnccl.so* > /dev/null 2>&1; then
+      NCCL_INC="$d/include" NCCL_LIBDIR="$l"
+      break 2
+    fi
   done
 done
 nccl_rc=0

@@ -15,9 +15,9 @@
  * the default), or in one piece after it. The optimizer steps are then identical everywhere. A
  * second small all-reduce carries the loss, the task's metrics, the stop flag and the averaged
  * batch-norm running statistics, so that the log shows the global batch, every rank stops at
- * the same step and every replica (rank 0's checkpoint included) keeps the same buffers. Rank 0 alone evaluates and writes the run
- * folder; the others wait at a barrier until a checkpoint is complete. With one rank none of
- * this runs and the loop is exactly the single-process loop.
+ * the same step and every replica (rank 0's checkpoint included) keeps the same buffers. Rank 0
+ * alone evaluates and writes the run folder; the others wait at a barrier until a checkpoint is
+ * complete. With one rank none of this runs and the loop is exactly the single-process loop.
  *
  * The trainer knows nothing of models or objectives: it sees a ts_task. It does not install
  * signal handlers either: the command line does, and sets *opts->stop.
@@ -366,9 +366,10 @@ static void backward(run *R, ts_tensor *loss, int last) {
  * the average of the ranks' (as timm's distribute_bn keeps them); the update is linear in the
  * batch mean, so the averaged running mean is exactly the one a process with the global batch
  * would keep, and the averaged running variance is the ranks' mean within-rank variance, which
- * misses only the spread of the ranks' means around the global mean. Rank 0's buffers alone
- * would describe a quarter or an eighth of the data; SyncBN would change what the model
- * computes (and add a collective to every batch norm, forward and backward). */
+ * misses only the spread of the ranks' means around the global mean (which the normalisation
+ * never saw either). Rank 0's buffers alone would describe its share of the data only; SyncBN
+ * would change what the model computes (and add a collective to every batch norm, forward and
+ * backward). */
 static void pack_running(run *R, double *dst) {
     for (int r = 0; r < R->nrunning; r++) {
         const ts_tensor *t = ts_params_get(R->task->params, R->running[r]);

@@ -236,7 +236,8 @@ pass "ProtoCLIP over 2 ranks clusters the episode of both ranks"
 RUNNING="${TS_MPI_RUNNING:-$(dirname "$TS")/tests/mpi_running}"
 "$RUNNING" "$WORK/bn1" > bn.txt 2>&1 || { cat bn.txt; fail "running statistics, one process"; }
 for n in 2 3; do
-  mpi "$n" "$RUNNING" "$WORK/bn$n" > bn.txt 2>&1 || { cat bn.txt; fail "running statistics, $n ranks"; }
+  mpi "$n" "$RUNNING" "$WORK/bn$n" > bn.txt 2>&1 \
+    || { cat bn.txt; fail "running statistics, $n ranks"; }
   grep "^rank 0" bn.txt | sed 's/^/  /'
 done
 pass "batch-norm running statistics are the ranks' average on every rank and in the checkpoint"

@@ -139,7 +139,10 @@ static int run(ts_dist *d, const char *out_dir) {
     if (d->world > 1) {
         expect(d->world, 0, lm, lv);
         double sm = 0, sv = 0; /* how far rank 0's own statistics are from the average */
-        for (int j = 0; j < C; j++) sm = fmax(sm, fabs(lm[j] - rm[j])), sv = fmax(sv, fabs(lv[j] - rv[j]));
+        for (int j = 0; j < C; j++) {
+            sm = fmax(sm, fabs(lm[j] - rm[j]));
+            sv = fmax(sv, fabs(lv[j] - rv[j]));
+        }
         printf("rank %d: rank 0's rows alone would give statistics %.2e, %.2e away\n", d->rank,
                sm, sv);
         rc |= !(sm > 1e-3 && sv > 1e-3);
