@@ -8,7 +8,9 @@
  *
  * A collective that does not finish within the timeout aborts the whole job with a message that
  * names the rank that waited: the others died or hang, and without the deadline the survivors
- * would wait forever. The waiting is a nonblocking collective polled against the deadline.
+ * would wait forever. The waiting is a nonblocking collective polled against the deadline. The
+ * gradient all-reduce can also be started without waiting (ts_dist_allreduce_start_f32), so
+ * that it overlaps backward, and waited for later with the same deadline.
  *
  * What this file is not: a communication library. There is no point-to-point messaging, no
  * communicator other than the world, and no GPU collective (NCCL is planned beside these

@@ -626,19 +626,20 @@ ts_status ts_dist_allreduce_sum_f32(ts_dist *d, float *buf, int64_t n, ts_err *e
 ts_status ts_dist_allreduce_sum_f64(ts_dist *d, double *buf, int64_t n, ts_err *err);
 /* The same sum started without waiting, for overlapping it with computation: buf must be left
  * alone until ts_dist_wait returns. ts_dist_progress lets the reductions in flight advance
- * (MPI moves the data of a nonblocking collective only inside its calls) and returns at once;
- * ts_dist_wait waits for all of them, against the collective timeout like every collective
- * (what names them in its message). Started reductions must be waited for before any other
- * collective, and every rank must start the same reductions in the same order. */
+ * (MPI moves the data of a nonblocking collective only inside its calls) and returns at once,
+ * ending the job (ts_dist_abort) if one failed; ts_dist_wait waits for all of them, against the
+ * collective timeout like every collective (what names them in its message). Started
+ * reductions must be waited for before any other collective, and every rank must start the
+ * same reductions in the same order. */
 ts_status ts_dist_allreduce_start_f32(ts_dist *d, float *buf, int64_t n, ts_err *err);
 void ts_dist_progress(ts_dist *d);
 ts_status ts_dist_wait(ts_dist *d, const char *what, ts_err *err);
-/* Copy bytes from rank root's buf into every other rank's buf. */
 /* Every rank's n floats, in rank order, into recv (the sum of all ranks' n); counts (world)
  * receives each rank's n when not NULL. Ranks may give different n. With recv NULL only the
  * counts are gathered. */
 ts_status ts_dist_allgather_f32(ts_dist *d, const float *send, int64_t n, float *recv,
                                 int64_t *counts, ts_err *err);
+/* Copy bytes from rank root's buf into every other rank's buf. */
 ts_status ts_dist_broadcast(ts_dist *d, void *buf, size_t bytes, int root, ts_err *err);
 /* Wait until every rank arrives; what names the wait in a timeout message. */
 ts_status ts_dist_barrier(ts_dist *d, const char *what, ts_err *err);
