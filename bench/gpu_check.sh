@@ -7,10 +7,13 @@
 #   3. runs every kernel against a float64 host reference (outputs poisoned with NaN first,
 #      accumulated gradients seeded; relative error < 1e-5) and measures the
 #      float32 and bf16 product rates at 8192^3, the ceiling MFU is quoted against;
-#   4. ends with a short table.
+#   4. the NCCL smoke test on one GPU: bench/nccl_one.c, built with nvcc against NCCL alone
+#      (found beside CUDA, in /usr, under $NCCL_HOME or in PyTorch's nvidia-nccl wheel), joins
+#      a communicator of one rank and checks and times a sum all-reduce up to 256 MiB;
+#   5. ends with a short table.
 # Not yet here (the trainer runs on the CPU backend only): the CPU-vs-GPU parity of whole
 # ops through ts_ctx, the quickstart on the GPU, the CLIP ViT-B/16 step beside PyTorch, and
-# the NCCL smoke test (bench/nccl_smoke links the whole library and its CPU dependencies).
+# NCCL over MPI ranks (bench/nccl_smoke links the whole library and its CPU dependencies).
 # Usage: bash bench/gpu_check.sh [OUT_DIR]   (default $OUT, else /tmp/tessera-gpu-check; the
 # objects go to OUT_DIR/build)
 set -uo pipefail
@@ -71,9 +74,45 @@ status "worst relative error" "${worst:-?}"
 while read -r line; do
   status "$(echo "$line" | sed 's/: median.*//')" "$(echo "$line" | sed 's/.*: //')"
 done < <(grep "matmul .*\^3" "$OUT/parity.txt" | sed 's/^ *//')
+
+echo "== NCCL on one GPU (bench/nccl_one.c, nvcc + NCCL only)"
+# nccl.h and libnccl: $NCCL_HOME, the CUDA toolkit, /usr, or PyTorch's nvidia-nccl wheel
+NCCL_DIRS=("${NCCL_HOME:-}" "$(dirname "$CUDA_LIB")" /usr /usr/local
+  "$(python3 -c 'import nvidia.nccl; print(list(nvidia.nccl.__path__)[0])' 2>/dev/null)")
+NCCL_INC="" NCCL_LIBDIR=""
+for d in "${NCCL_DIRS[@]}"; do
+  [ -n "$d" ] && [ -f "$d/include/nccl.h" ] || continue
+  for l in "$d/lib64" "$d/lib" "$d/lib/x86_64-linux-gnu" /usr/lib/x86_64-linux-gnu; do
+    if ls "$l"/libnccl.so* > /dev/null 2>&1; then
+      NCCL_INC="$d/include" NCCL_LIBDIR="$l"
+      break 2
+    fi
+  done
+done
+nccl_rc=0
+if [ -z "$NCCL_INC" ]; then
+  echo "NCCL not found (nccl.h and libnccl.so*; set NCCL_HOME)"
+  status "NCCL all-reduce, 1 GPU" "not run: NCCL not found (set NCCL_HOME)"
+else
+  NCCL_SO="$(cd "$NCCL_LIBDIR" && ls libnccl.so libnccl.so.* 2>/dev/null | head -1)"
+  echo "NCCL: $NCCL_INC, $NCCL_LIBDIR/$NCCL_SO"
+  if "$NVCC" -O2 -I"$NCCL_INC" -Xcompiler -std=c11,-D_GNU_SOURCE,-Wall,-Wextra,-Werror \
+       -c bench/nccl_one.c -o "$B/nccl_one.o" 2>&1 | tee -a "$OUT/build.log" \
+     && "$NVCC" "$B/nccl_one.o" -L"$NCCL_LIBDIR" -l:"$NCCL_SO" \
+       -Xlinker -rpath,"$NCCL_LIBDIR":"$CUDA_LIB" -o "$B/nccl_one" 2>&1 | tee -a "$OUT/build.log" \
+     && [ -x "$B/nccl_one" ]; then
+    timeout 120 "$B/nccl_one" 256 2>&1 | tee "$OUT/nccl.txt"
+    nccl_rc=${PIPESTATUS[0]}
+    line="$(grep '^nccl_one: ' "$OUT/nccl.txt" | tail -1 | sed 's/^nccl_one: //')"
+    status "NCCL all-reduce, 1 GPU" "${line:-failed} (exit $nccl_rc)"
+  else
+    nccl_rc=1
+    status "NCCL all-reduce, 1 GPU" "build FAILED (build.log)"
+  fi
+fi
 status "CLIP ViT-B/16 step, MFU" "not yet: the trainer has no device path"
 
 echo
 echo "== gpu_check summary"
 cat "$OUT/summary.txt"
-exit $((rc != 0))
+exit $((rc != 0 || nccl_rc != 0))

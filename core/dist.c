@@ -8,7 +8,9 @@
  *
  * A collective that does not finish within the timeout aborts the whole job with a message that
  * names the rank that waited: the others died or hang, and without the deadline the survivors
- * would wait forever. The waiting is a nonblocking collective polled against the deadline.
+ * would wait forever. The waiting is a nonblocking collective polled against the deadline. The
+ * gradient all-reduce can also be started without waiting (ts_dist_allreduce_start_f32), so
+ * that it overlaps backward, and waited for later with the same deadline.
  *
  * What this file is not: a communication library. There is no point-to-point messaging, no
  * communicator other than the world, and no GPU collective (NCCL is planned beside these
@@ -100,7 +102,11 @@ ts_status ts_dist_init(ts_dist *d, int *argc, char ***argv, ts_err *err) {
 }
 
 void ts_dist_finalize(ts_dist *d) {
-    if (!d || !d->initialized) return;
+    if (!d) return;
+    free(d->pending);
+    d->pending = NULL;
+    d->npending = d->cap_pending = 0;
+    if (!d->initialized) return;
 #ifdef TS_HAVE_MPI
     MPI_Finalize();
 #endif
@@ -219,6 +225,70 @@ ts_status ts_dist_allreduce_sum_f64(ts_dist *d, double *buf, int64_t n, ts_err *
 #else
     (void)buf;
     (void)n;
+    (void)err;
+    return TS_OK;
+#endif
+}
+
+/* ---- reductions that overlap computation ----
+ *
+ * Started with MPI_Iallreduce and kept in d->pending until ts_dist_wait. OpenMPI has no thread
+ * of its own that advances them (ompi_info: "OMPI progress: no"): the rounds of a nonblocking
+ * collective, and on shared memory the copies themselves, happen inside MPI calls. So the
+ * caller calls ts_dist_progress often (the trainer does after every backward node), which costs
+ * a few microseconds when there is nothing to do. The timeout is kept by ts_dist_wait. */
+
+ts_status ts_dist_allreduce_start_f32(ts_dist *d, float *buf, int64_t n, ts_err *err) {
+    if (!d || !d->initialized || d->world == 1 || n <= 0) return TS_OK;
+#ifdef TS_HAVE_MPI
+    for (int64_t off = 0; off < n; off += TS_DIST_BUCKET) {
+        int cnt = (int)(n - off < TS_DIST_BUCKET ? n - off : TS_DIST_BUCKET);
+        if (d->npending == d->cap_pending) { /* grows on the first step only */
+            int cap = d->cap_pending ? 2 * d->cap_pending : 64;
+            MPI_Request *r = realloc(d->pending, (size_t)cap * sizeof *r);
+            if (!r) return ts_fail(err, TS_ERR_NOMEM, "out of memory");
+            d->pending = r;
+            d->cap_pending = cap;
+        }
+        MPI_Request *req = (MPI_Request *)d->pending + d->npending;
+        if (MPI_Iallreduce(MPI_IN_PLACE, buf + off, cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+                           req) != MPI_SUCCESS)
+            return ts_fail(err, TS_ERR_IO, "rank %d: all-reduce of %d floats failed to start",
+                           d->rank, cnt);
+        d->npending++;
+    }
+    return TS_OK;
+#else
+    (void)buf;
+    (void)err;
+    return TS_OK;
+#endif
+}
+
+void ts_dist_progress(ts_dist *d) {
+#ifdef TS_HAVE_MPI
+    if (!d || !d->npending) return;
+    int done = 0;
+    int rc = MPI_Testall(d->npending, d->pending, &done, MPI_STATUSES_IGNORE);
+    if (rc != MPI_SUCCESS) { /* the job cannot go on; nobody should wait for this rank */
+        char s[MPI_MAX_ERROR_STRING];
+        int len = 0;
+        MPI_Error_string(rc, s, &len);
+        ts_dist_abort(d, 1, "all-reduce of gradient buckets failed: %s", s);
+    }
+#else
+    (void)d;
+#endif
+}
+
+ts_status ts_dist_wait(ts_dist *d, const char *what, ts_err *err) {
+    if (!d || !d->npending) return TS_OK;
+#ifdef TS_HAVE_MPI
+    int n = d->npending;
+    d->npending = 0;
+    return wait_all(d, d->pending, n, what, err);
+#else
+    (void)what;
     (void)err;
     return TS_OK;
 #endif

@@ -151,6 +151,7 @@ ts_status ts_params_finalize(ts_params *p, uint64_t seed, ts_err *err) {
 }
 
 int ts_params_count(const ts_params *p) { return p->n; }
+size_t ts__params_offset(const ts_params *p, int i) { return p->p[i].offset; }
 ts_tensor *ts_params_get(const ts_params *p, int i) { return p->p[i].t; }
 int ts_params_flags(const ts_params *p, int i) { return p->p[i].flags; }
 

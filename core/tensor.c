@@ -360,16 +360,33 @@ static void retire_grad(ts_ctx *c, ts_tensor *t) {
     t->grad = NULL;
 }
 
-static void walk_tape(ts_ctx *c, void (*hook)(const ts_node *n, int done, void *user),
-                      void *user);
+/* What the walk calls besides the backward functions (any may be NULL): hook before (done 0)
+ * and after (done 1) each node it runs, passed after each tape position, run or skipped. */
+typedef struct walk_calls {
+    void (*hook)(const ts_node *n, int done, void *user);
+    void (*passed)(int64_t pos, void *user);
+    void *user;
+} walk_calls;
 
-void ts_backward(ts_ctx *c, ts_tensor *loss) {
+static void walk_tape(ts_ctx *c, const walk_calls *w);
+
+static void seed_loss(ts_ctx *c, ts_tensor *loss) {
     TS_CHECK(loss->numel == 1, "backward from a tensor of %lld elements (needs a scalar)",
              (long long)loss->numel);
     TS_CHECK(loss->requires_grad, "backward from a tensor that does not require grad");
     float *dl = ts__grad(c, loss);
     dl[0] += 1.0f;
-    walk_tape(c, NULL, NULL);
+}
+
+void ts_backward(ts_ctx *c, ts_tensor *loss) {
+    seed_loss(c, loss);
+    walk_tape(c, &(walk_calls){ 0 });
+}
+
+void ts__backward_passing(ts_ctx *c, ts_tensor *loss, void (*passed)(int64_t pos, void *user),
+                          void *user) {
+    seed_loss(c, loss);
+    walk_tape(c, &(walk_calls){ NULL, passed, user });
 }
 
 void ts_backward_with(ts_ctx *c, ts_tensor *y, const ts_tensor *dy) {
@@ -389,21 +406,22 @@ void ts__backward_with_hook(ts_ctx *c, ts_tensor *y, const ts_tensor *dy,
         const float *d = ts_f32(dy);
         for (int64_t i = 0; i < y->numel; i++) g[i] += d[i];
     }
-    walk_tape(c, hook, user);
+    walk_tape(c, &(walk_calls){ hook, NULL, user });
 }
 
-static void walk_tape(ts_ctx *c, void (*hook)(const ts_node *n, int done, void *user),
-                      void *user) {
+static void walk_tape(ts_ctx *c, const walk_calls *w) {
     int saved = c->grad_enabled;
     c->grad_enabled = 0; /* backward functions use ops without recording them */
     for (int64_t i = c->tape.n - 1; i >= 0; i--) {
         ts_node *n = c->tape.nodes[i];
-        if (!n->out->grad) continue;
-        if (hook) hook(n, 0, user);
-        n->backward(c, n);
-        /* every consumer of out came later on the tape and is done: its gradient is dead */
-        if (!n->out->name) retire_grad(c, n->out);
-        if (hook) hook(n, 1, user);
+        if (n->out->grad) {
+            if (w->hook) w->hook(n, 0, w->user);
+            n->backward(c, n);
+            /* every consumer of out came later on the tape and is done: its gradient is dead */
+            if (!n->out->name) retire_grad(c, n->out);
+            if (w->hook) w->hook(n, 1, w->user);
+        }
+        if (w->passed) w->passed(i, w->user);
     }
     /* Whatever is still shared is held by leaves (and perhaps the caller): each leaf but the
      * last gets its own copy, and the last one too when the caller holds the buffer. */

@@ -61,6 +61,17 @@ float *ts__grad_adopt(ts_ctx *c, ts_node *n, ts_tensor *t, float *beta);
 void ts__backward_with_hook(ts_ctx *c, ts_tensor *y, const ts_tensor *dy,
                             void (*hook)(const ts_node *n, int done, void *user), void *user);
 
+/* ts_backward, calling passed(pos, user) after the walk has passed tape position pos (nodes are
+ * walked from the last position down to 0; pos is passed whether its node ran or had no
+ * gradient to propagate). Once pos is passed, no later backward function adds to the gradient
+ * of a tensor whose first use on the tape is at pos or after (core/buckets.c builds on this). */
+void ts__backward_passing(ts_ctx *c, ts_tensor *loss, void (*passed)(int64_t pos, void *user),
+                          void *user);
+
+/* Where parameter i's data starts in each section of the parameter block (in floats); its
+ * slot runs to the next parameter's offset (or the section's end): 64-byte padding included. */
+size_t ts__params_offset(const ts_params *p, int i);
+
 /* Internal allocation of a tensor header (no data) in the step arena. */
 ts_tensor *ts__header(ts_ctx *c, ts_dtype dtype, int ndim, const int64_t *shape);
 

@@ -381,6 +381,9 @@ enum {
     TS_PARAM_BUFFER = 2,    /* not trained (running statistics): no grad, no optimizer */
     TS_PARAM_FROZEN = 4,    /* trainable in general but held fixed in this run (a frozen
                              * encoder): no grad is computed and the optimizer skips it */
+    TS_PARAM_RUNNING = 8,   /* with TS_PARAM_BUFFER: a statistic that every rank updates from
+                             * its own rows (batch norm's running mean and variance); the
+                             * trainer averages it over the ranks after every step */
 };
 
 /* The set of parameters of a model. Modules register parameters (name, shape, init) while the
@@ -412,6 +415,28 @@ size_t ts_params_bytes(const ts_params *p);
  * or gradient (section 1), padding included, and its length in floats into *n. One all-reduce
  * over the gradient section reduces every gradient at once. Valid after finalize. */
 float *ts_params_section(const ts_params *p, int section, size_t *n);
+
+/* Gradient buckets (core/buckets.c): the gradient section cut into contiguous slices of about
+ * bucket_bytes, starting from the last registered parameter (the first whose gradients
+ * backward finishes), so that each slice can be reduced across ranks while backward is still
+ * computing the others, as PyTorch DDP's buckets are. A parameter never straddles two buckets;
+ * padding goes with the parameter before it. Built once per model, after finalize. */
+typedef struct ts_grad_buckets ts_grad_buckets;
+ts_grad_buckets *ts_grad_buckets_new(const ts_params *p, size_t bucket_bytes);
+void ts_grad_buckets_free(ts_grad_buckets *b); /* NULL is a no-op */
+int ts_grad_buckets_count(const ts_grad_buckets *b);
+/* Bucket k's slice of the gradient section: *n floats from the returned pointer. */
+float *ts_grad_buckets_slice(const ts_grad_buckets *b, int k, int64_t *n);
+/* ts_backward(c, loss) that hands each bucket to ready(k, grad, n, user) as soon as no later
+ * part of the walk adds to any gradient in it (the walk has passed the first tape use of each
+ * of its parameters), and calls poll(user) (may be NULL) after every tape position, so that a
+ * caller's communication advances while backward computes. Buckets are handed over in order
+ * 0, 1, 2... whatever the order in which they become final, so that every rank of a run starts
+ * its reductions in the same order; each exactly once per call, the last ones when the walk
+ * ends. What ready does with the slice must leave it alone until the caller waits for it. */
+void ts_backward_buckets(ts_ctx *c, ts_tensor *loss, ts_grad_buckets *b,
+                         void (*ready)(int k, float *grad, int64_t n, void *user),
+                         void (*poll)(void *user), void *user);
 /* A printf-style name builder for modules: ts_pname(buf, "%s.attn.in_proj_weight", prefix). */
 const char *ts_pname(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -590,6 +615,8 @@ typedef struct ts_dist {
     double timeout_s;             /* a collective that takes longer aborts the job (0: never) */
     double comm_s;                /* seconds spent waiting in collectives since init */
     int initialized;              /* MPI was initialised by ts_dist_init */
+    void *pending;                /* private: nonblocking all-reduces in flight */
+    int npending, cap_pending;
 } ts_dist;
 
 /* 1 when this build has MPI. */
@@ -604,12 +631,22 @@ int ts_dist_world(const ts_dist *d); /* 1 for NULL */
 /* In-place sums over all ranks: afterwards every rank holds the same n values. */
 ts_status ts_dist_allreduce_sum_f32(ts_dist *d, float *buf, int64_t n, ts_err *err);
 ts_status ts_dist_allreduce_sum_f64(ts_dist *d, double *buf, int64_t n, ts_err *err);
-/* Copy bytes from rank root's buf into every other rank's buf. */
+/* The same sum started without waiting, for overlapping it with computation: buf must be left
+ * alone until ts_dist_wait returns. ts_dist_progress lets the reductions in flight advance
+ * (MPI moves the data of a nonblocking collective only inside its calls) and returns at once,
+ * ending the job (ts_dist_abort) if one failed; ts_dist_wait waits for all of them, against the
+ * collective timeout like every collective (what names them in its message). Started
+ * reductions must be waited for before any other collective, and every rank must start the
+ * same reductions in the same order. */
+ts_status ts_dist_allreduce_start_f32(ts_dist *d, float *buf, int64_t n, ts_err *err);
+void ts_dist_progress(ts_dist *d);
+ts_status ts_dist_wait(ts_dist *d, const char *what, ts_err *err);
 /* Every rank's n floats, in rank order, into recv (the sum of all ranks' n); counts (world)
  * receives each rank's n when not NULL. Ranks may give different n. With recv NULL only the
  * counts are gathered. */
 ts_status ts_dist_allgather_f32(ts_dist *d, const float *send, int64_t n, float *recv,
                                 int64_t *counts, ts_err *err);
+/* Copy bytes from rank root's buf into every other rank's buf. */
 ts_status ts_dist_broadcast(ts_dist *d, void *buf, size_t bytes, int root, ts_err *err);
 /* Wait until every rank arrives; what names the wait in a timeout message. */
 ts_status ts_dist_barrier(ts_dist *d, const char *what, ts_err *err);
@@ -878,6 +915,8 @@ typedef struct ts_train_cfg {
     int device;        /* 0 cpu, 1 cuda */
     int deterministic;
     double collective_timeout_s; /* several ranks: a collective waits at most this long */
+    int overlap_allreduce;       /* several ranks: reduce gradient buckets during backward */
+    double bucket_mib;           /* the size of those buckets */
 } ts_train_cfg;
 typedef struct ts_optim_recipe {
     int name;          /* 0 adamw, 1 sgd */

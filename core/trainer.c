@@ -9,13 +9,15 @@
  * never stopped.
  *
  * Data parallelism (opts->dist of several ranks): every rank runs this same loop on its share of
- * each global batch. After the micro-batches, each rank weights its gradient by its share of the
- * batch and one sum all-reduce over the parameters' gradient section gives every rank the
- * gradient of the whole batch; the optimizer steps are then identical everywhere. A second small
- * all-reduce carries the loss, the task's metrics and the stop flag, so that the log shows the
- * global batch and every rank stops at the same step. Rank 0 alone evaluates and writes the run
- * folder; the others wait at a barrier until a checkpoint is complete. With one rank none of
- * this runs and the loop is exactly the single-process loop.
+ * each global batch. Each rank weights its gradient by its share of the batch and a sum
+ * all-reduce over the parameters' gradient section gives every rank the gradient of the whole
+ * batch: in buckets started during the last micro-batch's backward (train.overlap_allreduce,
+ * the default), or in one piece after it. The optimizer steps are then identical everywhere. A
+ * second small all-reduce carries the loss, the task's metrics, the stop flag and the averaged
+ * batch-norm running statistics, so that the log shows the global batch, every rank stops at
+ * the same step and every replica (rank 0's checkpoint included) keeps the same buffers. Rank 0
+ * alone evaluates and writes the run folder; the others wait at a barrier until a checkpoint is
+ * complete. With one rank none of this runs and the loop is exactly the single-process loop.
  *
  * The trainer knows nothing of models or objectives: it sees a ts_task. It does not install
  * signal handlers either: the command line does, and sets *opts->stop.
@@ -51,6 +53,10 @@ static const ts_key train_keys[] = {
     TS_KEY(TS_KEY_BOOL, ts_train_cfg, deterministic, "true", "same losses on every run"),
     TS_KEY(TS_KEY_FLOAT, ts_train_cfg, collective_timeout_s, "300",
            "several ranks: seconds a collective may wait before the job aborts (0: forever)"),
+    TS_KEY(TS_KEY_BOOL, ts_train_cfg, overlap_allreduce, "true",
+           "several ranks: all-reduce gradient buckets while backward runs (false: after it)"),
+    TS_KEY(TS_KEY_FLOAT, ts_train_cfg, bucket_mib, "4",
+           "several ranks, overlap_allreduce: MiB of gradients per all-reduce bucket"),
 };
 
 static const char *const optimizers[] = { "adamw", "sgd", NULL };
@@ -86,6 +92,10 @@ ts_status ts_train_parse(ts_recipe *r, ts_train_cfg *train, ts_optim_recipe *opt
     if (train->collective_timeout_s < 0)
         return ts_fail(err, TS_ERR_RECIPE, "%s: train.collective_timeout_s must be >= 0",
                        ts_recipe_where(r, "train.collective_timeout_s", where, sizeof where));
+    if (!(train->bucket_mib > 0) || train->bucket_mib > 4096)
+        return ts_fail(err, TS_ERR_RECIPE, "%s: train.bucket_mib must be in (0, 4096], got %g",
+                       ts_recipe_where(r, "train.bucket_mib", where, sizeof where),
+                       train->bucket_mib);
     if (train->device == 1)
 #ifdef TS_HAVE_CUDA
         return ts_fail(err, TS_ERR_UNSUPPORTED, "%s: train.device: cuda: this build has the CUDA "
@@ -131,6 +141,15 @@ typedef struct run {
     char dir[4096];
     FILE *metrics;
     char *recipe_yaml;
+    /* several ranks */
+    float share;              /* this rank's fraction of every global batch */
+    ts_grad_buckets *buckets; /* train.overlap_allreduce: reduced during the last backward */
+    double comm_s;            /* this step: seconds inside the gradients' communication calls */
+    ts_status comm_st;        /* the first failure to start a bucket's all-reduce */
+    ts_err *err;
+    int *running;             /* indices of the TS_PARAM_RUNNING buffers, averaged every step */
+    int nrunning;
+    double *stats;            /* [stop, loss, metrics..., running buffers...] summed over ranks */
 } run;
 
 static double now_s(void) {
@@ -304,18 +323,124 @@ static int threads_per_rank(const ts_dist *d) {
     return procs / d->local_world > 1 ? procs / d->local_world : 1;
 }
 
-/* Sum the weighted gradients of all ranks, and with them the step's loss, metrics and stop
- * flag: stats holds [stop, loss, metric values...] weighted by this rank's share. */
-static ts_status reduce_step(run *R, float share, double *stats, int nstats, double *comm_s,
-                             ts_err *err) {
+/* ---- several ranks: the reductions of a step ----
+ *
+ * Every rank multiplies its gradient by its share of the global batch and the ranks' sum is the
+ * gradient of the whole batch. Without overlap that is one all-reduce of the gradient section
+ * after the micro-batches. With train.overlap_allreduce the last micro-batch's backward hands
+ * each gradient bucket over as soon as it is final (ts_backward_buckets), its all-reduce starts
+ * at once and is advanced between tape nodes, and the step waits for all of them before
+ * clipping. The arithmetic is the same either way (each element is share * g summed over
+ * ranks), so the result is the same: bitwise with two ranks, whose sum does not depend on the
+ * order, and to rounding with more, where MPI may add in another order for another size. */
+
+static void bucket_ready(int k, float *g, int64_t n, void *user) {
+    run *R = user;
+    (void)k;
+    for (int64_t i = 0; i < n; i++) g[i] *= R->share;
+    if (R->comm_st) return; /* a start failed: the step reports it after backward */
+    double t0 = now_s();
+    R->comm_st = ts_dist_allreduce_start_f32(R->dist, g, n, R->err);
+    R->comm_s += now_s() - t0;
+}
+
+static void bucket_poll(void *user) {
+    run *R = user;
+    double t0 = now_s();
+    ts_dist_progress(R->dist);
+    R->comm_s += now_s() - t0;
+}
+
+/* The micro-batch's backward: with overlap on the last micro-batch, the buckets' all-reduces
+ * start during it. */
+static void backward(run *R, ts_tensor *loss, int last) {
+    if (R->buckets && last) ts_backward_buckets(R->c, loss, R->buckets, bucket_ready,
+                                                bucket_poll, R);
+    else ts_backward(R->c, loss);
+}
+
+/* Batch-norm running statistics, averaged over the ranks after every step and weighted by the
+ * shares, like the gradients. Why this and not rank 0's copy broadcast (DDP's
+ * broadcast_buffers) or synchronised batch norm: every rank normalised its rows with the mean
+ * and variance of its own rows, so the running statistics that describe what training did are
+ * the average of the ranks' (as timm's distribute_bn keeps them); the update is linear in the
+ * batch mean, so the averaged running mean is exactly the one a process with the global batch
+ * would keep, and the averaged running variance is the ranks' mean within-rank variance, which
+ * misses only the spread of the ranks' means around the global mean (which the normalisation
+ * never saw either). Rank 0's buffers alone would describe its share of the data only; SyncBN
+ * would change what the model computes (and add a collective to every batch norm, forward and
+ * backward). */
+static void pack_running(run *R, double *dst) {
+    for (int r = 0; r < R->nrunning; r++) {
+        const ts_tensor *t = ts_params_get(R->task->params, R->running[r]);
+        for (int64_t j = 0; j < t->numel; j++) *dst++ = (double)R->share * ts_f32(t)[j];
+    }
+}
+
+static void unpack_running(run *R, const double *src) {
+    for (int r = 0; r < R->nrunning; r++) {
+        ts_tensor *t = ts_params_get(R->task->params, R->running[r]);
+        for (int64_t j = 0; j < t->numel; j++) ts_f32(t)[j] = (float)*src++;
+    }
+}
+
+/* Finish the sum of the weighted gradients of all ranks, and with it of the step's loss,
+ * metrics, stop flag and running statistics: R->stats holds [stop, loss, metric values...]
+ * weighted by this rank's share, the running buffers are appended here. */
+static ts_status reduce_step(run *R, int nstats, double *comm_s, ts_err *err) {
     size_t n;
     float *g = ts_params_section(R->task->params, 1, &n);
-    for (size_t i = 0; i < n; i++) g[i] *= share;
-    double t0 = now_s();
-    ts_status st = ts_dist_allreduce_sum_f32(R->dist, g, (int64_t)n, err);
-    *comm_s = now_s() - t0;
+    ts_status st;
+    if (R->buckets) {
+        if (R->comm_st) return R->comm_st;
+        double t0 = now_s();
+        st = ts_dist_wait(R->dist, "all-reduce of the gradient buckets", err);
+        *comm_s = R->comm_s + now_s() - t0;
+    } else {
+        for (size_t i = 0; i < n; i++) g[i] *= R->share;
+        double t0 = now_s();
+        st = ts_dist_allreduce_sum_f32(R->dist, g, (int64_t)n, err);
+        *comm_s = now_s() - t0;
+    }
+    R->comm_s = 0;
     if (st) return st;
-    return ts_dist_allreduce_sum_f64(R->dist, stats, nstats, err);
+    int nrun = 0;
+    for (int r = 0; r < R->nrunning; r++)
+        nrun += (int)ts_params_get(R->task->params, R->running[r])->numel;
+    pack_running(R, R->stats + nstats);
+    if ((st = ts_dist_allreduce_sum_f64(R->dist, R->stats, nstats + nrun, err))) return st;
+    unpack_running(R, R->stats + nstats);
+    return TS_OK;
+}
+
+/* Set up what several ranks need: the buckets, the list of running buffers, the stats array. */
+static ts_status setup_ranks(run *R, ts_err *err) {
+    const ts_params *p = R->task->params;
+    int np = ts_params_count(p);
+    int64_t nrun = 0;
+    R->running = malloc((size_t)(np ? np : 1) * sizeof *R->running);
+    if (!R->running) return ts_fail(err, TS_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < np; i++)
+        if ((ts_params_flags(p, i) & (TS_PARAM_BUFFER | TS_PARAM_RUNNING)) ==
+            (TS_PARAM_BUFFER | TS_PARAM_RUNNING)) {
+            R->running[R->nrunning++] = i;
+            nrun += ts_params_get(p, i)->numel;
+        }
+    R->stats = malloc((size_t)(2 + TS_METRICS_MAX + nrun) * sizeof *R->stats);
+    if (!R->stats) return ts_fail(err, TS_ERR_NOMEM, "out of memory");
+    if (R->cfg->overlap_allreduce)
+        R->buckets = ts_grad_buckets_new(p, (size_t)(R->cfg->bucket_mib * (1 << 20)));
+    R->err = err;
+    if (R->rank == 0)
+        ts_log(TS_LOG_INFO, "data parallel: %d ranks, each computes %g of each global batch of "
+               "%lld; %.1f MiB of gradients all-reduced per step, %s; %d running statistics "
+               "averaged", R->world, (double)R->share, (long long)R->task->batch_size,
+               (double)ts_params_numel(p, 1) * 4 / (1 << 20),
+               R->buckets ? "in buckets during backward" : "after backward", R->nrunning);
+    if (R->rank == 0 && R->buckets)
+        ts_log(TS_LOG_INFO, "data parallel: %d gradient buckets of about %g MiB",
+               ts_grad_buckets_count(R->buckets), R->cfg->bucket_mib);
+    return TS_OK;
 }
 
 ts_status ts_train(ts_recipe *r, const ts_train_cfg *cfg, const ts_optim_recipe *oc,
@@ -336,6 +461,7 @@ ts_status ts_train(ts_recipe *r, const ts_train_cfg *cfg, const ts_optim_recipe 
      * the weighted sum of the ranks' gradients is the gradient of the global batch (also for a
      * task that builds the whole batch on every rank). */
     float share = 1.0f;
+    R.share = 1.0f;
     if (R.world > 1) {
         int64_t B = task->batch_size;
         if (B < R.world)
@@ -343,6 +469,7 @@ ts_status ts_train(ts_recipe *r, const ts_train_cfg *cfg, const ts_optim_recipe 
                            "every rank needs at least one sample of the global batch",
                            (long long)B, R.world);
         share = (float)((R.rank + 1) * B / R.world - R.rank * B / R.world) / (float)B;
+        R.share = share;
     }
 
     ts_optim_cfg ocfg = { oc->name == 0 ? TS_OPTIM_ADAMW : TS_OPTIM_SGD, (float)oc->lr,
@@ -391,11 +518,7 @@ ts_status ts_train(ts_recipe *r, const ts_train_cfg *cfg, const ts_optim_recipe 
         if ((st = ts_dist_broadcast(R.dist, w, n * sizeof *w, 0, err))) goto done;
         for (int i = 0; i < 4; i++)
             R.c->rng.s[i] ^= (uint64_t)R.rank * 0xbf58476d1ce4e5b9ull;
-        if (R.rank == 0)
-            ts_log(TS_LOG_INFO, "data parallel: %d ranks, each computes %g of each global "
-                   "batch of %lld; %.1f MiB of gradients all-reduced per step", R.world,
-                   (double)share, (long long)task->batch_size,
-                   (double)ts_params_numel(task->params, 1) * 4 / (1 << 20));
+        if ((st = setup_ranks(&R, err))) goto done;
     }
     /* only now, with the checkpoint read and checked, is anything written */
     if (R.rank == 0 && (st = prepare_dir(&R, err))) goto done;
@@ -442,7 +565,7 @@ ts_status ts_train(ts_recipe *r, const ts_train_cfg *cfg, const ts_optim_recipe 
                 goto done;
             }
             if (cfg->accum > 1) loss = ts_scale(R.c, loss, 1.0f / (float)cfg->accum);
-            ts_backward(R.c, loss);
+            backward(&R, loss, a == cfg->accum - 1);
             step_loss += lv / (double)cfg->accum;
             for (int i = 0; i < m.n; i++)
                 ts_metrics_set(&last, m.name[i], (a ? last.value[i] : 0) + m.value[i] /
@@ -450,11 +573,11 @@ ts_status ts_train(ts_recipe *r, const ts_train_cfg *cfg, const ts_optim_recipe 
             ts_ctx_reset(R.c);
         }
         if (R.world > 1) {
-            double stats[2 + TS_METRICS_MAX], comm_s = 0;
+            double *stats = R.stats, comm_s = 0;
             stats[0] = opts && opts->stop && *opts->stop;
             stats[1] = share * step_loss;
             for (int i = 0; i < last.n; i++) stats[2 + i] = share * last.value[i];
-            if ((st = reduce_step(&R, share, stats, 2 + last.n, &comm_s, err))) goto done;
+            if ((st = reduce_step(&R, 2 + last.n, &comm_s, err))) goto done;
             stop_all = stats[0] > 0;
             step_loss = stats[1];
             for (int i = 0; i < last.n; i++) last.value[i] = stats[2 + i];
@@ -478,9 +601,9 @@ ts_status ts_train(ts_recipe *r, const ts_train_cfg *cfg, const ts_optim_recipe 
             ts_metrics m = last;
             ts_metrics_set(&m, "loss", loss_acc / (double)log_steps);
             ts_metrics_set(&m, "grad_norm", gnorm);
-            if (R.world > 1) { /* the gradient all-reduce, in ms per step */
+            if (R.world > 1) { /* the gradient all-reduce not hidden by backward, ms/step */
                 ts_metrics_set(&m, "allreduce_ms", 1e3 * comm_acc / (double)log_steps);
-                snprintf(comm, sizeof comm, " | all-reduce %.2f ms", 1e3 * comm_acc /
+                snprintf(comm, sizeof comm, " | all-reduce %.2f ms exposed", 1e3 * comm_acc /
                          (double)log_steps);
             }
             fmt_metrics(extra, sizeof extra, &last);
@@ -510,6 +633,9 @@ ts_status ts_train(ts_recipe *r, const ts_train_cfg *cfg, const ts_optim_recipe 
            now_s() - t_start, (double)ts_arena_high_water(R.c->step) / (1 << 20));
 done:
     if (R.metrics) fclose(R.metrics);
+    ts_grad_buckets_free(R.buckets);
+    free(R.running);
+    free(R.stats);
     free(R.recipe_yaml);
     ts_ctx_free(R.c);
     return st;

@@ -30,6 +30,8 @@ cp r.yaml bad.yaml; sed -i '/  lr: 3.0e-3/d' bad.yaml
 expect 1 "missing required key optim.lr" -- "$TS" train bad.yaml
 cp r.yaml bad.yaml; sed -i 's/  task: sort/  task: shuffle/' bad.yaml
 expect 1 "data.task: 'shuffle' is not one of: reverse, sort, copy" -- "$TS" train bad.yaml
+expect 1 "train.bucket_mib must be in (0, 4096], got 0" -- \
+  "$TS" train r.yaml --set train.bucket_mib=0
 cp r.yaml bad.yaml; sed -i 's/  type: seq_transformer/  type: vit_huge/' bad.yaml
 expect 1 "model.type 'vit_huge' is not a model tessera knows (valid: seq_transformer, text_mlm, mae, clip, vla)" -- "$TS" train bad.yaml
 printf 'train:\n  steps: [1, 2\n' > bad.yaml

@@ -4,7 +4,10 @@
 # rank in bounded time; the last checkpoint then resumes, also with another number of ranks.
 #
 # 1. 2 and 3 ranks against one process over 20 steps of the quickstart task: the losses agree
-#    within 1e-5 relative and every tensor of the final model.safetensors within 1e-5.
+#    within 1e-5 relative and every tensor of the final model.safetensors within 1e-5. The ranks
+#    all-reduce their gradients in small buckets during backward (train.overlap_allreduce, with
+#    train.bucket_mib small enough for nine buckets); with the overlap turned off, 2 ranks
+#    give bitwise the same checkpoint.
 # 2. The 2-rank run's checkpoint of step 10 resumed by 1 process gives the same last 10 losses.
 # 3. kill -9 of rank 1 mid-run: mpirun ends the job, naming rank 1; 1 process resumes.
 # 4. SIGSTOP of rank 1 (a hang): rank 0's collective times out after train.collective_timeout_s
@@ -12,6 +15,9 @@
 # 5. CLIP over the global batch: 2 ranks that each read one shard and gather both embeddings
 #    (ts_all_gather) train as one process reading both: the same losses and weights, with plain
 #    SGD so that a wrongly scaled gradient would show (AdamW would hide the scale).
+# 6. Batch-norm running statistics (tests/mpi_running.c): after a run of 1, 2 and 3 ranks every
+#    rank, and rank 0's checkpoint, holds the ranks' statistics averaged, as computed from the
+#    data, and not rank 0's own.
 # Registered only when CMake found MPI; OpenMPI's launcher needs --allow-run-as-root as root and
 # --oversubscribe for more ranks than cores.
 source "$(dirname "$0")/clilib.sh"
@@ -91,13 +97,18 @@ PY
 "$TS" train r.yaml --quiet --set train.out_dir="$WORK/one" 2> log.txt || { cat log.txt; fail "1 process failed"; }
 final=checkpoints/step_00000020/model.safetensors
 for n in 2 3; do
-  mpi "$n" "$TS" train r.yaml --quiet --set train.out_dir="$WORK/np$n" > log.txt 2>&1 \
-    || { cat log.txt; fail "$n ranks failed"; }
+  mpi "$n" "$TS" train r.yaml --quiet --set train.out_dir="$WORK/np$n" \
+    --set train.bucket_mib=0.002 > log.txt 2>&1 || { cat log.txt; fail "$n ranks failed"; }
   compare "$WORK/one/metrics.jsonl" "$WORK/np$n/metrics.jsonl" "$WORK/one/$final" "$WORK/np$n/$final" \
     || fail "$n ranks do not match one process"
   pass "$n ranks with the global batch split match one process over 20 steps"
 done
 grep -q '"allreduce_ms"' "$WORK/np2/metrics.jsonl" || fail "no all-reduce time in the metrics of 2 ranks"
+mpi 2 "$TS" train r.yaml --set train.out_dir="$WORK/np2off" --set train.overlap_allreduce=false \
+  > log.txt 2>&1 || { cat log.txt; fail "2 ranks without overlap failed"; }
+grep -q "after backward" log.txt || { cat log.txt; fail "the overlap was not turned off"; }
+cmp "$WORK/np2/$final" "$WORK/np2off/$final" || fail "overlapped and plain all-reduce differ"
+pass "2 ranks: the all-reduce overlapped with backward gives bitwise the weights of the plain one"
 
 # 2. the 2-rank run resumed from its step-10 checkpoint by one process
 cp -r "$WORK/np2" "$WORK/re1"
@@ -220,3 +231,13 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if '"train"' in l]
 assert len(rows) == 6 and all(math.isfinite(r["loss"]) and "loss_proto" in r for r in rows), rows
 PY
 pass "ProtoCLIP over 2 ranks clusters the episode of both ranks"
+
+# 6. batch-norm running statistics averaged over the ranks
+RUNNING="${TS_MPI_RUNNING:-$(dirname "$TS")/tests/mpi_running}"
+"$RUNNING" "$WORK/bn1" > bn.txt 2>&1 || { cat bn.txt; fail "running statistics, one process"; }
+for n in 2 3; do
+  mpi "$n" "$RUNNING" "$WORK/bn$n" > bn.txt 2>&1 \
+    || { cat bn.txt; fail "running statistics, $n ranks"; }
+  grep "^rank 0" bn.txt | sed 's/^/  /'
+done
+pass "batch-norm running statistics are the ranks' average on every rank and in the checkpoint"

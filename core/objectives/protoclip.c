@@ -57,10 +57,12 @@ void ts_protoclip_head_init(ts_protoclip_head *h, ts_params *p, const char *pref
                               TS_SHAPE(o), TS_INIT_1, TS_PARAM_NO_DECAY);
         h->bn_b[l] = ts_param(p, ts_pname(name, sizeof name, "%s.%d.bias", prefix, bn), 1,
                               TS_SHAPE(o), TS_INIT_0, TS_PARAM_NO_DECAY);
+        /* running statistics: averaged over the ranks of a data-parallel run (trainer.c) */
+        const int running = TS_PARAM_BUFFER | TS_PARAM_RUNNING;
         h->bn_mean[l] = ts_param(p, ts_pname(name, sizeof name, "%s.%d.running_mean", prefix,
-                                             bn), 1, TS_SHAPE(o), TS_INIT_0, TS_PARAM_BUFFER);
+                                             bn), 1, TS_SHAPE(o), TS_INIT_0, running);
         h->bn_var[l] = ts_param(p, ts_pname(name, sizeof name, "%s.%d.running_var", prefix, bn),
-                                1, TS_SHAPE(o), TS_INIT_1, TS_PARAM_BUFFER);
+                                1, TS_SHAPE(o), TS_INIT_1, running);
         width = o;
     }
 }
