@@ -178,6 +178,10 @@ extern const float TS_CLIP_MEAN[3], TS_CLIP_STD[3];
  * computed in float32 in that order. out holds 3 * w * h floats (a slot of a batch buffer). */
 void ts_image_to_chw(const ts_image_u8 *im, const float mean[3], const float std[3],
                      float *out /* (3, h, w) */);
+/* The same for the mirror image of im: ts_image_hflip then ts_image_to_chw, bit for bit, in
+ * one pass and without touching im. */
+void ts_image_to_chw_hflip(const ts_image_u8 *im, const float mean[3], const float std[3],
+                           float *out /* (3, h, w) */);
 
 
 /* ---------------------------------------------------------------------------------------- */

@@ -384,9 +384,10 @@ static int process(ts_pipe *p, worker *w, ts_sample *sm, slot *s, int r, char *m
             snprintf(msg, ROW_MSG, "%.480s: empty image", sm->where);
             return TS_BAD_DECODE;
         }
+        int flip = 0;
         if (train) {
             st = ts_image_resized_crop(&w->out, &w->im, where, S, S, x->interp, &e);
-            if (!st && x->hflip > 0 && ts_rng_uniform(&rng) < x->hflip) ts_image_hflip(&w->out);
+            flip = !st && x->hflip > 0 && ts_rng_uniform(&rng) < x->hflip;
         } else {
             st = ts_image_resize_short(&w->tmp, &w->im, x->resize > 0 ? x->resize : S, x->interp,
                                        &e);
@@ -397,8 +398,9 @@ static int process(ts_pipe *p, worker *w, ts_sample *sm, slot *s, int r, char *m
             return TS_BAD_DECODE;
         }
         int cl = x->mean[0] == 0 && x->mean[1] == 0 && x->mean[2] == 0;
-        ts_image_to_chw(&w->out, cl ? TS_CLIP_MEAN : x->mean, cl ? TS_CLIP_STD : x->std,
-                        s->images + (size_t)r * p->img_floats);
+        (flip ? ts_image_to_chw_hflip : ts_image_to_chw)(&w->out, cl ? TS_CLIP_MEAN : x->mean,
+                                                         cl ? TS_CLIP_STD : x->std,
+                                                         s->images + (size_t)r * p->img_floats);
     }
     s->labels[r] = sm->has_label ? sm->label : -1;
     s->sidx[r] = sm->index;

@@ -638,6 +638,16 @@ static void transform_rules(void **state) {
         float want = ((float)src.data[3 * 40 + c] / 255.0f - TS_CLIP_MEAN[c]) / TS_CLIP_STD[c];
         assert_true(chw[c * 31 * 17 + 40] == want);
     }
+    /* The mirrored version equals flip then ToTensor + Normalize, bit for bit. */
+    float *flipped = malloc(sizeof(float) * 3 * 31 * 17);
+    ts_image_to_chw_hflip(&src, TS_CLIP_MEAN, TS_CLIP_STD, flipped);
+    assert_int_equal(ts_image_crop(&a, &src, 0, 0, 17, 31, &err), TS_OK);
+    ts_image_hflip(&a);
+    ts_image_to_chw(&a, TS_CLIP_MEAN, TS_CLIP_STD, chw);
+    assert_memory_equal(flipped, chw, sizeof(float) * 3 * 31 * 17);
+    ts_image_to_chw(&src, TS_CLIP_MEAN, TS_CLIP_STD, chw); /* and differs from the unflipped */
+    assert_true(memcmp(flipped, chw, sizeof(float) * 3 * 31 * 17) != 0);
+    free(flipped);
     free(chw);
     ts_image_u8_free(&src), ts_image_u8_free(&a), ts_image_u8_free(&b), ts_image_u8_free(&flat);
 }
