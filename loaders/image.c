@@ -378,6 +378,8 @@ typedef struct jpeg_region {
     int picked, ow, oh;  /* pick was called, with the upright size ow x oh */
     ts_crop_box box;     /* what it returned */
     int rw, rh;          /* the region's size as stored (before orientation) */
+    int wx;              /* where the box starts in out: out is wider than the box when the
+                            window was decoded into it whole */
 } jpeg_region;
 
 static void box_check(ts_crop_box b, int w, int h) {
@@ -441,22 +443,37 @@ static int jpeg_region_run(jpeg_region *r, ts_image_u8 *out, const uint8_t *b, s
     int nc = is_cmyk ? 4 : 3;
     r->row = malloc((size_t)cw * (size_t)nc);
     if (!r->row) return -1;
-    uint8_t *dst;
-    if (is_cmyk) {
-        dst = r->cmyk = malloc((size_t)r->rw * (size_t)r->rh * 4);
-        if (!dst) return -1;
-    } else {
-        ts_err e;
-        if (ts_image_u8_reserve(out, r->rw, r->rh, &e)) return -1;
-        dst = out->data;
-    }
     if (y0 > 0 && jpeg_skip_scanlines(d, (JDIMENSION)y0) != (JDIMENSION)y0) return -1;
-    size_t span = (size_t)r->rw * (size_t)nc;
-    while ((int)d->output_scanline < y1) {
-        int y = (int)d->output_scanline;
-        JSAMPROW rows[1] = { r->row };
-        if (jpeg_read_scanlines(d, rows, 1) != 1) return -1;
-        memcpy(dst + (size_t)(y - y0) * span, r->row + (size_t)(x0 - (int)cx) * nc, span);
+    if (o == 1 && !is_cmyk) {
+        /* Upright RGB: the window's rows go straight into out, margins and all; the box
+         * starts r->wx columns in. */
+        ts_err e;
+        if (ts_image_u8_reserve(out, (int)cw, r->rh, &e)) return -1;
+        r->wx = x0 - (int)cx;
+        while ((int)d->output_scanline < y1) {
+            JSAMPROW rows[16];
+            int y = (int)d->output_scanline, k = 0;
+            for (; k < 16 && y + k < y1; k++) rows[k] = out->data + (size_t)(y + k - y0) * cw * 3;
+            if (jpeg_read_scanlines(d, rows, (JDIMENSION)k) == 0) return -1;
+        }
+    } else {
+        /* CMYK, or a box to be oriented: the box alone, one row at a time. */
+        uint8_t *dst;
+        if (is_cmyk) {
+            dst = r->cmyk = malloc((size_t)r->rw * (size_t)r->rh * 4);
+            if (!dst) return -1;
+        } else {
+            ts_err e;
+            if (ts_image_u8_reserve(out, r->rw, r->rh, &e)) return -1;
+            dst = out->data;
+        }
+        size_t span = (size_t)r->rw * (size_t)nc;
+        while ((int)d->output_scanline < y1) {
+            int y = (int)d->output_scanline;
+            JSAMPROW rows[1] = { r->row };
+            if (jpeg_read_scanlines(d, rows, 1) != 1) return -1;
+            memcpy(dst + (size_t)(y - y0) * span, r->row + (size_t)(x0 - (int)cx) * nc, span);
+        }
     }
     /* The rows below the box are entropy-decoded and thrown away (no inverse transform, no
      * upsampling, no colour conversion), and the decode is finished as the full decode
@@ -529,8 +546,8 @@ static ts_status decode_jpeg_box(ts_image_u8 *out, const uint8_t *b, size_t n, c
     free(r.cmyk);
     free(clean);
     if (done) {
-        ts_crop_box all = { 0, 0, r.box.h, r.box.w };
-        *where = all;
+        ts_crop_box in_out = { 0, r.wx, r.box.h, r.box.w };
+        *where = in_out;
         return TS_OK;
     }
     /* Anything the region decode did not take (a damaged or truncated file, memory) is

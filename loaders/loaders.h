@@ -151,10 +151,11 @@ ts_status ts_image_resized_crop(ts_image_u8 *out, const ts_image_u8 *in, ts_crop
  * (and at most once on failure), and must return a box inside the image. */
 typedef ts_crop_box (*ts_box_fn)(void *user, int w, int h);
 /* Decode buf as ts_image_decode does, but only as far as the box that pick chooses needs. On
- * success the box's pixels are in out at *where (a box of out): a JPEG is decoded over the
- * box only (plus a margin that is cut off), so out is just the box and *where is
- * {0, 0, box.h, box.w}; other images are decoded whole and *where is the box itself. Either
- * way the pixels are those of ts_image_decode followed by a crop, bit for bit.
+ * success the box's pixels are in out at *where (a box of out, box.w x box.h): a JPEG is
+ * decoded over the box's rows only, and over its columns plus a margin of up to a few dozen
+ * columns on each side, so out is the box or a little wider; other images are decoded whole
+ * and *where is the box itself. Either way the pixels are those of ts_image_decode followed by
+ * a crop, bit for bit.
  * Errors are ts_image_decode's, with the same messages, for the same files: a JPEG is still
  * entropy-decoded to its end (only the inverse DCT, upsampling and colour conversion are
  * skipped outside the box), so damage anywhere in it, above, inside or below the box, is

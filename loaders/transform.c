@@ -90,6 +90,8 @@ static int taps_make(taps *t, int in_size, int out_size, ts_interp interp) {
     return 0;
 }
 
+/* Four floats as one SIMD register (the vector extension of GCC and Clang): arithmetic is
+ * lane by lane, each lane rounded as the scalar operation would be. */
 typedef float v4f __attribute__((vector_size(16)));
 static inline v4f v4_load(const float *p) {
     v4f v;
