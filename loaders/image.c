@@ -280,9 +280,17 @@ static ts_status decode_jpeg(ts_image_u8 *out, const uint8_t *b, size_t n, const
                      tjGetErrorStr2(NULL));
         goto done;
     }
-    int w, h, subsamp, cs;
+    int w = 0, h = 0, subsamp, cs;
     if (tjDecompressHeader3(tj, b, (unsigned long)n, &w, &h, &subsamp, &cs) != 0) {
         st = jpeg_fail(err, tj, name, "header");
+        goto done;
+    }
+    /* TurboJPEG reports success without a size when the data ends (or an end-of-image marker
+     * comes) before the frame header: a file cut inside its header. */
+    if (w == 0 && h == 0) {
+        st = ts_fail(err, TS_ERR_FORMAT,
+                     "%s: corrupt or truncated JPEG (header): the data ends before the frame "
+                     "header", name);
         goto done;
     }
     /* A JPEG frame header holds 16-bit sizes; anything else is a damaged header, and would
@@ -512,7 +520,7 @@ static ts_status decode_jpeg_box(ts_image_u8 *out, const uint8_t *b, size_t n, c
         }
         /* TurboJPEG reads the header first, so that the region decode takes exactly the files
          * the full decode takes (TurboJPEG refuses subsampling layouts that libjpeg decodes). */
-        int w, h, subsamp, cs;
+        int w = 0, h = 0, subsamp, cs;
         if ((!s.junk || clean) && (tj = tjInitDecompress()) &&
             tjDecompressHeader3(tj, jb, (unsigned long)jn, &w, &h, &subsamp, &cs) == 0 && w > 0 &&
             h > 0 && w <= 65535 && h <= 65535) {

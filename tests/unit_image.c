@@ -384,6 +384,8 @@ static void jpeg_truncated(void **state) {
                          cuts[k], n);
             assert_int_equal(st, TS_ERR_FORMAT);
             assert_non_null(strstr(err.msg, "shard-7.tar:cut.jpg"));
+            if (cuts[k] >= 3 && !strstr(err.msg, "truncated")) /* still a JPEG to the sniffer */
+                fail_msg("cut at %zu: %s", cuts[k], err.msg);
             assert_int_equal(im.w, 0);
             if (k == 6) print_message("cut at %zu: %s\n", cuts[k], err.msg);
         }
