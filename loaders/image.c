@@ -10,8 +10,9 @@
  *
  * A JPEG can also be decoded over a crop box only (ts_image_decode_box, for RandomResizedCrop,
  * whose box depends on nothing but the image's size): the libjpeg API of the same
- * libjpeg-turbo (TurboJPEG 2.x cannot crop) inverse-transforms only the box's columns, skips
- * the rows above it and stops after its last row. The pixels are those of the full decode.
+ * libjpeg-turbo (TurboJPEG 2.x cannot crop) inverse-transforms, upsamples and converts only
+ * the box's columns and rows; the rest of the file is entropy-decoded only, so that damage
+ * anywhere is still found. The pixels are those of the full decode, bit for bit.
  *
  * What it is not: a colour-managed decoder (ICC profiles and PNG gamma are ignored, as PIL's
  * convert("RGB") ignores them) or a general-purpose one (no 16-bit output, no GIF or WebP).

@@ -1,7 +1,8 @@
 /* loaders.h: the public header of tessera's input layer.
  *
- * Image decoders (JPEG through libjpeg-turbo's TurboJPEG API, PNG through libspng) that turn a
- * file or a memory buffer into an 8-bit RGB image, and the image transforms of CLIP-style
+ * Image decoders (JPEG through libjpeg-turbo's TurboJPEG API, and its libjpeg API to decode
+ * only a crop box; PNG through libspng) that turn a file or a memory buffer into an 8-bit RGB
+ * image, and the image transforms of CLIP-style
  * training (resize with antialiasing, center crop, RandomResizedCrop, horizontal flip,
  * normalisation to float CHW), written to match torchvision 0.14 on uint8 tensors; video
  * frames through FFmpeg with accurate seeking; robot demonstrations in HDF5 (robomimic, LIBERO,
