@@ -3,7 +3,8 @@
  * Every input is decoded three ways (full size; DCT-scaled with EXIF orientation ignored; at
  * the smallest scale) and a decoded image is resized once, so that the marker walk, the EXIF
  * parser, the scale choice, the CMYK conversion and the orientation transforms all see
- * hostile bytes. The decoder must return TS_OK or an error; a crash, a leak or undefined
+ * hostile bytes; then twice over a crop box (ts_image_decode_box, the libjpeg path that skips
+ * rows and crops columns), with a box placed by the input's last bytes. The decoder must return TS_OK or an error; a crash, a leak or undefined
  * behaviour is a finding. It is not a test of correctness: tests/unit_image.c is.
  *
  * Build and run: fuzz/run.sh (clang, -DTESSERA_FUZZ=ON). A crash file replays with
@@ -16,6 +17,17 @@
 #include "loaders.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* A box inside w x h placed by four bytes of the input (ts_box_fn). */
+static ts_crop_box pick_box(void *user, int w, int h) {
+    const uint8_t *k = user;
+    ts_crop_box b;
+    b.w = 1 + (int)((int64_t)k[0] * (w - 1) / 255);
+    b.h = 1 + (int)((int64_t)k[1] * (h - 1) / 255);
+    b.left = (int)((int64_t)k[2] * (w - b.w) / 255);
+    b.top = (int)((int64_t)k[3] * (h - b.h) / 255);
+    return b;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     /* Make every input a JPEG to the sniffer, so the fuzzer spends no time finding FF D8 FF. */
@@ -40,6 +52,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (ts_image_decode(&im, in, n, "fuzz.jpg", &opts[k], &info, &err) == TS_OK && im.w > 0 &&
             im.h > 0)
             ts_image_resize(&out, &im, 7, 5, k ? TS_INTERP_BICUBIC : TS_INTERP_BILINEAR, &err);
+    }
+    uint8_t key[4] = { 255, 255, 0, 0 };
+    if (size >= 4) memcpy(key, data + size - 4, 4);
+    for (int k = 0; k < 2; k++) {
+        ts_crop_box where;
+        if (ts_image_decode_box(&im, in, n, "fuzz.jpg", &opts[k], pick_box, key, &where, NULL,
+                                &err) == TS_OK)
+            ts_image_resized_crop(&out, &im, where, 7, 5, TS_INTERP_BILINEAR, &err);
     }
     ts_image_u8_free(&im);
     ts_image_u8_free(&out);

@@ -8,15 +8,23 @@
  * CMYK and alpha conversions to RGB, and strictness: any libjpeg warning is an error, so a
  * truncated file never becomes a half-grey image.
  *
+ * A JPEG can also be decoded over a crop box only (ts_image_decode_box, for RandomResizedCrop,
+ * whose box depends on nothing but the image's size): the libjpeg API of the same
+ * libjpeg-turbo (TurboJPEG 2.x cannot crop) inverse-transforms, upsamples and converts only
+ * the box's columns and rows; the rest of the file is entropy-decoded only, so that damage
+ * anywhere is still found. The pixels are those of the full decode, bit for bit.
+ *
  * What it is not: a colour-managed decoder (ICC profiles and PNG gamma are ignored, as PIL's
  * convert("RGB") ignores them) or a general-purpose one (no 16-bit output, no GIF or WebP).
  */
 #include <errno.h>
 #include <limits.h>
+#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <jpeglib.h>
 #include <spng.h>
 #include <turbojpeg.h>
 
@@ -273,9 +281,17 @@ static ts_status decode_jpeg(ts_image_u8 *out, const uint8_t *b, size_t n, const
                      tjGetErrorStr2(NULL));
         goto done;
     }
-    int w, h, subsamp, cs;
+    int w = 0, h = 0, subsamp, cs;
     if (tjDecompressHeader3(tj, b, (unsigned long)n, &w, &h, &subsamp, &cs) != 0) {
         st = jpeg_fail(err, tj, name, "header");
+        goto done;
+    }
+    /* TurboJPEG reports success without a size when the data ends (or an end-of-image marker
+     * comes) before the frame header: a file cut inside its header. */
+    if (w == 0 && h == 0) {
+        st = ts_fail(err, TS_ERR_FORMAT,
+                     "%s: corrupt or truncated JPEG (header): the data ends before the frame "
+                     "header", name);
         goto done;
     }
     /* A JPEG frame header holds 16-bit sizes; anything else is a damaged header, and would
@@ -335,6 +351,228 @@ done:
     free(cmyk);
     free(clean);
     return st;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* JPEG over a crop box                                                                     */
+
+/* libjpeg reports an error by calling error_exit, which must not return: it jumps back out of
+ * the decode. Warnings jump too, as TJFLAG_STOPONWARNING makes them stop the full decode, and
+ * so does a 501st scan, as TJFLAG_LIMITSCANS does. No message is kept: a region decode that
+ * fails is done again whole, and the full decode's error, in its words, is the one returned. */
+typedef struct jpeg_trap {
+    struct jpeg_error_mgr pub; /* first: libjpeg's err pointer is a pointer to it */
+    jmp_buf jb;
+} jpeg_trap;
+
+static void trap_error_exit(j_common_ptr c) { longjmp(((jpeg_trap *)(void *)c->err)->jb, 1); }
+static void trap_emit_message(j_common_ptr c, int level) {
+    if (level < 0) longjmp(((jpeg_trap *)(void *)c->err)->jb, 1);
+}
+static void trap_output_message(j_common_ptr c) { (void)c; }
+static void trap_progress(j_common_ptr c) {
+    if (c->is_decompressor && ((j_decompress_ptr)c)->input_scan_number > 500)
+        longjmp(((jpeg_trap *)(void *)c->err)->jb, 1);
+}
+
+/* What a region decode holds. It lives in the caller's frame, not in the frame of the function
+ * that calls setjmp, so that its fields keep their values across the jump. */
+typedef struct jpeg_region {
+    struct jpeg_decompress_struct d;
+    jpeg_trap trap;
+    struct jpeg_progress_mgr progress;
+    int created;         /* d is a live decompressor */
+    uint8_t *row;        /* one decoded row of the crop window */
+    uint8_t *cmyk;       /* the region as CMYK, for CMYK and YCCK files */
+    int picked, ow, oh;  /* pick was called, with the upright size ow x oh */
+    ts_crop_box box;     /* what it returned */
+    int rw, rh;          /* the region's size as stored (before orientation) */
+    int wx;              /* where the box starts in out: out is wider than the box when the
+                            window was decoded into it whole */
+} jpeg_region;
+
+static void box_check(ts_crop_box b, int w, int h) {
+    TS_CHECK(b.top >= 0 && b.left >= 0 && b.h > 0 && b.w > 0 && b.top + b.h <= h &&
+                 b.left + b.w <= w,
+             "crop box (top %d, left %d, %d x %d) outside a %d x %d image", b.top, b.left, b.w,
+             b.h, w, h);
+}
+
+/* Decode the box that pick chooses, in stored orientation, into out (RGB) or r->cmyk.
+ * Returns 0, or -1 when libjpeg stopped (an error, a warning, or memory).
+ *
+ * The box is mapped to stored coordinates through orientation o (a rectangle stays a
+ * rectangle). Columns: jpeg_crop_scanline, so that only the blocks of a window of columns are
+ * inverse-transformed, upsampled and converted. The window is the box widened by one iMCU on
+ * each side that is not an image edge: libjpeg's fancy upsampling makes each output pixel
+ * from its neighbours' chroma, and at the edge of a cropped window it has none, so the
+ * window's first and last columns differ from the full decode; inside the margin they are the
+ * same, bit for bit. Rows: jpeg_skip_scanlines over the rows above the box, which keeps the
+ * upsampler's context rows (it entropy-decodes whole iMCU rows without transforming them and
+ * reads the last few), so no margin is needed there; unit_image_box checks both. */
+static int jpeg_region_run(jpeg_region *r, ts_image_u8 *out, const uint8_t *b, size_t n, int o,
+                           tjscalingfactor sf, int is_cmyk, ts_box_fn pick, void *user) {
+    j_decompress_ptr d = &r->d;
+    d->err = jpeg_std_error(&r->trap.pub);
+    r->trap.pub.error_exit = trap_error_exit;
+    r->trap.pub.emit_message = trap_emit_message;
+    r->trap.pub.output_message = trap_output_message;
+    if (setjmp(r->trap.jb)) return -1;
+    jpeg_create_decompress(d);
+    r->created = 1;
+    r->progress.progress_monitor = trap_progress;
+    d->progress = &r->progress;
+    jpeg_mem_src(d, b, (unsigned long)n);
+    jpeg_read_header(d, TRUE);
+    /* TurboJPEG's settings for TJPF_RGB / TJPF_CMYK: accurate integer IDCT and fancy
+     * upsampling are libjpeg's defaults too. */
+    d->out_color_space = is_cmyk ? JCS_CMYK : JCS_EXT_RGB;
+    d->scale_num = (unsigned)sf.num, d->scale_denom = (unsigned)sf.denom;
+    jpeg_calc_output_dimensions(d);
+    int W = (int)d->output_width, H = (int)d->output_height;
+    if (W != TJSCALED((int)d->image_width, sf) || H != TJSCALED((int)d->image_height, sf))
+        return -1;
+    r->ow = o >= 5 ? H : W, r->oh = o >= 5 ? W : H;
+    r->box = pick(user, r->ow, r->oh);
+    r->picked = 1;
+    box_check(r->box, r->ow, r->oh);
+    int ax, ay, bx, by;
+    orient_src(o, W, H, r->box.left, r->box.top, &ax, &ay);
+    orient_src(o, W, H, r->box.left + r->box.w - 1, r->box.top + r->box.h - 1, &bx, &by);
+    int x0 = ax < bx ? ax : bx, x1 = (ax < bx ? bx : ax) + 1;
+    int y0 = ay < by ? ay : by, y1 = (ay < by ? by : ay) + 1;
+    r->rw = x1 - x0, r->rh = y1 - y0;
+
+    jpeg_start_decompress(d);
+    int mx = d->max_h_samp_factor * d->min_DCT_scaled_size;
+    JDIMENSION cx = (JDIMENSION)(x0 > mx ? x0 - mx : 0);
+    JDIMENSION cw = (JDIMENSION)(x1 + mx < W ? x1 + mx : W) - cx;
+    jpeg_crop_scanline(d, &cx, &cw);
+    if ((int)cx > x0 || (int)(cx + cw) < x1) return -1;
+    int nc = is_cmyk ? 4 : 3;
+    r->row = malloc((size_t)cw * (size_t)nc);
+    if (!r->row) return -1;
+    if (y0 > 0 && jpeg_skip_scanlines(d, (JDIMENSION)y0) != (JDIMENSION)y0) return -1;
+    if (o == 1 && !is_cmyk) {
+        /* Upright RGB: the window's rows go straight into out, margins and all; the box
+         * starts r->wx columns in. */
+        ts_err e;
+        if (ts_image_u8_reserve(out, (int)cw, r->rh, &e)) return -1;
+        r->wx = x0 - (int)cx;
+        while ((int)d->output_scanline < y1) {
+            JSAMPROW rows[16];
+            int y = (int)d->output_scanline, k = 0;
+            for (; k < 16 && y + k < y1; k++) rows[k] = out->data + (size_t)(y + k - y0) * cw * 3;
+            if (jpeg_read_scanlines(d, rows, (JDIMENSION)k) == 0) return -1;
+        }
+    } else {
+        /* CMYK, or a box to be oriented: the box alone, one row at a time. */
+        uint8_t *dst;
+        if (is_cmyk) {
+            dst = r->cmyk = malloc((size_t)r->rw * (size_t)r->rh * 4);
+            if (!dst) return -1;
+        } else {
+            ts_err e;
+            if (ts_image_u8_reserve(out, r->rw, r->rh, &e)) return -1;
+            dst = out->data;
+        }
+        size_t span = (size_t)r->rw * (size_t)nc;
+        while ((int)d->output_scanline < y1) {
+            int y = (int)d->output_scanline;
+            JSAMPROW rows[1] = { r->row };
+            if (jpeg_read_scanlines(d, rows, 1) != 1) return -1;
+            memcpy(dst + (size_t)(y - y0) * span, r->row + (size_t)(x0 - (int)cx) * nc, span);
+        }
+    }
+    /* The rows below the box are entropy-decoded and thrown away (no inverse transform, no
+     * upsampling, no colour conversion), and the decode is finished as the full decode
+     * finishes it, reading on to the end-of-image marker. Stopping after the box would save
+     * that entropy decoding, but it would also stop seeing damage: in a baseline file a
+     * damaged byte often throws the Huffman decoder off without a word until the scan hits
+     * the next marker, so a box above or around the damage would be handed on as garbage
+     * pixels. This way the region decode refuses exactly what the full decode refuses. */
+    if ((int)d->output_scanline < H - 1) {
+        JDIMENSION left = (JDIMENSION)(H - 1) - d->output_scanline;
+        if (jpeg_skip_scanlines(d, left) != left) return -1;
+    }
+    if ((int)d->output_scanline < H) {
+        JSAMPROW rows[1] = { r->row };
+        if (jpeg_read_scanlines(d, rows, 1) != 1) return -1;
+    }
+    jpeg_finish_decompress(d);
+    return 0;
+}
+
+static ts_status decode_jpeg_box(ts_image_u8 *out, const uint8_t *b, size_t n, const char *name,
+                                 const ts_decode_opts *opts, ts_box_fn pick, void *user,
+                                 ts_crop_box *where, ts_image_info *info, ts_err *err) {
+    jpeg_region r;
+    memset(&r, 0, sizeof r);
+    uint8_t *clean = NULL;
+    tjhandle tj = NULL;
+    int done = 0;
+    if (n <= ULONG_MAX) {
+        jpeg_scan s = jpeg_walk(b, n, NULL, NULL);
+        const uint8_t *jb = b;
+        size_t jn = n;
+        if (s.junk && (clean = malloc(n))) {
+            jpeg_walk(b, n, clean, &jn);
+            jb = clean;
+        }
+        /* TurboJPEG reads the header first, so that the region decode takes exactly the files
+         * the full decode takes (TurboJPEG refuses subsampling layouts that libjpeg decodes). */
+        int w = 0, h = 0, subsamp, cs;
+        if ((!s.junk || clean) && (tj = tjInitDecompress()) &&
+            tjDecompressHeader3(tj, jb, (unsigned long)jn, &w, &h, &subsamp, &cs) == 0 && w > 0 &&
+            h > 0 && w <= 65535 && h <= 65535) {
+            int o = opts && opts->ignore_orientation ? 1 : s.orientation;
+            tjscalingfactor sf = jpeg_pick_scale(w, h, o, opts);
+            int is_cmyk = cs == TJCS_CMYK || cs == TJCS_YCCK;
+            if ((int64_t)TJSCALED(w, sf) * TJSCALED(h, sf) <= MAX_PIXELS &&
+                jpeg_region_run(&r, out, jb, jn, o, sf, is_cmyk, pick, user) == 0) {
+                ts_status st = TS_OK;
+                if (is_cmyk && !(st = ts_image_u8_reserve(out, r.rw, r.rh, err)))
+                    cmyk_to_rgb(out->data, r.cmyk, (size_t)r.rw * r.rh, s.adobe);
+                if (!st && o > 1) {
+                    ts_image_u8 tmp;
+                    ts_image_u8_init(&tmp);
+                    st = ts_image_orient(out, o, &tmp, err);
+                    ts_image_u8_free(&tmp);
+                }
+                done = st == TS_OK;
+                if (done && info) {
+                    info->format = TS_IMG_JPEG;
+                    info->stored_w = w, info->stored_h = h;
+                    info->orientation = s.orientation;
+                    info->scale_num = sf.num, info->scale_den = sf.denom;
+                }
+            }
+        }
+    }
+    if (r.created) jpeg_destroy_decompress(&r.d); /* also ends a decode stopped early */
+    if (tj) tjDestroy(tj);
+    free(r.row);
+    free(r.cmyk);
+    free(clean);
+    if (done) {
+        ts_crop_box in_out = { 0, r.wx, r.box.h, r.box.w };
+        *where = in_out;
+        return TS_OK;
+    }
+    /* Anything the region decode did not take (a damaged or truncated file, memory) is
+     * decoded whole: the result, or the error, is the full decode's, in its words. */
+    out->w = out->h = 0;
+    ts_status st = decode_jpeg(out, b, n, name, opts, info, err);
+    if (st) return st;
+    if (r.picked)
+        TS_CHECK(out->w == r.ow && out->h == r.oh,
+                 "%s: the region decode saw %d x %d, the full decode %d x %d", name, r.ow, r.oh,
+                 out->w, out->h);
+    else
+        r.box = pick(user, out->w, out->h);
+    box_check(r.box, out->w, out->h);
+    *where = r.box;
+    return TS_OK;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -476,31 +714,69 @@ ts_status ts_image_decode(ts_image_u8 *out, const void *buf, size_t n, const cha
                    b[0], n > 1 ? b[1] : 0);
 }
 
-ts_status ts_image_load(ts_image_u8 *out, const char *path, const ts_decode_opts *opts,
-                        ts_image_info *info, ts_err *err) {
-    out->w = out->h = 0;
+/* Read the file at path whole into *buf (malloc'ed, at least 1 byte) and *n. */
+static ts_status read_file(const char *path, uint8_t **buf, size_t *n, ts_err *err) {
+    *buf = NULL;
     FILE *f = fopen(path, "rb");
     if (!f) return ts_fail(err, TS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     ts_status st = TS_OK;
-    uint8_t *buf = NULL;
-    long n = -1;
-    if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
-    if (n < 0 || fseek(f, 0, SEEK_SET) != 0) {
+    long len = -1;
+    if (fseek(f, 0, SEEK_END) == 0) len = ftell(f);
+    if (len < 0 || fseek(f, 0, SEEK_SET) != 0) {
         st = ts_fail(err, TS_ERR_IO, "%s: cannot seek: %s", path, strerror(errno));
         goto done;
     }
-    buf = malloc(n > 0 ? (size_t)n : 1);
-    if (!buf) {
-        st = ts_fail(err, TS_ERR_NOMEM, "%s: cannot allocate %ld bytes", path, n);
+    *buf = malloc(len > 0 ? (size_t)len : 1);
+    if (!*buf) {
+        st = ts_fail(err, TS_ERR_NOMEM, "%s: cannot allocate %ld bytes", path, len);
         goto done;
     }
-    if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
+    if (fread(*buf, 1, (size_t)len, f) != (size_t)len) {
         st = ts_fail(err, TS_ERR_IO, "%s: read error", path);
+        free(*buf);
+        *buf = NULL;
         goto done;
     }
-    st = ts_image_decode(out, buf, (size_t)n, path, opts, info, err);
+    *n = (size_t)len;
 done:
-    free(buf);
     fclose(f);
+    return st;
+}
+
+ts_status ts_image_load(ts_image_u8 *out, const char *path, const ts_decode_opts *opts,
+                        ts_image_info *info, ts_err *err) {
+    out->w = out->h = 0;
+    uint8_t *buf;
+    size_t n;
+    ts_status st = read_file(path, &buf, &n, err);
+    if (!st) st = ts_image_decode(out, buf, n, path, opts, info, err);
+    free(buf);
+    return st;
+}
+
+ts_status ts_image_decode_box(ts_image_u8 *out, const void *buf, size_t n, const char *name,
+                              const ts_decode_opts *opts, ts_box_fn pick, void *user,
+                              ts_crop_box *where, ts_image_info *info, ts_err *err) {
+    const uint8_t *b = buf;
+    if (!name) name = "(image)";
+    out->w = out->h = 0;
+    if (n >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF)
+        return decode_jpeg_box(out, b, n, name, opts, pick, user, where, info, err);
+    ts_status st = ts_image_decode(out, buf, n, name, opts, info, err);
+    if (st) return st;
+    *where = pick(user, out->w, out->h);
+    box_check(*where, out->w, out->h);
+    return TS_OK;
+}
+
+ts_status ts_image_load_box(ts_image_u8 *out, const char *path, const ts_decode_opts *opts,
+                            ts_box_fn pick, void *user, ts_crop_box *where, ts_image_info *info,
+                            ts_err *err) {
+    out->w = out->h = 0;
+    uint8_t *buf;
+    size_t n;
+    ts_status st = read_file(path, &buf, &n, err);
+    if (!st) st = ts_image_decode_box(out, buf, n, path, opts, pick, user, where, info, err);
+    free(buf);
     return st;
 }

@@ -1,7 +1,8 @@
 /* loaders.h: the public header of tessera's input layer.
  *
- * Image decoders (JPEG through libjpeg-turbo's TurboJPEG API, PNG through libspng) that turn a
- * file or a memory buffer into an 8-bit RGB image, and the image transforms of CLIP-style
+ * Image decoders (JPEG through libjpeg-turbo's TurboJPEG API, and its libjpeg API to decode
+ * only a crop box; PNG through libspng) that turn a file or a memory buffer into an 8-bit RGB
+ * image, and the image transforms of CLIP-style
  * training (resize with antialiasing, center crop, RandomResizedCrop, horizontal flip,
  * normalisation to float CHW), written to match torchvision 0.14 on uint8 tensors; video
  * frames through FFmpeg with accurate seeking; robot demonstrations in HDF5 (robomimic, LIBERO,
@@ -145,6 +146,30 @@ extern const float TS_RRC_SCALE[2], TS_RRC_RATIO[2];
 ts_status ts_image_resized_crop(ts_image_u8 *out, const ts_image_u8 *in, ts_crop_box box,
                                 int out_w, int out_h, ts_interp interp, ts_err *err);
 
+/* Decoding only the part of an image that a crop will keep. pick chooses the box from the
+ * image's size (w x h, upright, as ts_image_decode would give it: after DCT scaling and EXIF
+ * orientation), as RandomResizedCrop does; it is called exactly once per successful decode
+ * (and at most once on failure), and must return a box inside the image. */
+typedef ts_crop_box (*ts_box_fn)(void *user, int w, int h);
+/* Decode buf as ts_image_decode does, but only as far as the box that pick chooses needs. On
+ * success the box's pixels are in out at *where (a box of out, box.w x box.h): a JPEG is
+ * decoded over the box's rows only, and over its columns plus a margin of up to a few dozen
+ * columns on each side, so out is the box or a little wider; other images are decoded whole
+ * and *where is the box itself. Either way the pixels are those of ts_image_decode followed by
+ * a crop, bit for bit.
+ * Errors are ts_image_decode's, with the same messages, for the same files: a JPEG is still
+ * entropy-decoded to its end (only the inverse DCT, upsampling and colour conversion are
+ * skipped outside the box), so damage anywhere in it, above, inside or below the box, is
+ * found; a JPEG that libjpeg stops on is decoded again whole, and the full decode's error is
+ * returned. */
+ts_status ts_image_decode_box(ts_image_u8 *out, const void *buf, size_t n, const char *name,
+                              const ts_decode_opts *opts, ts_box_fn pick, void *user,
+                              ts_crop_box *where, ts_image_info *info, ts_err *err);
+/* The same for a file; the path names it in errors. TS_ERR_IO when it cannot be read. */
+ts_status ts_image_load_box(ts_image_u8 *out, const char *path, const ts_decode_opts *opts,
+                            ts_box_fn pick, void *user, ts_crop_box *where,
+                            ts_image_info *info, ts_err *err);
+
 /* Mirror left-right in place (F.hflip). */
 void ts_image_hflip(ts_image_u8 *im);
 
@@ -155,6 +180,10 @@ extern const float TS_CLIP_MEAN[3], TS_CLIP_STD[3];
  * computed in float32 in that order. out holds 3 * w * h floats (a slot of a batch buffer). */
 void ts_image_to_chw(const ts_image_u8 *im, const float mean[3], const float std[3],
                      float *out /* (3, h, w) */);
+/* The same for the mirror image of im: ts_image_hflip then ts_image_to_chw, bit for bit, in
+ * one pass and without touching im. */
+void ts_image_to_chw_hflip(const ts_image_u8 *im, const float mean[3], const float std[3],
+                           float *out /* (3, h, w) */);
 
 
 /* ---------------------------------------------------------------------------------------- */

@@ -100,6 +100,17 @@ struct ts_pipe {
     ts_err fail_err;
 };
 
+/* RandomResizedCrop's box, drawn when the decoder knows the image's size (ts_box_fn). */
+typedef struct rrc_draw {
+    ts_rng *rng;
+    const float *scale, *ratio;
+} rrc_draw;
+
+static ts_crop_box rrc_pick(void *user, int w, int h) {
+    rrc_draw *d = user;
+    return ts_random_resized_crop_box(d->rng, w, h, d->scale, d->ratio);
+}
+
 /* The seed of a stream identified by (seed, epoch, rank, what). */
 static uint64_t stream_seed(uint64_t seed, int64_t epoch, int rank, uint64_t what) {
     return ts__mix64(seed ^
@@ -337,10 +348,24 @@ static int process(ts_pipe *p, worker *w, ts_sample *sm, slot *s, int r, char *m
     } else if (x->mode != TS_XFORM_NONE) {
         ts_decode_opts opts = { .min_short = x->decode_min_short };
         ts_status st;
+        ts_rng rng;
+        ts_rng_seed(&rng, stream_seed(c->seed, s->epoch, c->rank, 0x1000000ull + (uint64_t)sm->index));
+        int S = x->size, train = x->mode == TS_XFORM_TRAIN;
+        /* Training draws RandomResizedCrop's box from the image's size alone, so the decoder
+         * is given the draw and decodes only the box (a JPEG's pixels outside it are never
+         * computed); the box, and every pixel in it, are what a full decode and crop give. */
+        rrc_draw draw = { &rng, x->scale[1] > 0 ? x->scale : TS_RRC_SCALE,
+                          x->ratio[1] > 0 ? x->ratio : TS_RRC_RATIO };
+        ts_crop_box where = { 0, 0, 0, 0 };
         if (sm->image.n) {
-            st = ts_image_decode(&w->im, sm->image.data, sm->image.n, sm->where, &opts, NULL, &e);
+            st = train ? ts_image_decode_box(&w->im, sm->image.data, sm->image.n, sm->where, &opts,
+                                             rrc_pick, &draw, &where, NULL, &e)
+                       : ts_image_decode(&w->im, sm->image.data, sm->image.n, sm->where, &opts,
+                                         NULL, &e);
         } else if (sm->path.n) {
-            st = ts_image_load(&w->im, (const char *)sm->path.data, &opts, NULL, &e);
+            const char *path = (const char *)sm->path.data;
+            st = train ? ts_image_load_box(&w->im, path, &opts, rrc_pick, &draw, &where, NULL, &e)
+                       : ts_image_load(&w->im, path, &opts, NULL, &e);
             if (st) {
                 /* Name the row as well as the file. */
                 char m[sizeof e.msg];
@@ -359,15 +384,10 @@ static int process(ts_pipe *p, worker *w, ts_sample *sm, slot *s, int r, char *m
             snprintf(msg, ROW_MSG, "%.480s: empty image", sm->where);
             return TS_BAD_DECODE;
         }
-        ts_rng rng;
-        ts_rng_seed(&rng, stream_seed(c->seed, s->epoch, c->rank, 0x1000000ull + (uint64_t)sm->index));
-        int S = x->size;
-        if (x->mode == TS_XFORM_TRAIN) {
-            const float *scale = x->scale[1] > 0 ? x->scale : TS_RRC_SCALE;
-            const float *ratio = x->ratio[1] > 0 ? x->ratio : TS_RRC_RATIO;
-            ts_crop_box box = ts_random_resized_crop_box(&rng, w->im.w, w->im.h, scale, ratio);
-            st = ts_image_resized_crop(&w->out, &w->im, box, S, S, x->interp, &e);
-            if (!st && x->hflip > 0 && ts_rng_uniform(&rng) < x->hflip) ts_image_hflip(&w->out);
+        int flip = 0;
+        if (train) {
+            st = ts_image_resized_crop(&w->out, &w->im, where, S, S, x->interp, &e);
+            flip = !st && x->hflip > 0 && ts_rng_uniform(&rng) < x->hflip;
         } else {
             st = ts_image_resize_short(&w->tmp, &w->im, x->resize > 0 ? x->resize : S, x->interp,
                                        &e);
@@ -378,8 +398,9 @@ static int process(ts_pipe *p, worker *w, ts_sample *sm, slot *s, int r, char *m
             return TS_BAD_DECODE;
         }
         int cl = x->mean[0] == 0 && x->mean[1] == 0 && x->mean[2] == 0;
-        ts_image_to_chw(&w->out, cl ? TS_CLIP_MEAN : x->mean, cl ? TS_CLIP_STD : x->std,
-                        s->images + (size_t)r * p->img_floats);
+        (flip ? ts_image_to_chw_hflip : ts_image_to_chw)(&w->out, cl ? TS_CLIP_MEAN : x->mean,
+                                                         cl ? TS_CLIP_STD : x->std,
+                                                         s->images + (size_t)r * p->img_floats);
     }
     s->labels[r] = sm->has_label ? sm->label : -1;
     s->sidx[r] = sm->index;

@@ -11,6 +11,7 @@ PACKAGES=(
   libcmocka-dev                         # unit tests
   python3 python3-torch python3-numpy   # the PyTorch reference of the parity tests
   libturbojpeg0-dev libspng-dev         # image decoders of loaders/: JPEG (TurboJPEG API) and PNG
+  libjpeg62-turbo-dev                   #   and libjpeg-turbo's libjpeg API, which decodes a crop
   python3-pil python3-torchvision       # the PIL and torchvision references of the image tests
   clang libclang-rt-dev                 # libFuzzer (fuzz/run.sh); the runtime is only a Recommends
   python3-venv                          # a venv for open_clip, the ViT parity reference
