@@ -213,12 +213,9 @@ static ts_tensor *decode(ts_ctx *c, const ts_action_head *h, ts_tensor *x, const
  * same for every sample, and so is the first block's self-attention over them unless dropout
  * draws a different mask per sample: without it, that part runs once for the batch. */
 static ts_tensor *readout_context(ts_ctx *c, const ts_action_head *h, const ts_tensor *cond) {
-    int64_t n = ts_dim(cond, 0), H = h->cfg.horizon, W = h->cfg.width;
     ts_tensor *mem = ts_nn_linear_forward(c, &h->cond_proj, cond);
-    ts_tensor *q = h->queries;
-    if (c->training && h->cfg.dropout > 0.0f) q = broadcast_batch(c, q, n);
-    (void)W;
-    (void)H;
+    ts_tensor *q = h->queries; /* (1, H, W) */
+    if (c->training && h->cfg.dropout > 0.0f) q = broadcast_batch(c, q, ts_dim(cond, 0));
     return blocks(c, h, h->layers, &h->norm, q, mem, 0);
 }
 
