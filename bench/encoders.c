@@ -16,6 +16,7 @@
  * Usage: encoders --model vit|cswin --weights FILE [--batch 16] [--threads 2]
  */
 #include "tessera-impl.h"
+#include "prof.h"
 #include "vision.h"
 
 #include <math.h>
@@ -31,25 +32,15 @@ static double now_s(void) {
 
 /* ---- the per-op profile: seconds per (pass, op name) ---- */
 
-typedef struct prof_row { char label[64]; double s; int64_t n; } prof_row;
 static struct {
     int on, depth;
-    prof_row rows[96];
-    int nrows;
+    bench_prof t;
 } prof;
 
 static void prof_add(const char *pass, const char *op, double s) {
     char label[64];
     snprintf(label, sizeof label, "%s %s", pass, op);
-    int i;
-    for (i = 0; i < prof.nrows; i++)
-        if (strcmp(prof.rows[i].label, label) == 0) break;
-    if (i == prof.nrows) {
-        if (prof.nrows == (int)(sizeof prof.rows / sizeof prof.rows[0])) return;
-        snprintf(prof.rows[prof.nrows++].label, sizeof prof.rows[0].label, "%s", label);
-    }
-    prof.rows[i].s += s;
-    prof.rows[i].n++;
+    bench_prof_add(&prof.t, label, s);
 }
 
 /* Forward wrappers time the outermost op call only. */
@@ -228,9 +219,9 @@ int main(int argc, char **argv) {
             step(&m, 1);
             double tot = now_s() - t0;
             prof.on = 0;
-            for (int i = 0; i < prof.nrows; i++)
+            for (int i = 0; i < prof.t.nrows; i++)
                 printf("{\"kind\":\"profile\",\"op\":\"%s\",\"ms\":%.3f,\"calls\":%lld}\n",
-                       prof.rows[i].label, 1e3 * prof.rows[i].s, (long long)prof.rows[i].n);
+                       prof.t.rows[i].label, 1e3 * prof.t.rows[i].s, (long long)prof.t.rows[i].n);
             printf("{\"kind\":\"profile_total\",\"ms\":%.3f}\n", 1e3 * tot);
         } else if (!strncmp(line, "quit", 4)) {
             break;

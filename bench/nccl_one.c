@@ -16,28 +16,12 @@
  *
  *   nccl_one [max MiB, default 256]
  */
-#include <cuda_runtime_api.h>
-#include <nccl.h>
+#define NCCL_BENCH_NAME "nccl_one"
+#include "nccl_ok.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define CUDA_OK(x)                                                                           \
-    do {                                                                                     \
-        cudaError_t e_ = (x);                                                                \
-        if (e_ != cudaSuccess) {                                                             \
-            fprintf(stderr, "nccl_one: %s: %s\n", #x, cudaGetErrorString(e_));               \
-            return 1;                                                                        \
-        }                                                                                    \
-    } while (0)
-#define NCCL_OK(x)                                                                           \
-    do {                                                                                     \
-        ncclResult_t r_ = (x);                                                               \
-        if (r_ != ncclSuccess) {                                                             \
-            fprintf(stderr, "nccl_one: %s: %s\n", #x, ncclGetErrorString(r_));               \
-            return 1;                                                                        \
-        }                                                                                    \
-    } while (0)
 
 /* Sum all-reduce of n floats from send to recv (poisoned first); the number of elements of
  * recv that differ from host, the values sent, into *bad. */

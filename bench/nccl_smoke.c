@@ -16,28 +16,12 @@
  */
 #include "tessera.h"
 
-#include <cuda_runtime_api.h>
-#include <nccl.h>
+#define NCCL_BENCH_NAME "nccl_smoke"
+#include "nccl_ok.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-#define CUDA_OK(x)                                                                           \
-    do {                                                                                     \
-        cudaError_t e_ = (x);                                                                \
-        if (e_ != cudaSuccess) {                                                             \
-            fprintf(stderr, "nccl_smoke: %s: %s\n", #x, cudaGetErrorString(e_));             \
-            return 1;                                                                        \
-        }                                                                                    \
-    } while (0)
-#define NCCL_OK(x)                                                                           \
-    do {                                                                                     \
-        ncclResult_t r_ = (x);                                                               \
-        if (r_ != ncclSuccess) {                                                             \
-            fprintf(stderr, "nccl_smoke: %s: %s\n", #x, ncclGetErrorString(r_));             \
-            return 1;                                                                        \
-        }                                                                                    \
-    } while (0)
 
 static double now_s(void) {
     struct timespec ts;

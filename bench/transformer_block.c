@@ -21,6 +21,7 @@
  * Shapes: B batch, T tokens, C width, H heads, D = C / H, M = B * T rows of every linear layer.
  */
 #include "tessera-impl.h"
+#include "prof.h"
 
 #include <math.h>
 #include <omp.h>
@@ -74,24 +75,10 @@ static int reset_peak_rss(void) {
 
 /* ---- the per-op profile ---- */
 
-typedef struct prof_row { char label[112]; double s; int64_t n; } prof_row;
 static struct {
     int on, depth;
-    prof_row rows[128];
-    int nrows;
+    bench_prof t;
 } prof;
-
-static void prof_add(const char *label, double s) {
-    int i;
-    for (i = 0; i < prof.nrows; i++)
-        if (strcmp(prof.rows[i].label, label) == 0) break;
-    if (i == prof.nrows) {
-        if (prof.nrows == (int)(sizeof prof.rows / sizeof prof.rows[0])) return;
-        snprintf(prof.rows[prof.nrows++].label, sizeof prof.rows[0].label, "%s", label);
-    }
-    prof.rows[i].s += s;
-    prof.rows[i].n++;
-}
 
 static void shape_label(char *buf, size_t n, const char *phase, const char *op,
                         const ts_tensor *in0, const ts_tensor *in1, const ts_tensor *out) {
@@ -114,7 +101,7 @@ static void shape_label(char *buf, size_t n, const char *phase, const char *op,
         double dt_ = now_s() - t0_;                                                          \
         char lab_[112];                                                                      \
         shape_label(lab_, sizeof lab_, "fwd", name_, a_, label_in1, y_);                     \
-        prof_add(lab_, dt_);                                                                 \
+        bench_prof_add(&prof.t, lab_, dt_);                                                      \
     }                                                                                        \
     prof.depth--;                                                                            \
     return y_;
@@ -225,7 +212,7 @@ static void prof_hook(const ts_node *n, int done, void *user) {
     char lab[112];
     shape_label(lab, sizeof lab, "bwd", ts_op_name(n->op), n->in[0],
                 n->op == TS_OP_MATMUL || n->op == TS_OP_ATTENTION ? n->in[1] : NULL, n->out);
-    prof_add(lab, dt);
+    bench_prof_add(&prof.t, lab, dt);
 }
 
 static void backward_profiled(ts_ctx *c, ts_tensor *y, const ts_tensor *dy) {
@@ -415,11 +402,11 @@ static void run_block(const bench_cfg *g, ts_precision prec) {
             tot += now_s() - t0;
             prof.on = 0;
         }
-        for (int i = 0; i < prof.nrows; i++)
+        for (int i = 0; i < prof.t.nrows; i++)
             printf("{\"kind\":\"profile\",\"prec\":\"%s\",\"op\":\"%s\",\"ms\":%.3f,"
                    "\"calls\":%.2f}\n",
-                   pname, prof.rows[i].label, 1e3 * prof.rows[i].s / n,
-                   (double)prof.rows[i].n / n);
+                   pname, prof.t.rows[i].label, 1e3 * prof.t.rows[i].s / n,
+                   (double)prof.t.rows[i].n / n);
         printf("{\"kind\":\"profile_total\",\"prec\":\"%s\",\"ms\":%.3f}\n", pname, 1e3 * tot / n);
         fflush(stdout);
     }

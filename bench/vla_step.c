@@ -17,6 +17,7 @@
  */
 #include "action.h"
 #include "tessera-impl.h"
+#include "prof.h"
 
 #include <omp.h>
 #include <stdlib.h>
@@ -31,24 +32,10 @@ static double now_s(void) {
 
 /* --profile: the seconds of each phase of a step and of each backward node kind, summed over
  * the run and printed to stderr as JSON lines after each round. */
-typedef struct prof_row { char label[96]; double s; int64_t n; } prof_row;
 static struct {
-    prof_row rows[64];
-    int nrows;
+    bench_prof t;
     double t0;
 } prof;
-
-static void prof_add(const char *label, double s) {
-    int i;
-    for (i = 0; i < prof.nrows; i++)
-        if (!strcmp(prof.rows[i].label, label)) break;
-    if (i == prof.nrows) {
-        if (prof.nrows == (int)(sizeof prof.rows / sizeof prof.rows[0])) return;
-        snprintf(prof.rows[prof.nrows++].label, sizeof prof.rows[0].label, "%s", label);
-    }
-    prof.rows[i].s += s;
-    prof.rows[i].n++;
-}
 
 static void prof_hook(const ts_node *n, int done, void *user) {
     (void)user;
@@ -58,7 +45,7 @@ static void prof_hook(const ts_node *n, int done, void *user) {
     }
     char lab[96];
     snprintf(lab, sizeof lab, "bwd %s", ts_op_name(n->op));
-    prof_add(lab, now_s() - prof.t0);
+    bench_prof_add(&prof.t, lab, now_s() - prof.t0);
 }
 
 int main(int argc, char **argv) {
@@ -162,15 +149,15 @@ int main(int argc, char **argv) {
             if (profile) {
                 static const char *const phase[] = { "zero grads", "forward", "backward",
                                                      "AdamW" };
-                for (int j = 0; j < 4; j++) prof_add(phase[j], t[j + 1] - t[j]);
+                for (int j = 0; j < 4; j++) bench_prof_add(&prof.t, phase[j], t[j + 1] - t[j]);
             }
         }
         printf("{\"kind\": \"round\", \"steps\": %d, \"s\": %.6f, \"loss\": %.6f}\n", n,
                now_s() - t0, loss);
-        for (int i = 0; i < prof.nrows; i++)
+        for (int i = 0; i < prof.t.nrows; i++)
             fprintf(stderr, "{\"kind\": \"profile\", \"op\": \"%s\", \"ms_per_step\": %.3f, "
-                    "\"calls_per_step\": %.1f}\n", prof.rows[i].label,
-                    1e3 * prof.rows[i].s / n, (double)prof.rows[i].n / n);
+                    "\"calls_per_step\": %.1f}\n", prof.t.rows[i].label,
+                    1e3 * prof.t.rows[i].s / n, (double)prof.t.rows[i].n / n);
         memset(&prof, 0, sizeof prof);
         fflush(stdout);
     }

@@ -29,6 +29,7 @@
 
 #include "loaders.h"
 #include "tessera.h"
+#include "fixtures_image.h"
 
 static const char *g_data; /* the sample folder, NULL when run without one */
 static char g_tmp[512]; /* scratch folder under the build tree */
@@ -73,19 +74,6 @@ static int have_reference(void) {
     static int known = -1;
     if (known < 0) known = reference("check >/dev/null 2>&1") == 0;
     return known;
-}
-
-static uint8_t *read_all(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc(len > 0 ? (size_t)len : 1);
-    if (fread(b, 1, (size_t)len, f) != (size_t)len) len = 0;
-    fclose(f);
-    *n = (size_t)len;
-    return b;
 }
 
 static void write_raw(const char *path, const ts_image_u8 *im) {
@@ -277,21 +265,6 @@ static void png_every_kind(void **state) {
 /* ---------------------------------------------------------------------------------------- */
 /* JPEG: written by TurboJPEG                                                                */
 
-static uint8_t *jpeg_encode(const uint8_t *px, int w, int h, int pf, int samp, int flags,
-                            size_t *n) {
-    tjhandle tj = tjInitCompress();
-    unsigned char *out = NULL;
-    unsigned long len = 0;
-    if (tjCompress2(tj, px, w, 0, h, pf, &out, &len, samp, 95, flags) != 0)
-        fail_msg("tjCompress2: %s", tjGetErrorStr2(tj));
-    tjDestroy(tj);
-    uint8_t *copy = malloc(len);
-    memcpy(copy, out, len);
-    tjFree(out);
-    *n = len;
-    return copy;
-}
-
 /* The pixels every generated JPEG is compared with, and the tolerance of a lossy round trip
  * at quality 95: the mean error of these smooth pictures stays well under 2 levels. */
 static void check_close(const ts_image_u8 *im, const uint8_t *want, const char *what) {
@@ -318,7 +291,8 @@ static void jpeg_kinds(void **state) {
                   { "progressive 4:2:0", TJSAMP_420, TJFLAG_PROGRESSIVE } };
     for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
         size_t n;
-        uint8_t *jpg = jpeg_encode(src.data, W, H, TJPF_RGB, kinds[k].samp, kinds[k].flags, &n);
+        uint8_t *jpg = fx_jpeg_encode(src.data, W, H, TJPF_RGB, kinds[k].samp, 95, kinds[k].flags,
+                                      &n);
         if (ts_image_decode(&im, jpg, n, "gen.jpg", NULL, &info, &err)) fail_msg("%s", err.msg);
         assert_int_equal(info.format, TS_IMG_JPEG);
         assert_int_equal(info.orientation, 1);
@@ -333,7 +307,7 @@ static void jpeg_kinds(void **state) {
         luma[3 * i] = luma[3 * i + 1] = luma[3 * i + 2] = (uint8_t)lround(y);
     }
     size_t n;
-    uint8_t *jpg = jpeg_encode(src.data, W, H, TJPF_RGB, TJSAMP_GRAY, 0, &n);
+    uint8_t *jpg = fx_jpeg_encode(src.data, W, H, TJPF_RGB, TJSAMP_GRAY, 95, 0, &n);
     if (ts_image_decode(&im, jpg, n, "gray.jpg", NULL, NULL, &err)) fail_msg("%s", err.msg);
     check_close(&im, luma, "grayscale");
     free(jpg);
@@ -350,7 +324,7 @@ static void jpeg_kinds(void **state) {
             want[3 * i + c] = (uint8_t)lround(nk - ink * nk / 255.0);
         }
     }
-    jpg = jpeg_encode(cmyk, W, H, TJPF_CMYK, TJSAMP_444, 0, &n);
+    jpg = fx_jpeg_encode(cmyk, W, H, TJPF_CMYK, TJSAMP_444, 95, 0, &n);
     if (ts_image_decode(&im, jpg, n, "cmyk.jpg", NULL, NULL, &err)) fail_msg("%s", err.msg);
     check_close(&im, want, "CMYK (YCCK, Adobe)");
     free(jpg);
@@ -372,8 +346,8 @@ static void jpeg_truncated(void **state) {
     ts_err err;
     for (int prog = 0; prog < 2; prog++) {
         size_t n;
-        uint8_t *jpg =
-            jpeg_encode(src.data, W, H, TJPF_RGB, TJSAMP_420, prog ? TJFLAG_PROGRESSIVE : 0, &n);
+        uint8_t *jpg = fx_jpeg_encode(src.data, W, H, TJPF_RGB, TJSAMP_420, 95,
+                                      prog ? TJFLAG_PROGRESSIVE : 0, &n);
         size_t cuts[] = { 1, 2, 3, 50, 200, n / 4, n / 2, 3 * n / 4, n - 100, n - 2 };
         for (size_t k = 0; k < sizeof cuts / sizeof cuts[0]; k++) {
             err.msg[0] = 0;
@@ -418,28 +392,6 @@ static void expected_orientation(const ts_image_u8 *in, int o, ts_image_u8 *out)
         }
 }
 
-/* Insert an APP1 Exif segment holding orientation o right after SOI. */
-static uint8_t *with_exif(const uint8_t *jpg, size_t n, int o, int big_endian, size_t *out_n) {
-    uint8_t seg[40];
-    size_t k = 0;
-    seg[k++] = 0xFF, seg[k++] = 0xE1, seg[k++] = 0, seg[k++] = 0; /* length below */
-    memcpy(seg + k, "Exif\0\0", 6), k += 6;
-    const uint8_t be[] = { 'M', 'M', 0, 42, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0,
-                           3,   0,   0, 0,  1, 0, 0, 0, 0, 0, 0,    0,    0 };
-    const uint8_t le[] = { 'I', 'I', 42, 0, 8, 0, 0, 0, 1, 0, 0x12, 0x01, 3,
-                           0,   1,   0,  0, 0, 0, 0, 0, 0, 0, 0,    0,    0 };
-    memcpy(seg + k, big_endian ? be : le, sizeof be);
-    seg[k + 18 + (big_endian ? 1 : 0)] = (uint8_t)o;
-    k += sizeof be;
-    seg[2] = (uint8_t)((k - 2) >> 8), seg[3] = (uint8_t)(k - 2);
-    uint8_t *out = malloc(n + k);
-    memcpy(out, jpg, 2);
-    memcpy(out + 2, seg, k);
-    memcpy(out + 2 + k, jpg + 2, n - 2);
-    *out_n = n + k;
-    return out;
-}
-
 static void jpeg_exif_orientation(void **state) {
     (void)state;
     const int W = 40, H = 24; /* not square: 5..8 swap the sides */
@@ -448,13 +400,13 @@ static void jpeg_exif_orientation(void **state) {
         ts_image_u8_init(&want);
     make_picture(&src, W, H, 4);
     size_t n;
-    uint8_t *jpg = jpeg_encode(src.data, W, H, TJPF_RGB, TJSAMP_444, 0, &n);
+    uint8_t *jpg = fx_jpeg_encode(src.data, W, H, TJPF_RGB, TJSAMP_444, 95, 0, &n);
     ts_err err;
     assert_int_equal(ts_image_decode(&plain, jpg, n, "plain.jpg", NULL, NULL, &err), TS_OK);
     for (int o = 1; o <= 8; o++)
         for (int be = 0; be < 2; be++) {
             size_t m;
-            uint8_t *ex = with_exif(jpg, n, o, be, &m);
+            uint8_t *ex = fx_with_exif(jpg, n, o, be, &m);
             assert_int_equal(ts_jpeg_orientation(ex, m), o);
             ts_image_info info;
             if (ts_image_decode(&im, ex, m, "exif.jpg", NULL, &info, &err)) fail_msg("%s", err.msg);
@@ -481,7 +433,7 @@ static void jpeg_dct_scaling(void **state) {
     ts_image_u8_init(&src), ts_image_u8_init(&im);
     make_picture(&src, W, H, 6);
     size_t n;
-    uint8_t *jpg = jpeg_encode(src.data, W, H, TJPF_RGB, TJSAMP_420, 0, &n);
+    uint8_t *jpg = fx_jpeg_encode(src.data, W, H, TJPF_RGB, TJSAMP_420, 95, 0, &n);
     ts_err err;
     ts_image_info info;
     struct {
@@ -497,7 +449,7 @@ static void jpeg_dct_scaling(void **state) {
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         size_t m;
-        uint8_t *buf = with_exif(jpg, n, cases[k].exif, 0, &m);
+        uint8_t *buf = fx_with_exif(jpg, n, cases[k].exif, 0, &m);
         if (ts_image_decode(&im, buf, m, "big.jpg", &cases[k].o, &info, &err))
             fail_msg("%s", err.msg);
         assert_int_equal(im.w, cases[k].w);
@@ -517,7 +469,7 @@ static void jpeg_junk_between_markers(void **state) {
     ts_image_u8_init(&src), ts_image_u8_init(&a), ts_image_u8_init(&b);
     make_picture(&src, 32, 16, 8);
     size_t n;
-    uint8_t *jpg = jpeg_encode(src.data, 32, 16, TJPF_RGB, TJSAMP_444, 0, &n);
+    uint8_t *jpg = fx_jpeg_encode(src.data, 32, 16, TJPF_RGB, TJSAMP_444, 95, 0, &n);
     /* After SOI and the 18-byte JFIF APP0 comes the first DQT: put 5 junk bytes there. */
     uint8_t *junk = malloc(n + 5);
     memcpy(junk, jpg, 20);
@@ -714,7 +666,7 @@ static void torchvision_parity(const ts_image_u8 *im, const char *label) {
     snprintf(args, sizeof args, "transform %s %s %s", in, out, ops);
     assert_int_equal(reference(args), 0);
     size_t n, pos = 0;
-    uint8_t *ref = read_all(out, &n);
+    uint8_t *ref = fx_read_all(out, &n);
     assert_non_null(ref);
     ts_image_u8 a, tmp;
     ts_image_u8_init(&a), ts_image_u8_init(&tmp);
@@ -793,11 +745,6 @@ static void transforms_vs_torchvision_generated(void **state) {
 /* ---------------------------------------------------------------------------------------- */
 /* The sample files of ../shared/data/images against PIL                                    */
 
-static int is_image_name(const char *f) {
-    size_t n = strlen(f);
-    return n > 4 && (!strcmp(f + n - 4, ".jpg") || !strcmp(f + n - 4, ".png"));
-}
-
 static int cmp_str(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
@@ -817,7 +764,7 @@ static int list_samples(char ***out) {
         if (!s) continue;
         struct dirent *f;
         while ((f = readdir(s))) {
-            if (!is_image_name(f->d_name)) continue;
+            if (!fx_is_image_name(f->d_name)) continue;
             if (n == cap) v = realloc(v, sizeof(char *) * (cap *= 2));
             size_t len = strlen(sub) + strlen(f->d_name) + 2;
             v[n] = malloc(len);
@@ -847,7 +794,7 @@ static void samples_vs_pil_mode(ts_alpha_mode mode) {
     for (int i = 0; i < n; i++) k += snprintf(args + k, len - (size_t)k, " %s", files[i]);
     assert_int_equal(reference(args), 0);
     size_t rn, pos = 0;
-    uint8_t *ref = read_all(out, &rn);
+    uint8_t *ref = fx_read_all(out, &rn);
     ts_image_u8 im;
     ts_image_u8_init(&im);
     ts_decode_opts o = { .alpha = mode };
@@ -932,7 +879,7 @@ static void samples_scaled_vs_pil(void **state) {
         k += snprintf(args + k, sizeof args - (size_t)k, " %s/%s", g_data, pics[i]);
     assert_int_equal(reference(args), 0);
     size_t rn, pos = 0;
-    uint8_t *ref = read_all(out, &rn);
+    uint8_t *ref = fx_read_all(out, &rn);
     ts_image_u8 im;
     ts_image_u8_init(&im);
     for (int i = 0; i < 3; i++) {

@@ -26,6 +26,7 @@
 
 #include "loaders.h"
 #include "tessera.h"
+#include "fixtures_image.h"
 
 static const char *g_data; /* the sample folder, NULL when run without one */
 
@@ -194,34 +195,6 @@ static uint8_t *picture(int w, int h, int comps, uint64_t seed) {
     return p;
 }
 
-static uint8_t *encode(const uint8_t *px, int w, int h, int pf, int samp, int flags, size_t *n) {
-    tjhandle tj = tjInitCompress();
-    unsigned char *out = NULL;
-    unsigned long len = 0;
-    if (tjCompress2(tj, px, w, 0, h, pf, &out, &len, samp, 90, flags) != 0)
-        fail_msg("tjCompress2: %s", tjGetErrorStr2(tj));
-    tjDestroy(tj);
-    uint8_t *copy = malloc(len);
-    memcpy(copy, out, len);
-    tjFree(out);
-    *n = len;
-    return copy;
-}
-
-/* Insert an APP1 Exif segment (little-endian TIFF) holding orientation o right after SOI. */
-static uint8_t *with_exif(const uint8_t *jpg, size_t n, int o, size_t *out_n) {
-    static const uint8_t seg[] = { 0xFF, 0xE1, 0, 34, 'E', 'x', 'i', 'f', 0, 0, 'I', 'I',
-                                   42, 0, 8, 0, 0, 0, 1, 0, 0x12, 0x01, 3, 0, 1, 0,
-                                   0, 0, 0, 0, 0, 0, 0, 0, 0, 0 };
-    uint8_t *out = malloc(n + sizeof seg);
-    memcpy(out, jpg, 2);
-    memcpy(out + 2, seg, sizeof seg);
-    out[2 + 28] = (uint8_t)o; /* the value field of the one IFD entry */
-    memcpy(out + 2 + sizeof seg, jpg + 2, n - 2);
-    *out_n = n + sizeof seg;
-    return out;
-}
-
 typedef struct kind {
     const char *name;
     int samp, flags, cmyk;
@@ -255,8 +228,8 @@ static void every_kind_and_size(void **state) {
             int w = SIZES[s][0], h = SIZES[s][1];
             uint8_t *px = picture(w, h, KINDS[k].cmyk ? 4 : 3, 100u + (uint64_t)(k * 31 + s));
             size_t n;
-            uint8_t *jpg = encode(px, w, h, KINDS[k].cmyk ? TJPF_CMYK : TJPF_RGB, KINDS[k].samp,
-                                  KINDS[k].flags, &n);
+            uint8_t *jpg = fx_jpeg_encode(px, w, h, KINDS[k].cmyk ? TJPF_CMYK : TJPF_RGB,
+                                          KINDS[k].samp, 90, KINDS[k].flags, &n);
             snprintf(name, sizeof name, "gen %s %dx%d.jpg", KINDS[k].name, w, h);
             check_file(jpg, n, name, NULL, 40, 7u + (uint64_t)s);
             free(jpg);
@@ -276,10 +249,10 @@ static void every_orientation(void **state) {
     for (int si = 0; si < 3; si++) {
         uint8_t *px = picture(W, H, 3, 55u + (uint64_t)si);
         size_t n;
-        uint8_t *jpg = encode(px, W, H, TJPF_RGB, samps[si], 0, &n);
+        uint8_t *jpg = fx_jpeg_encode(px, W, H, TJPF_RGB, samps[si], 90, 0, &n);
         for (int o = 1; o <= 8; o++) {
             size_t m;
-            uint8_t *ex = with_exif(jpg, n, o, &m);
+            uint8_t *ex = fx_with_exif(jpg, n, o, 0, &m);
             assert_int_equal(ts_jpeg_orientation(ex, m), o);
             snprintf(name, sizeof name, "gen orientation %d samp %d.jpg", o, samps[si]);
             check_file(ex, m, name, NULL, 60, 1000u + (uint64_t)o);
@@ -304,9 +277,10 @@ static void dct_scaled(void **state) {
         const int samp[] = { TJSAMP_420, TJSAMP_444, TJSAMP_422 };
         uint8_t *px = picture(W, H, 3, 77u + (uint64_t)k);
         size_t n;
-        uint8_t *jpg = encode(px, W, H, TJPF_RGB, samp[k], k == 2 ? TJFLAG_PROGRESSIVE : 0, &n);
+        uint8_t *jpg = fx_jpeg_encode(px, W, H, TJPF_RGB, samp[k], 90,
+                                      k == 2 ? TJFLAG_PROGRESSIVE : 0, &n);
         size_t m;
-        uint8_t *ex = with_exif(jpg, n, 6, &m);
+        uint8_t *ex = fx_with_exif(jpg, n, 6, 0, &m);
         for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
             ts_image_info info;
             ts_image_u8 full;
@@ -343,7 +317,8 @@ static void damaged_files(void **state) {
     int refused = 0, tried = 0;
     for (int prog = 0; prog < 2; prog++) {
         size_t n;
-        uint8_t *jpg = encode(px, W, H, TJPF_RGB, TJSAMP_420, prog ? TJFLAG_PROGRESSIVE : 0, &n);
+        uint8_t *jpg = fx_jpeg_encode(px, W, H, TJPF_RGB, TJSAMP_420, 90,
+                                      prog ? TJFLAG_PROGRESSIVE : 0, &n);
         /* Truncation: from inside the header to the last byte. */
         size_t cuts[] = { 1, 2, 3, 50, 200, n / 4, n / 2, 3 * n / 4, n - 100, n - 2, n - 1 };
         for (size_t c = 0; c < sizeof cuts / sizeof cuts[0]; c++)
@@ -405,24 +380,6 @@ static void other_formats(void **state) {
 /* ---------------------------------------------------------------------------------------- */
 /* The sample files                                                                         */
 
-static uint8_t *read_all(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc(len > 0 ? (size_t)len : 1);
-    if (fread(b, 1, (size_t)len, f) != (size_t)len) len = 0;
-    fclose(f);
-    *n = (size_t)len;
-    return b;
-}
-
-static int is_image_name(const char *f) {
-    size_t n = strlen(f);
-    return n > 4 && (!strcmp(f + n - 4, ".jpg") || !strcmp(f + n - 4, ".png"));
-}
-
 /* Every .jpg and .png one folder below the sample folder: box decodes against the full decode
  * (fewer random boxes on the large photos), and the files the full decode refuses are refused
  * by the box decode with the same message. The same through ts_image_load_box. */
@@ -440,11 +397,11 @@ static void samples(void **state) {
         if (!s) continue;
         struct dirent *f;
         while ((f = readdir(s))) {
-            if (!is_image_name(f->d_name)) continue;
+            if (!fx_is_image_name(f->d_name)) continue;
             char path[2048];
             snprintf(path, sizeof path, "%s/%s", sub, f->d_name);
             size_t n = 0;
-            uint8_t *buf = read_all(path, &n);
+            uint8_t *buf = fx_read_all(path, &n);
             assert_non_null(buf);
             ts_image_u8 full, im;
             ts_image_u8_init(&full);
