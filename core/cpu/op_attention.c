@@ -610,6 +610,18 @@ static attn_geom geometry_kv(const ts_tensor *q, const ts_tensor *kv, int64_t H,
     return g;
 }
 
+/* The forward of any layout into y (every element written), and the logsumexp that backward
+ * needs when rec (NULL otherwise). */
+static ts_tensor *run_forward(ts_ctx *c, const attn_geom *g, const attn_bufs *all, ts_tensor *y,
+                              int rec) {
+    ts_tensor *lse = rec ? ts_new_f32(c, 3, TS_SHAPE(g->B, g->H, g->Tq)) : NULL;
+    if (g->Tq > 0 && g->D > 0)
+        attention_forward(c, g, all, lse ? ts_f32(lse) : NULL);
+    else
+        memset(ts_f32(y), 0, (size_t)y->numel * sizeof(float));
+    return lse;
+}
+
 static void attention_backward(ts_ctx *c, ts_node *n) {
     ts_tensor *tq = n->in[0], *tk = n->in[1], *tv = n->in[2];
     attn_geom g = geometry(tq, tk, tv, (int)n->i[0], n->in[3], n->f[0]);
@@ -635,12 +647,8 @@ ts_tensor *ts_attention(ts_ctx *c, const ts_tensor *q, const ts_tensor *k, const
     attn_geom g = geometry(q, k, v, causal, key_pad, scale);
     ts_tensor *y = ts_new(c, TS_F32, 4, q->shape);
     int rec = ts__needs_grad(c, 3, (const ts_tensor *const[]){ q, k, v });
-    ts_tensor *lse = rec ? ts_new_f32(c, 3, TS_SHAPE(g.B, g.H, g.Tq)) : NULL;
     attn_bufs all = { ts_f32(q), ts_f32(k), ts_f32(v), NULL, ts_f32(y), NULL, NULL, NULL };
-    if (g.Tq > 0 && g.D > 0)
-        attention_forward(c, &g, &all, lse ? ts_f32(lse) : NULL);
-    else
-        memset(ts_f32(y), 0, (size_t)y->numel * sizeof(float));
+    ts_tensor *lse = run_forward(c, &g, &all, y, rec);
     if (rec) {
         ts_node *n = TS__RECORD(c, TS_OP_ATTENTION, attention_backward, y, q, k, v, key_pad);
         n->i[0] = causal;
@@ -666,13 +674,9 @@ ts_tensor *ts__attention_packed(ts_ctx *c, const ts_tensor *qkv, int64_t heads, 
     attn_geom g = geometry_packed(qkv, heads, causal, key_pad, scale);
     ts_tensor *y = ts_new(c, TS_F32, 3, TS_SHAPE(g.B, g.Tq, g.H * g.D));
     int rec = ts__needs_grad(c, 1, (const ts_tensor *const[]){ qkv });
-    ts_tensor *lse = rec ? ts_new_f32(c, 3, TS_SHAPE(g.B, g.H, g.Tq)) : NULL;
     const float *x = ts_f32(qkv);
     attn_bufs all = { x, x, x, NULL, ts_f32(y), NULL, NULL, NULL };
-    if (g.Tq > 0 && g.D > 0)
-        attention_forward(c, &g, &all, lse ? ts_f32(lse) : NULL);
-    else
-        memset(ts_f32(y), 0, (size_t)y->numel * sizeof(float));
+    ts_tensor *lse = run_forward(c, &g, &all, y, rec);
     if (rec) {
         ts_node *n = TS__RECORD(c, TS_OP_ATTENTION, attention_packed_backward, y, qkv, key_pad);
         n->i[0] = causal;
@@ -698,13 +702,9 @@ ts_tensor *ts_attention_kv(ts_ctx *c, const ts_tensor *q, const ts_tensor *kv, i
     attn_geom g = geometry_kv(q, kv, heads, key_pad, scale);
     ts_tensor *y = ts_new(c, TS_F32, 3, q->shape);
     int rec = ts__needs_grad(c, 2, (const ts_tensor *const[]){ q, kv });
-    ts_tensor *lse = rec ? ts_new_f32(c, 3, TS_SHAPE(g.B, g.H, g.Tq)) : NULL;
     const float *x = ts_f32(kv);
     attn_bufs all = { ts_f32(q), x, x, NULL, ts_f32(y), NULL, NULL, NULL };
-    if (g.Tq > 0 && g.D > 0)
-        attention_forward(c, &g, &all, lse ? ts_f32(lse) : NULL);
-    else
-        memset(ts_f32(y), 0, (size_t)y->numel * sizeof(float));
+    ts_tensor *lse = run_forward(c, &g, &all, y, rec);
     if (rec) {
         ts_node *n = TS__RECORD(c, TS_OP_ATTENTION, attention_kv_backward, y, q, kv, key_pad);
         n->i[1] = heads;
