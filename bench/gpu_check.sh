@@ -15,7 +15,7 @@
 # ops through ts_ctx, the quickstart on the GPU, the CLIP ViT-B/16 step beside PyTorch, and
 # NCCL over MPI ranks (bench/nccl_smoke links the whole library and its CPU dependencies).
 # Usage: bash bench/gpu_check.sh [OUT_DIR]   (default $OUT, else /tmp/tessera-gpu-check; the
-# objects go to OUT_DIR/build)
+# objects go to $TS_GPU_BUILD, default /tmp/tessera-gpu-build)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-${OUT:-/tmp/tessera-gpu-check}}"
@@ -38,23 +38,26 @@ if [ -z "$ARCH" ]; then
 fi
 status "GPU" "$(head -1 "$OUT/gpu.txt" 2>/dev/null || echo '?') ($ARCH)"
 
-echo "== build (core/cuda + tests/gpu_parity.c, nvcc only)"
-B="$OUT/build"
+echo "== build (core/cuda, tests/gpu_parity.c, bench/gpu_clip_step.c: nvcc only)"
+B="${TS_GPU_BUILD:-/tmp/tessera-gpu-build}"
 rm -rf "$B"
-mkdir -p "$B"
+mkdir -p "$B/core"
 CUDA_LIB="$(dirname "$(dirname "$NVCC")")/lib64"
 ok=1
 for f in core/cuda/*.cu; do
   "$NVCC" -O2 -arch="$ARCH" -Werror=all-warnings -Xcompiler -Wall,-Wextra \
-    -c "$f" -o "$B/$(basename "$f" .cu).o" 2>&1 | tee -a "$OUT/build.log" || ok=0
-  [ -s "$B/$(basename "$f" .cu).o" ] || ok=0
+    -c "$f" -o "$B/core/$(basename "$f" .cu).o" 2>&1 | tee -a "$OUT/build.log" || ok=0
+  [ -s "$B/core/$(basename "$f" .cu).o" ] || ok=0
 done
-"$NVCC" -O2 -Xcompiler -std=c11,-D_GNU_SOURCE,-Wall,-Wextra,-Werror -c tests/gpu_parity.c \
-  -o "$B/gpu_parity.o" 2>&1 | tee -a "$OUT/build.log" || ok=0
-"$NVCC" -arch="$ARCH" "$B"/*.o -lcublasLt -Xlinker -rpath,"$CUDA_LIB" -o "$B/gpu_parity" 2>&1 \
-  | tee -a "$OUT/build.log" \
-  || ok=0
-if [ $ok = 1 ] && [ -x "$B/gpu_parity" ]; then
+for prog in tests/gpu_parity bench/gpu_clip_step; do
+  name="$(basename "$prog")"
+  "$NVCC" -O2 -Xcompiler -std=c11,-D_GNU_SOURCE,-Wall,-Wextra,-Werror -c "$prog.c" \
+    -o "$B/$name.o" 2>&1 | tee -a "$OUT/build.log" || ok=0
+  "$NVCC" -arch="$ARCH" "$B/$name.o" "$B"/core/*.o -lcublasLt -Xlinker -rpath,"$CUDA_LIB" \
+    -o "$B/$name" 2>&1 | tee -a "$OUT/build.log" || ok=0
+  [ -x "$B/$name" ] || ok=0
+done
+if [ $ok = 1 ]; then
   status "build (nvcc, -Werror)" "ok"
 else
   status "build (nvcc, -Werror)" "FAILED (build.log)"
@@ -110,9 +113,55 @@ else
     status "NCCL all-reduce, 1 GPU" "build FAILED (build.log)"
   fi
 fi
-status "CLIP ViT-B/16 step, MFU" "not yet: the trainer has no device path"
+echo "== the CLIP step on the GPU (core/cuda/clip_model.cu) against open_clip"
+# open_clip_torch comes as wheels in .whl/ when the image lacks it (on the CPU machine:
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --platform manylinux2014_x86_64 -d .whl open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.2.13)
+if ! python3 -c "import open_clip" 2> /dev/null && ls .whl/open_clip_torch-*.whl > /dev/null 2>&1
+then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target \
+    /tmp/tessera-site .whl/*.whl && export PYTHONPATH=/tmp/tessera-site
+fi
+clip_rc=0
+W="${TS_GPU_WORK:-/tmp/tessera-gpu-clip}"
+rm -rf "$W"
+export PYTHONUNBUFFERED=1
+if ! python3 -c "import open_clip" 2> /dev/null; then
+  status "CLIP step" "not run: no open_clip (see .whl above)"
+  clip_rc=1
+else
+  # forward + backward against PyTorch in float64 (float32 products: < 1e-4; bf16: reported)
+  for model in tiny vit-b-16; do
+    python3 bench/gpu_clip_step.py --model "$model" --export "$W/$model" 2>&1 \
+      | grep -v Warning | tee -a "$OUT/clip.txt"
+    for mode in f32 bf16; do
+      flag="" got=tessera tol=1e-4
+      [ $mode = bf16 ] && flag=--bf16 got=tessera_bf16 tol=5e-2
+      timeout 120 "$B/gpu_clip_step" --model "$model" --check "$W/$model" $flag 2>&1 \
+        | tee -a "$OUT/clip.txt"
+      cmp="$(python3 bench/gpu_clip_step.py --model "$model" --compare "$W/$model" --got $got \
+        --tol $tol 2>&1)"
+      echo "$cmp" >> "$OUT/clip.txt"
+      echo "$cmp" | tail -4
+      line="$(echo "$cmp" | grep "check ($got)" | sed 's/.*check ([a-z0-9_]*): //')"
+      status "CLIP $model $mode grads vs float64" "${line:-failed}"
+      [ $mode = f32 ] && ! echo "$line" | grep -q "^\([0-9]*\)/\1 " && clip_rc=1
+    done
+  done
+  # the training step at batch 256 in bf16, tessera beside PyTorch eager
+  timeout 300 python3 bench/gpu_clip_step.py --model vit-b-16 --time --tessera \
+    "$B/gpu_clip_step" --weights "$W/vit-b-16" --batch 256 --steps 20 --warmup 5 2>&1 \
+    | grep -v Warning | tee "$OUT/clip_step.txt"
+  [ "${PIPESTATUS[0]}" = 0 ] || clip_rc=1
+  while read -r line; do
+    status "$(echo "$line" | cut -c1-26 | sed 's/ *$//')" "$(echo "$line" | cut -c28-)"
+  done < <(grep -E "^(tessera|PyTorch) " "$OUT/clip_step.txt")
+  grep "^tessera / PyTorch" "$OUT/clip_step.txt" | tail -1 | while read -r line; do
+    status "CLIP step ratio" "$line"
+  done
+fi
 
 echo
 echo "== gpu_check summary"
 cat "$OUT/summary.txt"
-exit $((rc != 0 || nccl_rc != 0))
+exit $((rc != 0 || nccl_rc != 0 || clip_rc != 0))

@@ -527,6 +527,36 @@ static void time_matmul(int bf16, int64_t S) {
     free(x);
 }
 
+/* attention forward and backward at one shape: median of 10 after two warm-ups */
+static void time_attention(int64_t B, int64_t H, int64_t T, int64_t D, int causal) {
+    ts_err err = { 0 };
+    int64_t n = B * H * T * D;
+    float *x = randn(n, 1);
+    float *q = dev(x, (size_t)n * 4), *k = dev(x, (size_t)n * 4), *v = dev(x, (size_t)n * 4);
+    float *y = dev(NULL, (size_t)n * 4), *lse = dev(NULL, (size_t)(B * H * T) * 4);
+    float *dq = dev(x, (size_t)n * 4), *dk = dev(x, (size_t)n * 4), *dv = dev(x, (size_t)n * 4);
+    double tf[10], tb[10];
+    for (int r = -2; r < 10; r++) {
+        die(ts_cuda_sync(G, &err), &err);
+        double t0 = now_s();
+        die(ts_cuda_attention(G, q, k, v, NULL, y, lse, B, H, T, T, D, causal, 0.0f, &err), &err);
+        die(ts_cuda_sync(G, &err), &err);
+        double t1 = now_s();
+        die(ts_cuda_attention_backward(G, q, k, v, NULL, y, lse, y, dq, dk, dv, B, H, T, T, D,
+                                       causal, 0.0f, &err), &err);
+        die(ts_cuda_sync(G, &err), &err);
+        if (r >= 0) tf[r] = t1 - t0, tb[r] = now_s() - t1;
+    }
+    qsort(tf, 10, sizeof *tf, cmp_double);
+    qsort(tb, 10, sizeof *tb, cmp_double);
+    double fl = 4.0 * B * H * T * T * D;
+    printf("  attention %lldx%lldx%lldx%lld%s: forward %.3f ms (%.1f TFLOP/s), backward %.3f ms "
+           "(%.1f TFLOP/s)\n", (long long)B, (long long)H, (long long)T, (long long)D,
+           causal ? " causal" : "", 1e3 * tf[5], fl / tf[5] / 1e12, 1e3 * tb[5],
+           2.5 * fl / tb[5] / 1e12);
+    free(x);
+}
+
 int main(int argc, char **argv) {
     int timing = !(argc > 1 && !strcmp(argv[1], "--no-timing"));
     ts_err err = { 0 };
@@ -561,6 +591,10 @@ int main(int argc, char **argv) {
         time_matmul(0, 8192);
         ts_cuda_reset(G);
         time_matmul(1, 8192);
+        ts_cuda_reset(G);
+        time_attention(256, 12, 197, 64, 0);
+        ts_cuda_reset(G);
+        time_attention(256, 8, 77, 64, 1);
     }
     printf("gpu_parity: %d failed\n", failures);
     ts_cuda_close(G);

@@ -7,6 +7,7 @@
  */
 #include "cuda_impl.h"
 
+#include <cuda_bf16.h>
 #include <math.h>
 
 #define RT TS_CU_ROW_THREADS
@@ -143,12 +144,17 @@ ts_status ts_cuda_bias_gelu_backward(ts_cuda *g, const float *x, const float *b,
 
 /* ---- layernorm ---- */
 
-static __global__ void layernorm_kernel(const float *x, const float *w, const float *b,
-                                        float *y, float *mean, float *rstd, int64_t C,
-                                        float eps) {
+static __device__ __forceinline__ void put(float *p, float v) { *p = v; }
+static __device__ __forceinline__ void put(uint16_t *p, float v) {
+    *p = __bfloat16_as_ushort(__float2bfloat16_rn(v));
+}
+
+template <typename T>
+static __global__ void layernorm_kernel(const float *x, const float *w, const float *b, T *y,
+                                        float *mean, float *rstd, int64_t C, float eps) {
     __shared__ float sh[32];
     const float *xr = x + blockIdx.x * C;
-    float *yr = y + blockIdx.x * C;
+    T *yr = y + blockIdx.x * C;
     float s = 0.0f;
     for (int64_t j = threadIdx.x; j < C; j += blockDim.x) s += xr[j];
     float mu = block_sum(s, sh) / (float)C;
@@ -160,7 +166,7 @@ static __global__ void layernorm_kernel(const float *x, const float *w, const fl
     float rs = rsqrtf(block_sum(q, sh) / (float)C + eps);
     for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
         float v = (xr[j] - mu) * rs;
-        yr[j] = v * (w ? w[j] : 1.0f) + (b ? b[j] : 0.0f);
+        put(&yr[j], v * (w ? w[j] : 1.0f) + (b ? b[j] : 0.0f));
     }
     if (threadIdx.x == 0) {
         mean[blockIdx.x] = mu;
@@ -176,6 +182,17 @@ ts_status ts_cuda_layernorm(ts_cuda *g, const float *x, const float *w, const fl
         return ts__cuda_fail(err, TS_ERR_USAGE, "cuda layernorm: %lld rows", (long long)R);
     layernorm_kernel<<<(unsigned)R, RT, 0, g->stream>>>(x, w, b, y, mean, rstd, C, eps);
     TS_CU_LAUNCHED("layernorm");
+    return TS_OK;
+}
+
+ts_status ts_cuda_layernorm_bf16(ts_cuda *g, const float *x, const float *w, const float *b,
+                                 uint16_t *y, float *mean, float *rstd, int64_t R, int64_t C,
+                                 float eps, ts_err *err) {
+    if (R < 1 || C < 1) return TS_OK;
+    if (R > 0x7fffffff)
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda layernorm: %lld rows", (long long)R);
+    layernorm_kernel<<<(unsigned)R, RT, 0, g->stream>>>(x, w, b, y, mean, rstd, C, eps);
+    TS_CU_LAUNCHED("layernorm (bf16)");
     return TS_OK;
 }
 

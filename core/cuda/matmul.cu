@@ -31,12 +31,24 @@ static uint32_t alignment(const void *p) {
         }                                                                                  \
     } while (0)
 
-ts_status ts_cuda_matmul(ts_cuda *g, ts_cuda_dtype dt, const void *a, const void *b,
-                         const float *bias, float *y, int64_t M, int64_t N, int64_t K,
-                         int flags, float beta, ts_err *err) {
-    if (M < 1 || N < 1 || K < 1)
-        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda matmul: %lld x %lld x %lld",
-                             (long long)M, (long long)N, (long long)K);
+/* Batched layouts: `count` matrices `stride` elements apart (count 1: one matrix). */
+static cublasStatus_t batch_layout(cublasLtMatrixLayout_t l, int count, int64_t stride) {
+    if (count <= 1) return CUBLAS_STATUS_SUCCESS;
+    cublasStatus_t s = cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
+                                                        &count, sizeof count);
+    if (s != CUBLAS_STATUS_SUCCESS) return s;
+    return cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                            &stride, sizeof stride);
+}
+
+static ts_status matmul(ts_cuda *g, ts_cuda_dtype dt, const void *a, const void *b,
+                        const float *bias, float *y, int64_t M, int64_t N, int64_t K, int flags,
+                        float alpha, float beta, int count, int64_t sa, int64_t sb, int64_t sy,
+                        int64_t lda, int64_t ldb, int64_t ldy, ts_err *err) {
+    if (M < 1 || N < 1 || K < 1 || count < 1 || (count > 1 && bias))
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda matmul: %lld x %lld x %lld, %d batched%s",
+                             (long long)M, (long long)N, (long long)K, count,
+                             count > 1 && bias ? " with a bias" : "");
     ts_status st = TS_OK;
     cublasLtMatmulDesc_t op = NULL;
     cublasLtMatrixLayout_t la = NULL, lb = NULL, ly = NULL;
@@ -45,7 +57,6 @@ ts_status ts_cuda_matmul(ts_cuda *g, ts_cuda_dtype dt, const void *a, const void
     int ta = (flags & TS_TRANS_A) != 0, tb = (flags & TS_TRANS_B) != 0;
     /* the column-major operands: first b (op T when b is stored (N, K)), then a */
     cublasOperation_t opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
-    float alpha = 1.0f;
     int returned = 0;
     cublasLtMatmulHeuristicResult_t heur;
     LT(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "descriptor");
@@ -64,10 +75,16 @@ ts_status ts_cuda_matmul(ts_cuda *g, ts_cuda_dtype dt, const void *a, const void
                                           sizeof bt), "bias type");
     }
     /* b stored row-major: (K, N) is column-major (N, K) with ld N; (N, K) is (K, N), ld K */
-    LT(cublasLtMatrixLayoutCreate(&lb, in, tb ? K : N, tb ? N : K, tb ? K : N), "layout b");
+    if (!ldb) ldb = tb ? K : N;
+    if (!lda) lda = ta ? M : K;
+    if (!ldy) ldy = N;
+    LT(cublasLtMatrixLayoutCreate(&lb, in, tb ? K : N, tb ? N : K, ldb), "layout b");
     /* a stored row-major: (M, K) is column-major (K, M), ld K; (K, M) is (M, K), ld M */
-    LT(cublasLtMatrixLayoutCreate(&la, in, ta ? M : K, ta ? K : M, ta ? M : K), "layout a");
-    LT(cublasLtMatrixLayoutCreate(&ly, CUDA_R_32F, N, M, N), "layout y");
+    LT(cublasLtMatrixLayoutCreate(&la, in, ta ? M : K, ta ? K : M, lda), "layout a");
+    LT(cublasLtMatrixLayoutCreate(&ly, CUDA_R_32F, N, M, ldy), "layout y");
+    LT(batch_layout(lb, count, sb), "batch b");
+    LT(batch_layout(la, count, sa), "batch a");
+    LT(batch_layout(ly, count, sy), "batch y");
     LT(cublasLtMatmulPreferenceCreate(&pref), "preference");
     LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                             &g->workspace_bytes, sizeof g->workspace_bytes),
@@ -99,6 +116,21 @@ out:
     if (lb) cublasLtMatrixLayoutDestroy(lb);
     if (op) cublasLtMatmulDescDestroy(op);
     return st;
+}
+
+ts_status ts_cuda_matmul(ts_cuda *g, ts_cuda_dtype dt, const void *a, const void *b,
+                         const float *bias, float *y, int64_t M, int64_t N, int64_t K,
+                         int flags, float beta, ts_err *err) {
+    return matmul(g, dt, a, b, bias, y, M, N, K, flags, 1.0f, beta, 1, 0, 0, 0, 0, 0, 0, err);
+}
+
+ts_status ts_cuda_matmul_batched(ts_cuda *g, ts_cuda_dtype dt, const void *a, const void *b,
+                                 float *y, int64_t M, int64_t N, int64_t K, int flags,
+                                 float alpha, float beta, int count, int64_t stride_a,
+                                 int64_t stride_b, int64_t stride_y, int64_t ld_a, int64_t ld_b,
+                                 int64_t ld_y, ts_err *err) {
+    return matmul(g, dt, a, b, NULL, y, M, N, K, flags, alpha, beta, count, stride_a, stride_b,
+                  stride_y, ld_a, ld_b, ld_y, err);
 }
 
 static __global__ void to_bf16_kernel(const float *x, uint16_t *y, int64_t n) {

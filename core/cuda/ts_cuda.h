@@ -56,6 +56,14 @@ typedef enum { TS_CUDA_F32, TS_CUDA_BF16 } ts_cuda_dtype;
 ts_status ts_cuda_matmul(ts_cuda *g, ts_cuda_dtype dt, const void *a, const void *b,
                          const float *bias, float *y, int64_t M, int64_t N, int64_t K,
                          int flags, float beta, ts_err *err);
+/* `count` products y_i = alpha op(a_i) @ op(b_i) + beta y_i, the i-th matrices stride_a,
+ * stride_b and stride_y elements after the first (attention's per-head products); ld_a, ld_b,
+ * ld_y: the row pitch of each as stored (elements; 0: packed). */
+ts_status ts_cuda_matmul_batched(ts_cuda *g, ts_cuda_dtype dt, const void *a, const void *b,
+                                 float *y, int64_t M, int64_t N, int64_t K, int flags,
+                                 float alpha, float beta, int count, int64_t stride_a,
+                                 int64_t stride_b, int64_t stride_y, int64_t ld_a, int64_t ld_b,
+                                 int64_t ld_y, ts_err *err);
 /* bf16 (round to nearest even) copy of n floats, for the bf16 products */
 ts_status ts_cuda_to_bf16(ts_cuda *g, const float *x, uint16_t *y, int64_t n, ts_err *err);
 
@@ -82,6 +90,10 @@ ts_status ts_cuda_bias_gelu_backward(ts_cuda *g, const float *x, const float *b,
 ts_status ts_cuda_layernorm(ts_cuda *g, const float *x, const float *w, const float *b,
                             float *y, float *mean, float *rstd, int64_t R, int64_t C, float eps,
                             ts_err *err);
+/* the same, y written as bf16 (an operand of the next product) */
+ts_status ts_cuda_layernorm_bf16(ts_cuda *g, const float *x, const float *w, const float *b,
+                                 uint16_t *y, float *mean, float *rstd, int64_t R, int64_t C,
+                                 float eps, ts_err *err);
 /* dx, dw, db += (each may be NULL) */
 ts_status ts_cuda_layernorm_backward(ts_cuda *g, const float *x, const float *w,
                                      const float *mean, const float *rstd, const float *dy,
@@ -132,6 +144,106 @@ ts_status ts_cuda_attention_backward(ts_cuda *g, const float *q, const float *k,
 ts_status ts_cuda_adamw(ts_cuda *g, float *p, const float *grad, float *m, float *v, int64_t n,
                         int64_t t, float lr, float beta1, float beta2, float eps,
                         float weight_decay, ts_err *err);
+
+/* ---- the CLIP model's own kernels (core/cuda/clip_kernels.cu) ---- */
+
+/* images (B, 3, S, S) -> rows (B * (S/P)^2, 3 P P), the conv weight's (c, kh, kw) order */
+ts_status ts_cuda_patchify(ts_cuda *g, const float *images, float *rows, int64_t B, int64_t S,
+                           int64_t P, ts_err *err);
+/* x (B, T, W): row 0 = cls + pos[0], row t = emb (B, T - 1, W) row t - 1 + pos[t]; the
+ * backward overwrites demb and adds to dcls and dpos */
+ts_status ts_cuda_vit_tokens(ts_cuda *g, const float *emb, const float *cls, const float *pos,
+                             float *x, int64_t B, int64_t T, int64_t W, ts_err *err);
+ts_status ts_cuda_vit_tokens_backward(ts_cuda *g, const float *dx, float *demb, float *dcls,
+                                      float *dpos, int64_t B, int64_t T, int64_t W,
+                                      ts_err *err);
+/* x (B, T, W) = table[ids] + pos; the backward adds to dtable (atomics) and dpos */
+ts_status ts_cuda_embed(ts_cuda *g, const int32_t *ids, const float *table, const float *pos,
+                        float *x, int64_t B, int64_t T, int64_t W, ts_err *err);
+ts_status ts_cuda_embed_backward(ts_cuda *g, const int32_t *ids, const float *dx,
+                                 float *dtable, float *dpos, int64_t B, int64_t T, int64_t W,
+                                 ts_err *err);
+/* packed rows (B, T, G, H, D) -> G blocks (B, H, T, D) (to_heads, overwriting), or back
+ * (adding when acc); _bf16 writes bf16 (overwriting) */
+ts_status ts_cuda_heads(ts_cuda *g, const float *src, float *dst, int64_t B, int64_t T,
+                        int64_t G, int64_t H, int64_t D, int to_heads, int acc, ts_err *err);
+ts_status ts_cuda_heads_bf16(ts_cuda *g, const float *src, uint16_t *dst, int64_t B, int64_t T,
+                             int64_t G, int64_t H, int64_t D, int to_heads, ts_err *err);
+/* y = gelu(x) (exact) as bf16 */
+ts_status ts_cuda_gelu_bf16(ts_cuda *g, const float *x, uint16_t *y, int64_t n, ts_err *err);
+/* p = softmax(scale s) over rows of T keys stored ld >= T apart (row r is query r % T; causal:
+ * keys <= query, the rest 0; columns T..ld-1 are written 0); the backward writes
+ * ds = scale p (dp - sum(dp p)) (in place allowed: ds == dp) */
+ts_status ts_cuda_attn_softmax(ts_cuda *g, const float *scores, float *p, int64_t R, int64_t T,
+                               int64_t ld, float scale, int causal, ts_err *err);
+ts_status ts_cuda_attn_softmax_backward(ts_cuda *g, const float *p, const float *dp, float *ds,
+                                        int64_t R, int64_t T, int64_t ld, float scale,
+                                        ts_err *err);
+/* the same two, p also written as bf16 (p16), ds only as bf16 */
+ts_status ts_cuda_attn_softmax_bf16(ts_cuda *g, const float *scores, float *p, uint16_t *p16,
+                                    int64_t R, int64_t T, int64_t ld, float scale, int causal,
+                                    ts_err *err);
+ts_status ts_cuda_attn_softmax_backward_bf16(ts_cuda *g, const float *p, const float *dp,
+                                             uint16_t *ds, int64_t R, int64_t T, int64_t ld,
+                                             float scale, ts_err *err);
+/* y (B, W) = x (B, T, W) at row idx[b]; the backward adds dy there */
+ts_status ts_cuda_gather_rows(ts_cuda *g, const float *x, const int32_t *idx, float *y,
+                              int64_t B, int64_t T, int64_t W, ts_err *err);
+ts_status ts_cuda_gather_rows_backward(ts_cuda *g, const float *dy, const int32_t *idx,
+                                       float *dx, int64_t B, int64_t T, int64_t W, ts_err *err);
+/* y = x / max(||x||, 1e-12) per row, norms (R) kept; the backward adds to dx */
+ts_status ts_cuda_l2_normalize(ts_cuda *g, const float *x, float *y, float *norms, int64_t R,
+                               int64_t C, ts_err *err);
+ts_status ts_cuda_l2_normalize_backward(ts_cuda *g, const float *y, const float *norms,
+                                        const float *dy, float *dx, int64_t R, int64_t C,
+                                        ts_err *err);
+/* y = exp(ls[0]) x; the backward adds to dx and dls (either may be NULL) */
+ts_status ts_cuda_exp_scale(ts_cuda *g, const float *x, const float *ls, float *y, int64_t n,
+                            ts_err *err);
+ts_status ts_cuda_exp_scale_backward(ts_cuda *g, const float *x, const float *ls,
+                                     const float *dy, float *dx, float *dls, int64_t n,
+                                     ts_err *err);
+ts_status ts_cuda_clamp(ts_cuda *g, float *x, int64_t n, float lo, float hi, ts_err *err);
+ts_status ts_cuda_fill(ts_cuda *g, float *x, int64_t n, float v, ts_err *err);
+
+/* ---- a CLIP model trained on the device (core/cuda/clip_model.cu) ---- */
+
+/* open_clip's CLIP: a VisionTransformer (class token, no conv bias, ln_pre, ln_post, proj) and
+ * its text transformer (causal, argmax pooling, ln_final, text_projection), exact GELU,
+ * layernorm eps 1e-5, ClipLoss. Parameter names as open_clip's state_dict. */
+typedef struct ts_cuda_clip_config {
+    int64_t image_size, patch, width, layers, heads;     /* vision */
+    int64_t context, vocab, text_width, text_layers, text_heads;
+    int64_t embed;
+} ts_cuda_clip_config;
+
+typedef struct ts_cuda_clip ts_cuda_clip;
+
+/* Everything (parameters, moments, the activations of a batch of `batch`) is allocated from
+ * g's arena now; dt: the operand type of the towers' products (bf16 keeps a bf16 copy of the
+ * parameters). The parameters start at zero: set each (ts_cuda_clip_set), then call
+ * ts_cuda_clip_params_ready. */
+ts_status ts_cuda_clip_new(ts_cuda *g, const ts_cuda_clip_config *c, int64_t batch,
+                           ts_cuda_dtype dt, ts_cuda_clip **out, ts_err *err);
+void ts_cuda_clip_free(ts_cuda_clip *m);
+int ts_cuda_clip_param_count(const ts_cuda_clip *m);
+const char *ts_cuda_clip_param(const ts_cuda_clip *m, int i, int64_t *numel); /* NULL past */
+int64_t ts_cuda_clip_param_total(const ts_cuda_clip *m);
+/* host <-> device by name: values, or (get with grad) the gradients of the last backward */
+ts_status ts_cuda_clip_set(ts_cuda_clip *m, const char *name, const float *host, int64_t n,
+                           ts_err *err);
+ts_status ts_cuda_clip_get(ts_cuda_clip *m, const char *name, int grad, float *host, int64_t n,
+                           ts_err *err);
+ts_status ts_cuda_clip_params_ready(ts_cuda_clip *m, ts_err *err);
+/* One forward and backward: images (B, 3, S, S) float32 on the device, ids (B, context) on
+ * the host (each in [0, vocab); a row is pooled at its largest id). The gradients are
+ * overwritten; loss (may be NULL, which skips the wait for it) gets ClipLoss. */
+ts_status ts_cuda_clip_forward_backward(ts_cuda_clip *m, const float *images,
+                                        const int32_t *ids, float *loss, ts_err *err);
+/* torch.optim.AdamW over the weight-decayed group and the rest (no decay), step t >= 1, then
+ * open_clip's clamp of logit_scale to [0, ln 100] */
+ts_status ts_cuda_clip_adamw(ts_cuda_clip *m, int64_t t, float lr, float beta1, float beta2,
+                             float eps, float weight_decay, ts_err *err);
 
 #ifdef __cplusplus
 }

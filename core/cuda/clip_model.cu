@@ -1,0 +1,639 @@
+/* clip_model.cu: a CLIP model (open_clip's VisionTransformer image tower, its text transformer,
+ * ClipLoss) trained on the device: forward, backward and AdamW for one batch, all on the
+ * device's stream.
+ *
+ * The parameters live in one float32 buffer (weight-decayed ones first, then gains, biases,
+ * class embedding and logit scale, as open_clip's main.py groups them), their gradients, AdamW
+ * moments and, in bf16 mode, a bf16 copy of all of them refreshed after each step, in buffers of
+ * the same layout. The products of the towers take bf16 (or float32) operands with float32
+ * accumulation; everything else (layernorm, softmax, GELU, residuals, the loss) is float32.
+ * Attention is per head through cuBLASLt's batched products around a row softmax, the scores
+ * kept for the backward (a tiled fused attention is the next step).
+ *
+ * Activations are kept per layer for the backward (the float32 residual stream, layernorm
+ * statistics, the products' operands, the softmax rows, the MLP's pre-activation); temporaries
+ * are shared between layers. Everything is bump-allocated from the device's arena once.
+ */
+#include "cuda_impl.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NAME_MAX_LEN 96
+
+typedef struct {
+    char name[NAME_MAX_LEN];
+    int64_t n;
+    int decay;
+    int64_t off; /* in elements, into the flat buffers */
+} param;
+
+enum { LN1W, LN1B, QKVW, QKVB, OUTW, OUTB, LN2W, LN2B, FCW, FCB, PROJW, PROJB, NLAYERP };
+
+typedef struct {
+    float *xin, *mean1, *rstd1, *xmid, *mean2, *rstd2, *h, *pf;
+    void *ln1, *qkv, *pop, *attn, *ln2, *g; /* operands */
+} layer_acts;
+
+typedef struct {
+    int64_t T, W, L, H, N; /* tokens, width, layers, heads, rows (B T) */
+    int causal;
+    int *lp;               /* L * NLAYERP parameter indices */
+    layer_acts *a;         /* L */
+    float *x_last;         /* the output of the last block (B, T, W) */
+    float *pooled, *pmean, *prstd, *lnp, *feat, *fnorm, *featn;
+    int32_t *pool_idx;     /* (B) */
+} tower;
+
+struct ts_cuda_clip {
+    ts_cuda *g;
+    ts_cuda_clip_config c;
+    int64_t B;
+    ts_cuda_dtype dt;
+    param *p;
+    int np, cap;
+    int64_t total, decayed;
+    float *P, *G, *M, *V; /* parameters, gradients, moments */
+    uint16_t *Pb;         /* bf16 copy (bf16 mode) */
+    tower vis, txt;
+    int vcls, vpos, vconv, vlnpre_w, vlnpre_b, vlnpost_w, vlnpost_b, vproj;
+    int tok, tpos, lnf_w, lnf_b, tproj, lscale;
+    /* vision input */
+    float *patches_f, *x0v, *premean, *prerstd;
+    void *patches;
+    int32_t *ids, *labels;
+    float *x0t;
+    /* loss */
+    float *raw_i, *raw_t, *logit_i, *logit_t, *loss, *dhalf;
+    /* shared temporaries */
+    float *tA, *tB, *tC, *tD, *dres, *ones, *d1, *d2;
+    void *o1, *o2;
+    size_t esz; /* bytes of an operand element */
+};
+
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+/* the row pitch of attention scores: 8 elements (16 bytes of bf16), as the tensor cores want */
+static int64_t pitch(int64_t T) { return (T + 7) / 8 * 8; }
+
+static int add_param(ts_cuda_clip *m, const char *name, int64_t n, int decay) {
+    if (m->np == m->cap) {
+        m->cap = m->cap ? 2 * m->cap : 256;
+        m->p = (param *)realloc(m->p, (size_t)m->cap * sizeof *m->p);
+    }
+    param *q = &m->p[m->np];
+    snprintf(q->name, sizeof q->name, "%s", name);
+    q->n = n;
+    q->decay = decay;
+    q->off = 0;
+    return m->np++;
+}
+
+static void add_tower_params(ts_cuda_clip *m, tower *t, const char *prefix) {
+    char nm[NAME_MAX_LEN];
+    int64_t W = t->W;
+    static const char *names[NLAYERP] = {
+        "ln_1.weight", "ln_1.bias", "attn.in_proj_weight", "attn.in_proj_bias",
+        "attn.out_proj.weight", "attn.out_proj.bias", "ln_2.weight", "ln_2.bias",
+        "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias" };
+    const int64_t sizes[NLAYERP] = { W, W, 3 * W * W, 3 * W, W * W, W, W, W, 4 * W * W, 4 * W,
+                                     4 * W * W, W };
+    const int decay[NLAYERP] = { 0, 0, 1, 0, 1, 0, 0, 0, 1, 0, 1, 0 };
+    t->lp = (int *)malloc((size_t)(t->L * NLAYERP) * sizeof(int));
+    for (int64_t l = 0; l < t->L; l++)
+        for (int k = 0; k < NLAYERP; k++) {
+            snprintf(nm, sizeof nm, "%stransformer.resblocks.%lld.%s", prefix, (long long)l,
+                     names[k]);
+            t->lp[l * NLAYERP + k] = add_param(m, nm, sizes[k], decay[k]);
+        }
+}
+
+static float *Wf(ts_cuda_clip *m, int i) { return m->P + m->p[i].off; }
+static float *Gf(ts_cuda_clip *m, int i) { return m->G + m->p[i].off; }
+/* a weight as a product operand */
+static const void *Wo(ts_cuda_clip *m, int i) {
+    return m->dt == TS_CUDA_BF16 ? (const void *)(m->Pb + m->p[i].off) : (const void *)Wf(m, i);
+}
+
+#define TRY(call)                                                                           \
+    do {                                                                                   \
+        ts_status s_ = (call);                                                             \
+        if (s_) return s_;                                                                 \
+    } while (0)
+
+static void *alloc_or_null(ts_cuda_clip *m, size_t bytes, int *full) {
+    void *p = ts_cuda_alloc(m->g, bytes);
+    if (!p) *full = 1;
+    return p;
+}
+#define FA(n) ((float *)alloc_or_null(m, (size_t)(n) * sizeof(float), &full))
+#define OA(n) (alloc_or_null(m, (size_t)(n) * m->esz, &full))
+
+/* An operand buffer kept for the backward: in bf16 mode its own bf16 buffer (the float32 values
+ * go to a temporary first), in float32 mode the float32 buffer itself. */
+static void *keep_operand(ts_cuda_clip *m, int64_t n, int *full) {
+    return alloc_or_null(m, (size_t)n * m->esz, full);
+}
+
+/* Write the operand of n floats at f into o (a bf16 copy; nothing in float32 mode, where the
+ * caller wrote into o directly) */
+static ts_status to_op(ts_cuda_clip *m, const float *f, void *o, int64_t n, ts_err *err) {
+    if (m->dt == TS_CUDA_BF16) return ts_cuda_to_bf16(m->g, f, (uint16_t *)o, n, err);
+    if ((const void *)f != o)
+        TS_CU(cudaMemcpyAsync(o, f, (size_t)n * 4, cudaMemcpyDeviceToDevice, m->g->stream),
+              "operand copy");
+    return TS_OK;
+}
+/* where to write float32 values that become operand o: o itself in float32 mode */
+static float *op_target(ts_cuda_clip *m, void *o, float *tmp) {
+    return m->dt == TS_CUDA_BF16 ? tmp : (float *)o;
+}
+/* the operand of a temporary's values: a bf16 copy into scratch, or the values themselves */
+static ts_status op_of(ts_cuda_clip *m, const float *f, void *scratch, int64_t n,
+                       const void **o, ts_err *err) {
+    if (m->dt == TS_CUDA_BF16) {
+        TRY(ts_cuda_to_bf16(m->g, f, (uint16_t *)scratch, n, err));
+        *o = scratch;
+    } else {
+        *o = f;
+    }
+    return TS_OK;
+}
+
+static ts_status alloc_tower(ts_cuda_clip *m, tower *t, ts_err *err) {
+    int full = 0;
+    int64_t N = t->N, W = t->W, S = m->B * t->H * t->T * pitch(t->T);
+    t->a = (layer_acts *)calloc((size_t)t->L, sizeof *t->a);
+    for (int64_t l = 0; l < t->L; l++) {
+        layer_acts *a = &t->a[l];
+        a->xin = FA(N * W);
+        a->mean1 = FA(N), a->rstd1 = FA(N), a->mean2 = FA(N), a->rstd2 = FA(N);
+        a->xmid = FA(N * W);
+        a->h = FA(N * 4 * W);
+        a->pf = FA(S);
+        a->ln1 = keep_operand(m, N * W, &full);
+        a->qkv = keep_operand(m, 3 * N * W, &full);
+        a->pop = m->dt == TS_CUDA_BF16 ? keep_operand(m, S, &full) : (void *)a->pf;
+        a->attn = keep_operand(m, N * W, &full);
+        a->ln2 = keep_operand(m, N * W, &full);
+        a->g = keep_operand(m, 4 * N * W, &full);
+    }
+    int64_t E = m->c.embed;
+    t->x_last = FA(N * W);
+    t->pooled = FA(m->B * W), t->pmean = FA(m->B), t->prstd = FA(m->B), t->lnp = FA(m->B * W);
+    t->feat = FA(m->B * E), t->fnorm = FA(m->B), t->featn = FA(m->B * E);
+    t->pool_idx = (int32_t *)alloc_or_null(m, (size_t)m->B * 4, &full);
+    if (full)
+        return ts__cuda_fail(err, TS_ERR_NOMEM, "cuda clip: the arena (%zu MiB) is too small "
+                             "for batch %lld", m->g->cap >> 20, (long long)m->B);
+    return TS_OK;
+}
+
+ts_status ts_cuda_clip_new(ts_cuda *g, const ts_cuda_clip_config *c, int64_t batch,
+                           ts_cuda_dtype dt, ts_cuda_clip **out, ts_err *err) {
+    *out = NULL;
+    if (batch < 1 || c->patch < 1 || c->image_size % c->patch || c->width % c->heads ||
+        c->text_width % c->text_heads || c->layers < 1 || c->text_layers < 1 || c->embed < 1)
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda clip: inconsistent configuration "
+                             "(image %lld / patch %lld, width %lld / heads %lld, text width "
+                             "%lld / heads %lld)", (long long)c->image_size,
+                             (long long)c->patch, (long long)c->width, (long long)c->heads,
+                             (long long)c->text_width, (long long)c->text_heads);
+    ts_cuda_clip *m = (ts_cuda_clip *)calloc(1, sizeof *m);
+    m->g = g;
+    m->c = *c;
+    m->B = batch;
+    m->dt = dt;
+    m->esz = dt == TS_CUDA_BF16 ? 2 : 4;
+    int64_t gsz = c->image_size / c->patch, np = gsz * gsz, W = c->width, TW = c->text_width;
+    int64_t E = c->embed, P = c->patch;
+    m->vis = (tower){ np + 1, W, c->layers, c->heads, batch * (np + 1), 0, NULL, NULL, NULL,
+                      NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL };
+    m->txt = (tower){ c->context, TW, c->text_layers, c->text_heads, batch * c->context, 1, NULL,
+                      NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL };
+    /* open_clip's names and its decay rule: no decay for ndim < 2, gains, biases, logit_scale */
+    m->tpos = add_param(m, "positional_embedding", c->context * TW, 1);
+    m->tproj = add_param(m, "text_projection", TW * E, 1);
+    m->lscale = add_param(m, "logit_scale", 1, 0);
+    m->vcls = add_param(m, "visual.class_embedding", W, 0);
+    m->vpos = add_param(m, "visual.positional_embedding", (np + 1) * W, 1);
+    m->vproj = add_param(m, "visual.proj", W * E, 1);
+    m->vconv = add_param(m, "visual.conv1.weight", W * 3 * P * P, 1);
+    m->vlnpre_w = add_param(m, "visual.ln_pre.weight", W, 0);
+    m->vlnpre_b = add_param(m, "visual.ln_pre.bias", W, 0);
+    add_tower_params(m, &m->vis, "visual.");
+    m->vlnpost_w = add_param(m, "visual.ln_post.weight", W, 0);
+    m->vlnpost_b = add_param(m, "visual.ln_post.bias", W, 0);
+    add_tower_params(m, &m->txt, "");
+    m->tok = add_param(m, "token_embedding.weight", c->vocab * TW, 1);
+    m->lnf_w = add_param(m, "ln_final.weight", TW, 0);
+    m->lnf_b = add_param(m, "ln_final.bias", TW, 0);
+    /* the flat layout: decayed first, each tensor 128 elements aligned (256 bytes as bf16) */
+    int64_t at = 0;
+    for (int pass = 1; pass >= 0; pass--) {
+        for (int i = 0; i < m->np; i++)
+            if (m->p[i].decay == pass) {
+                m->p[i].off = at;
+                at += (m->p[i].n + 127) / 128 * 128;
+            }
+        if (pass == 1) m->decayed = at;
+    }
+    m->total = at;
+    int full = 0;
+    m->P = FA(at), m->G = FA(at), m->M = FA(at), m->V = FA(at);
+    m->Pb = dt == TS_CUDA_BF16 ? (uint16_t *)alloc_or_null(m, (size_t)at * 2, &full) : NULL;
+    if (full) {
+        ts_cuda_clip_free(m);
+        return ts__cuda_fail(err, TS_ERR_NOMEM, "cuda clip: the arena (%zu MiB) cannot hold "
+                             "%lld parameters", g->cap >> 20, (long long)at);
+    }
+    ts_status st;
+    if ((st = alloc_tower(m, &m->vis, err)) || (st = alloc_tower(m, &m->txt, err))) {
+        ts_cuda_clip_free(m);
+        return st;
+    }
+    int64_t Nv = m->vis.N, Nt = m->txt.N;
+    int64_t Sv = batch * c->heads * m->vis.T * pitch(m->vis.T);
+    int64_t St = batch * c->text_heads * c->context * pitch(c->context);
+    int64_t NW = max64(Nv * W, Nt * TW), S = max64(Sv, St);
+    int64_t prow = batch * np * 3 * P * P;
+    m->patches_f = FA(prow);
+    m->patches = dt == TS_CUDA_BF16 ? OA(prow) : (void *)m->patches_f;
+    m->x0v = FA(Nv * W), m->premean = FA(Nv), m->prerstd = FA(Nv);
+    m->ids = (int32_t *)alloc_or_null(m, (size_t)Nt * 4, &full);
+    m->labels = (int32_t *)alloc_or_null(m, (size_t)batch * 4, &full);
+    m->x0t = FA(Nt * TW);
+    m->raw_i = FA(batch * batch), m->raw_t = FA(batch * batch);
+    m->logit_i = FA(batch * batch), m->logit_t = FA(batch * batch);
+    m->loss = FA(2), m->dhalf = FA(1);
+    m->tA = FA(max64(max64(4 * NW, S), max64(prow, batch * np * W)));
+    m->tB = FA(max64(4 * NW, S));
+    m->tC = FA(NW);
+    m->tD = FA(3 * NW);
+    m->dres = FA(NW);
+    m->ones = FA(max64(max64(Nv, Nt), batch));
+    m->d1 = FA(max64(batch * batch, batch * max64(W, TW)) * 4);
+    m->d2 = FA(max64(batch * batch, batch * max64(W, TW)) * 4);
+    m->o1 = dt == TS_CUDA_BF16 ? OA(4 * NW) : NULL;
+    m->o2 = dt == TS_CUDA_BF16 ? OA(S) : NULL;
+    if (full) {
+        ts_cuda_clip_free(m);
+        return ts__cuda_fail(err, TS_ERR_NOMEM, "cuda clip: the arena (%zu MiB) is too small "
+                             "for batch %lld", g->cap >> 20, (long long)batch);
+    }
+    int32_t *lab = (int32_t *)malloc((size_t)batch * 4);
+    for (int64_t b = 0; b < batch; b++) lab[b] = (int32_t)b;
+    st = ts_cuda_upload(g, m->labels, lab, (size_t)batch * 4, err);
+    if (!st) st = ts_cuda_sync(g, err);
+    free(lab);
+    int32_t *zero = (int32_t *)calloc((size_t)batch, 4);
+    if (!st) st = ts_cuda_upload(g, m->vis.pool_idx, zero, (size_t)batch * 4, err);
+    if (!st) st = ts_cuda_sync(g, err);
+    free(zero);
+    if (!st) st = ts_cuda_fill(g, m->ones, max64(max64(Nv, Nt), batch), 1.0f, err);
+    if (!st) st = ts_cuda_fill(g, m->dhalf, 1, 0.5f, err);
+    if (!st) st = ts_cuda_zero(g, m->P, (size_t)at * 4, err);
+    if (!st) st = ts_cuda_zero(g, m->M, (size_t)at * 4, err);
+    if (!st) st = ts_cuda_zero(g, m->V, (size_t)at * 4, err);
+    if (st) {
+        ts_cuda_clip_free(m);
+        return st;
+    }
+    *out = m;
+    return TS_OK;
+}
+
+void ts_cuda_clip_free(ts_cuda_clip *m) {
+    if (!m) return;
+    free(m->vis.lp), free(m->vis.a), free(m->txt.lp), free(m->txt.a);
+    free(m->p);
+    free(m);
+}
+
+int ts_cuda_clip_param_count(const ts_cuda_clip *m) { return m->np; }
+
+const char *ts_cuda_clip_param(const ts_cuda_clip *m, int i, int64_t *numel) {
+    if (i < 0 || i >= m->np) return NULL;
+    if (numel) *numel = m->p[i].n;
+    return m->p[i].name;
+}
+
+int64_t ts_cuda_clip_param_total(const ts_cuda_clip *m) {
+    int64_t n = 0;
+    for (int i = 0; i < m->np; i++) n += m->p[i].n;
+    return n;
+}
+
+static int find(const ts_cuda_clip *m, const char *name) {
+    for (int i = 0; i < m->np; i++)
+        if (!strcmp(m->p[i].name, name)) return i;
+    return -1;
+}
+
+ts_status ts_cuda_clip_set(ts_cuda_clip *m, const char *name, const float *host, int64_t n,
+                           ts_err *err) {
+    int i = find(m, name);
+    if (i < 0) return ts__cuda_fail(err, TS_ERR_USAGE, "cuda clip: no parameter %s", name);
+    if (n != m->p[i].n)
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda clip: %s has %lld values, not %lld", name,
+                             (long long)m->p[i].n, (long long)n);
+    TRY(ts_cuda_upload(m->g, Wf(m, i), host, (size_t)n * 4, err));
+    return ts_cuda_sync(m->g, err);
+}
+
+ts_status ts_cuda_clip_get(ts_cuda_clip *m, const char *name, int grad, float *host, int64_t n,
+                           ts_err *err) {
+    int i = find(m, name);
+    if (i < 0) return ts__cuda_fail(err, TS_ERR_USAGE, "cuda clip: no parameter %s", name);
+    if (n != m->p[i].n)
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda clip: %s has %lld values, not %lld", name,
+                             (long long)m->p[i].n, (long long)n);
+    return ts_cuda_download(m->g, host, grad ? Gf(m, i) : Wf(m, i), (size_t)n * 4, err);
+}
+
+ts_status ts_cuda_clip_params_ready(ts_cuda_clip *m, ts_err *err) {
+    if (m->dt == TS_CUDA_BF16) TRY(ts_cuda_to_bf16(m->g, m->P, m->Pb, m->total, err));
+    return TS_OK;
+}
+
+/* y (M, N) = op(a) op(b) + bias, in the model's operand type */
+static ts_status mm(ts_cuda_clip *m, const void *a, const void *b, const float *bias, float *y,
+                    int64_t M, int64_t N, int64_t K, int flags, float beta, ts_err *err) {
+    return ts_cuda_matmul(m->g, m->dt, a, b, bias, y, M, N, K, flags, beta, err);
+}
+
+/* float32 products (the small ones around the loss) */
+static ts_status mm32(ts_cuda_clip *m, const float *a, const float *b, float *y, int64_t M,
+                      int64_t N, int64_t K, int flags, float beta, ts_err *err) {
+    return ts_cuda_matmul(m->g, TS_CUDA_F32, a, b, NULL, y, M, N, K, flags, beta, err);
+}
+
+/* db (C) += the column sums of dy (R, C) */
+static ts_status bias_grad(ts_cuda_clip *m, const float *dy, float *db, int64_t R, int64_t C,
+                           ts_err *err) {
+    return mm32(m, m->ones, dy, db, 1, C, R, 0, 1.0f, err);
+}
+
+/* layernorm, head layout and GELU writing a product operand (bf16, or float32) */
+static ts_status ln_op(ts_cuda_clip *m, const float *x, int w, int b, void *y, float *mean,
+                       float *rstd, int64_t R, int64_t C, ts_err *err) {
+    if (m->dt == TS_CUDA_BF16)
+        return ts_cuda_layernorm_bf16(m->g, x, Wf(m, w), Wf(m, b), (uint16_t *)y, mean, rstd, R,
+                                      C, 1e-5f, err);
+    return ts_cuda_layernorm(m->g, x, Wf(m, w), Wf(m, b), (float *)y, mean, rstd, R, C, 1e-5f,
+                             err);
+}
+
+static ts_status heads_op(ts_cuda_clip *m, const float *src, void *dst, int64_t B, int64_t T,
+                          int64_t G, int64_t H, int64_t D, int to_heads, ts_err *err) {
+    if (m->dt == TS_CUDA_BF16)
+        return ts_cuda_heads_bf16(m->g, src, (uint16_t *)dst, B, T, G, H, D, to_heads, err);
+    return ts_cuda_heads(m->g, src, (float *)dst, B, T, G, H, D, to_heads, 0, err);
+}
+
+static ts_status gelu_op(ts_cuda_clip *m, const float *x, void *y, int64_t n, ts_err *err) {
+    if (m->dt == TS_CUDA_BF16) return ts_cuda_gelu_bf16(m->g, x, (uint16_t *)y, n, err);
+    return ts_cuda_gelu(m->g, x, (float *)y, n, err);
+}
+
+static ts_status tower_forward(ts_cuda_clip *m, tower *t, const float *x0, ts_err *err) {
+    ts_cuda *g = m->g;
+    int64_t B = m->B, T = t->T, W = t->W, H = t->H, D = W / H, N = t->N;
+    int64_t BH = B * H, Tp = pitch(T);
+    float scale = 1.0f / sqrtf((float)D);
+    TS_CU(cudaMemcpyAsync(t->a[0].xin, x0, (size_t)(N * W) * 4, cudaMemcpyDeviceToDevice,
+                          g->stream), "copy");
+    for (int64_t l = 0; l < t->L; l++) {
+        layer_acts *a = &t->a[l];
+        const int *p = t->lp + l * NLAYERP;
+        float *xout = l + 1 < t->L ? t->a[l + 1].xin : t->x_last;
+        /* x + attn(ln_1(x)) */
+        TRY(ln_op(m, a->xin, p[LN1W], p[LN1B], a->ln1, a->mean1, a->rstd1, N, W, err));
+        TRY(mm(m, a->ln1, Wo(m, p[QKVW]), Wf(m, p[QKVB]), m->tA, N, 3 * W, W, TS_TRANS_B, 0.0f,
+               err));
+        TRY(heads_op(m, m->tA, a->qkv, B, T, 3, H, D, 1, err));
+        const char *q = (const char *)a->qkv, *k = q + (size_t)(N * W) * m->esz,
+                   *v = k + (size_t)(N * W) * m->esz;
+        TRY(ts_cuda_matmul_batched(g, m->dt, q, k, m->tA, T, T, D, TS_TRANS_B, 1.0f, 0.0f,
+                                   (int)BH, T * D, T * D, T * Tp, 0, 0, Tp, err));
+        if (m->dt == TS_CUDA_BF16)
+            TRY(ts_cuda_attn_softmax_bf16(g, m->tA, a->pf, (uint16_t *)a->pop, BH * T, T, Tp,
+                                          scale, t->causal, err));
+        else
+            TRY(ts_cuda_attn_softmax(g, m->tA, a->pf, BH * T, T, Tp, scale, t->causal, err));
+        TRY(ts_cuda_matmul_batched(g, m->dt, a->pop, v, m->tC, T, D, T, 0, 1.0f, 0.0f, (int)BH,
+                                   T * Tp, T * D, T * D, Tp, 0, 0, err));
+        TRY(heads_op(m, m->tC, a->attn, B, T, 1, H, D, 0, err));
+        TRY(mm(m, a->attn, Wo(m, p[OUTW]), Wf(m, p[OUTB]), m->tC, N, W, W, TS_TRANS_B, 0.0f,
+               err));
+        TRY(ts_cuda_add(g, a->xin, m->tC, a->xmid, N * W, N * W, err));
+        /* + mlp(ln_2(x)) */
+        TRY(ln_op(m, a->xmid, p[LN2W], p[LN2B], a->ln2, a->mean2, a->rstd2, N, W, err));
+        TRY(mm(m, a->ln2, Wo(m, p[FCW]), Wf(m, p[FCB]), a->h, N, 4 * W, W, TS_TRANS_B, 0.0f,
+               err));
+        TRY(gelu_op(m, a->h, a->g, N * 4 * W, err));
+        TRY(mm(m, a->g, Wo(m, p[PROJW]), Wf(m, p[PROJB]), m->tC, N, W, 4 * W, TS_TRANS_B, 0.0f,
+               err));
+        TRY(ts_cuda_add(g, a->xmid, m->tC, xout, N * W, N * W, err));
+    }
+    return TS_OK;
+}
+
+/* the backward of the blocks: m->dres holds d(output of the last block) and ends as d(x0) */
+static ts_status tower_backward(ts_cuda_clip *m, tower *t, ts_err *err) {
+    ts_cuda *g = m->g;
+    int64_t B = m->B, T = t->T, W = t->W, H = t->H, D = W / H, N = t->N;
+    int64_t BH = B * H, Tp = pitch(T);
+    float scale = 1.0f / sqrtf((float)D);
+    const void *o;
+    for (int64_t l = t->L - 1; l >= 0; l--) {
+        layer_acts *a = &t->a[l];
+        const int *p = t->lp + l * NLAYERP;
+        /* the MLP */
+        TRY(op_of(m, m->dres, m->o1, N * W, &o, err));
+        TRY(mm(m, o, Wo(m, p[PROJW]), NULL, m->tA, N, 4 * W, W, 0, 0.0f, err));
+        TRY(mm(m, o, a->g, NULL, Gf(m, p[PROJW]), W, 4 * W, N, TS_TRANS_A, 1.0f, err));
+        TRY(bias_grad(m, m->dres, Gf(m, p[PROJB]), N, W, err));
+        TRY(ts_cuda_zero(g, m->tB, (size_t)(N * 4 * W) * 4, err));
+        TRY(ts_cuda_gelu_backward(g, a->h, m->tA, m->tB, N * 4 * W, err));
+        TRY(op_of(m, m->tB, m->o1, N * 4 * W, &o, err));
+        TRY(mm(m, o, Wo(m, p[FCW]), NULL, m->tC, N, W, 4 * W, 0, 0.0f, err));
+        TRY(mm(m, o, a->ln2, NULL, Gf(m, p[FCW]), 4 * W, W, N, TS_TRANS_A, 1.0f, err));
+        TRY(bias_grad(m, m->tB, Gf(m, p[FCB]), N, 4 * W, err));
+        TRY(ts_cuda_layernorm_backward(g, a->xmid, Wf(m, p[LN2W]), a->mean2, a->rstd2, m->tC,
+                                       m->dres, Gf(m, p[LN2W]), Gf(m, p[LN2B]), N, W, err));
+        /* attention */
+        TRY(op_of(m, m->dres, m->o1, N * W, &o, err));
+        TRY(mm(m, o, Wo(m, p[OUTW]), NULL, m->tC, N, W, W, 0, 0.0f, err));
+        TRY(mm(m, o, a->attn, NULL, Gf(m, p[OUTW]), W, W, N, TS_TRANS_A, 1.0f, err));
+        TRY(bias_grad(m, m->dres, Gf(m, p[OUTB]), N, W, err));
+        TRY(ts_cuda_heads(g, m->tC, m->tA, B, T, 1, H, D, 1, 0, err));
+        const void *dy;
+        TRY(op_of(m, m->tA, m->o1, N * W, &dy, err));
+        const char *q = (const char *)a->qkv, *k = q + (size_t)(N * W) * m->esz,
+                   *v = k + (size_t)(N * W) * m->esz;
+        float *dq = m->tD, *dk = dq + N * W, *dv = dk + N * W;
+        TRY(ts_cuda_matmul_batched(g, m->dt, dy, v, m->tB, T, T, D, TS_TRANS_B, 1.0f, 0.0f,
+                                   (int)BH, T * D, T * D, T * Tp, 0, 0, Tp, err));
+        TRY(ts_cuda_matmul_batched(g, m->dt, a->pop, dy, dv, T, D, T, TS_TRANS_A, 1.0f, 0.0f,
+                                   (int)BH, T * Tp, T * D, T * D, Tp, 0, 0, err));
+        const void *ds = m->tB;
+        if (m->dt == TS_CUDA_BF16) {
+            TRY(ts_cuda_attn_softmax_backward_bf16(g, a->pf, m->tB, (uint16_t *)m->o2, BH * T, T,
+                                                   Tp, scale, err));
+            ds = m->o2;
+        } else {
+            TRY(ts_cuda_attn_softmax_backward(g, a->pf, m->tB, m->tB, BH * T, T, Tp, scale,
+                                              err));
+        }
+        TRY(ts_cuda_matmul_batched(g, m->dt, ds, k, dq, T, D, T, 0, 1.0f, 0.0f, (int)BH, T * Tp,
+                                   T * D, T * D, Tp, 0, 0, err));
+        TRY(ts_cuda_matmul_batched(g, m->dt, ds, q, dk, T, D, T, TS_TRANS_A, 1.0f, 0.0f,
+                                   (int)BH, T * Tp, T * D, T * D, Tp, 0, 0, err));
+        TRY(ts_cuda_heads(g, m->tD, m->tA, B, T, 3, H, D, 0, 0, err));
+        TRY(op_of(m, m->tA, m->o1, 3 * N * W, &o, err));
+        TRY(mm(m, o, Wo(m, p[QKVW]), NULL, m->tC, N, W, 3 * W, 0, 0.0f, err));
+        TRY(mm(m, o, a->ln1, NULL, Gf(m, p[QKVW]), 3 * W, W, N, TS_TRANS_A, 1.0f, err));
+        TRY(bias_grad(m, m->tA, Gf(m, p[QKVB]), N, 3 * W, err));
+        TRY(ts_cuda_layernorm_backward(g, a->xin, Wf(m, p[LN1W]), a->mean1, a->rstd1, m->tC,
+                                       m->dres, Gf(m, p[LN1W]), Gf(m, p[LN1B]), N, W, err));
+    }
+    return TS_OK;
+}
+
+/* pooled row -> layernorm -> projection -> L2 normalised features */
+static ts_status head_forward(ts_cuda_clip *m, tower *t, int lnw, int lnb, int proj,
+                              ts_err *err) {
+    int64_t B = m->B, W = t->W, E = m->c.embed;
+    TRY(ts_cuda_gather_rows(m->g, t->x_last, t->pool_idx, t->pooled, B, t->T, W, err));
+    TRY(ts_cuda_layernorm(m->g, t->pooled, Wf(m, lnw), Wf(m, lnb), t->lnp, t->pmean, t->prstd,
+                          B, W, 1e-5f, err));
+    TRY(mm32(m, t->lnp, Wf(m, proj), t->feat, B, E, W, 0, 0.0f, err));
+    return ts_cuda_l2_normalize(m->g, t->feat, t->featn, t->fnorm, B, E, err);
+}
+
+/* dfeatn (B, E) in m->d1 -> m->dres = d(output of the last block) */
+static ts_status head_backward(ts_cuda_clip *m, tower *t, int lnw, int lnb, int proj,
+                               const float *dfeatn, ts_err *err) {
+    int64_t B = m->B, W = t->W, E = m->c.embed;
+    float *dfeat = m->d2, *dlnp = m->d2 + B * E, *dpooled = dlnp + B * W;
+    TRY(ts_cuda_zero(m->g, dfeat, (size_t)(B * E) * 4, err));
+    TRY(ts_cuda_l2_normalize_backward(m->g, t->featn, t->fnorm, dfeatn, dfeat, B, E, err));
+    TRY(mm32(m, dfeat, Wf(m, proj), dlnp, B, W, E, TS_TRANS_B, 0.0f, err));
+    TRY(mm32(m, t->lnp, dfeat, Gf(m, proj), W, E, B, TS_TRANS_A, 1.0f, err));
+    TRY(ts_cuda_zero(m->g, dpooled, (size_t)(B * W) * 4, err));
+    TRY(ts_cuda_layernorm_backward(m->g, t->pooled, Wf(m, lnw), t->pmean, t->prstd, dlnp,
+                                   dpooled, Gf(m, lnw), Gf(m, lnb), B, W, err));
+    TRY(ts_cuda_zero(m->g, m->dres, (size_t)(t->N * W) * 4, err));
+    return ts_cuda_gather_rows_backward(m->g, dpooled, t->pool_idx, m->dres, B, t->T, W, err);
+}
+
+ts_status ts_cuda_clip_forward_backward(ts_cuda_clip *m, const float *images,
+                                        const int32_t *ids, float *loss, ts_err *err) {
+    ts_cuda *g = m->g;
+    const ts_cuda_clip_config *c = &m->c;
+    int64_t B = m->B, P = c->patch, S = c->image_size, np = (S / P) * (S / P);
+    int64_t W = c->width, TW = c->text_width, T = c->context, E = c->embed;
+    tower *vt = &m->vis, *tt = &m->txt;
+    /* the text rows and where each one is pooled: its largest id (argmax, the first on ties) */
+    int32_t *idx = (int32_t *)malloc((size_t)B * 4);
+    for (int64_t b = 0; b < B; b++) {
+        int64_t best = 0;
+        for (int64_t j = 0; j < T; j++) {
+            if (ids[b * T + j] < 0 || ids[b * T + j] >= c->vocab) {
+                free(idx);
+                return ts__cuda_fail(err, TS_ERR_USAGE, "cuda clip: token %d at row %lld, "
+                                     "position %lld, is outside the vocabulary of %lld",
+                                     ids[b * T + j], (long long)b, (long long)j,
+                                     (long long)c->vocab);
+            }
+            if (ids[b * T + j] > ids[b * T + best]) best = j;
+        }
+        idx[b] = (int32_t)best;
+    }
+    ts_status st = ts_cuda_upload(g, m->ids, ids, (size_t)(B * T) * 4, err);
+    if (!st) st = ts_cuda_upload(g, tt->pool_idx, idx, (size_t)B * 4, err);
+    if (!st) st = ts_cuda_sync(g, err); /* the host buffers may go */
+    free(idx);
+    if (st) return st;
+    TRY(ts_cuda_zero(g, m->G, (size_t)m->total * 4, err));
+
+    /* image tower */
+    float *pf = op_target(m, m->patches, m->patches_f);
+    TRY(ts_cuda_patchify(g, images, pf, B, S, P, err));
+    TRY(to_op(m, pf, m->patches, B * np * 3 * P * P, err));
+    TRY(mm(m, m->patches, Wo(m, m->vconv), NULL, m->tA, B * np, W, 3 * P * P, TS_TRANS_B, 0.0f,
+           err));
+    TRY(ts_cuda_vit_tokens(g, m->tA, Wf(m, m->vcls), Wf(m, m->vpos), m->x0v, B, vt->T, W, err));
+    TRY(ts_cuda_layernorm(g, m->x0v, Wf(m, m->vlnpre_w), Wf(m, m->vlnpre_b), m->tC, m->premean,
+                          m->prerstd, vt->N, W, 1e-5f, err));
+    TRY(tower_forward(m, vt, m->tC, err));
+    TRY(head_forward(m, vt, m->vlnpost_w, m->vlnpost_b, m->vproj, err));
+    /* text tower */
+    TRY(ts_cuda_embed(g, m->ids, Wf(m, m->tok), Wf(m, m->tpos), m->x0t, B, T, TW, err));
+    TRY(tower_forward(m, tt, m->x0t, err));
+    TRY(head_forward(m, tt, m->lnf_w, m->lnf_b, m->tproj, err));
+
+    /* ClipLoss: the mean of the two directions' cross-entropies of exp(logit_scale) cosines */
+    const float *ls = Wf(m, m->lscale);
+    TRY(mm32(m, vt->featn, tt->featn, m->raw_i, B, B, E, TS_TRANS_B, 0.0f, err));
+    TRY(mm32(m, tt->featn, vt->featn, m->raw_t, B, B, E, TS_TRANS_B, 0.0f, err));
+    TRY(ts_cuda_exp_scale(g, m->raw_i, ls, m->logit_i, B * B, err));
+    TRY(ts_cuda_exp_scale(g, m->raw_t, ls, m->logit_t, B * B, err));
+    TRY(ts_cuda_cross_entropy(g, m->logit_i, m->labels, m->loss, B, B, -100, 0.0f, err));
+    TRY(ts_cuda_cross_entropy(g, m->logit_t, m->labels, m->loss + 1, B, B, -100, 0.0f, err));
+
+    /* backward of the loss, into d(normalised features): d1 = image's, d1 + B E = text's */
+    float *dli = m->tA, *dlt = m->tA + B * B, *dri = m->tB, *drt = m->tB + B * B;
+    float *dimg = m->d1, *dtxt = m->d1 + B * E;
+    TRY(ts_cuda_zero(g, m->tA, (size_t)(2 * B * B) * 4, err));
+    TRY(ts_cuda_zero(g, m->tB, (size_t)(2 * B * B) * 4, err));
+    TRY(ts_cuda_cross_entropy_backward(g, m->logit_i, m->labels, m->dhalf, dli, B, B, -100,
+                                       0.0f, err));
+    TRY(ts_cuda_cross_entropy_backward(g, m->logit_t, m->labels, m->dhalf, dlt, B, B, -100,
+                                       0.0f, err));
+    float *dls = Gf(m, m->lscale);
+    TRY(ts_cuda_exp_scale_backward(g, m->raw_i, ls, dli, dri, dls, B * B, err));
+    TRY(ts_cuda_exp_scale_backward(g, m->raw_t, ls, dlt, drt, dls, B * B, err));
+    TRY(mm32(m, dri, tt->featn, dimg, B, E, B, 0, 0.0f, err));
+    TRY(mm32(m, drt, vt->featn, dimg, B, E, B, TS_TRANS_A, 1.0f, err));
+    TRY(mm32(m, drt, vt->featn, dtxt, B, E, B, 0, 0.0f, err));
+    TRY(mm32(m, dri, tt->featn, dtxt, B, E, B, TS_TRANS_A, 1.0f, err));
+
+    /* text tower backward */
+    TRY(head_backward(m, tt, m->lnf_w, m->lnf_b, m->tproj, dtxt, err));
+    TRY(tower_backward(m, tt, err));
+    TRY(ts_cuda_embed_backward(g, m->ids, m->dres, Gf(m, m->tok), Gf(m, m->tpos), B, T, TW,
+                               err));
+    /* image tower backward */
+    TRY(head_backward(m, vt, m->vlnpost_w, m->vlnpost_b, m->vproj, dimg, err));
+    TRY(tower_backward(m, vt, err));
+    TRY(ts_cuda_zero(g, m->tC, (size_t)(vt->N * W) * 4, err));
+    TRY(ts_cuda_layernorm_backward(g, m->x0v, Wf(m, m->vlnpre_w), m->premean, m->prerstd,
+                                   m->dres, m->tC, Gf(m, m->vlnpre_w), Gf(m, m->vlnpre_b), vt->N,
+                                   W, err));
+    TRY(ts_cuda_vit_tokens_backward(g, m->tC, m->tA, Gf(m, m->vcls), Gf(m, m->vpos), B, vt->T, W,
+                                    err));
+    const void *o;
+    TRY(op_of(m, m->tA, m->o1, B * np * W, &o, err));
+    TRY(mm(m, o, m->patches, NULL, Gf(m, m->vconv), W, 3 * P * P, B * np, TS_TRANS_A, 1.0f,
+           err));
+    if (loss) {
+        float l2[2];
+        TRY(ts_cuda_download(g, l2, m->loss, sizeof l2, err));
+        *loss = 0.5f * (l2[0] + l2[1]);
+    }
+    return TS_OK;
+}
+
+ts_status ts_cuda_clip_adamw(ts_cuda_clip *m, int64_t t, float lr, float beta1, float beta2,
+                             float eps, float weight_decay, ts_err *err) {
+    TRY(ts_cuda_adamw(m->g, m->P, m->G, m->M, m->V, m->decayed, t, lr, beta1, beta2, eps,
+                      weight_decay, err));
+    TRY(ts_cuda_adamw(m->g, m->P + m->decayed, m->G + m->decayed, m->M + m->decayed,
+                      m->V + m->decayed, m->total - m->decayed, t, lr, beta1, beta2, eps, 0.0f,
+                      err));
+    TRY(ts_cuda_clamp(m->g, Wf(m, m->lscale), 1, 0.0f, 4.6052f, err));
+    return ts_cuda_clip_params_ready(m, err);
+}
