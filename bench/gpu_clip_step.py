@@ -21,6 +21,7 @@ FLOPs are counted from the shapes (products and the two attention products, full
 matrices for the causal text tower too, backward = 2x forward), the same count for both.
 """
 import argparse
+import math
 import json
 import os
 import statistics
@@ -175,7 +176,7 @@ def time_torch(a, torch):
         loss.backward()
         opt.step()
         with torch.no_grad():
-            model.logit_scale.clamp_(0, 4.6052)
+            model.logit_scale.clamp_(0, math.log(100))
         return loss
 
     first = float(step().detach())

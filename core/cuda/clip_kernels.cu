@@ -137,31 +137,43 @@ ts_status ts_cuda_embed_backward(ts_cuda *g, const int32_t *ids, const float *dx
 /* packed (B, T, G, H, D) <-> per-head (G, B, H, T, D): part j of the packed rows (q, k, v for
  * G = 3) becomes the j-th (B, H, T, D) block. to_heads overwrites its output; from_heads adds
  * to it when acc is set. */
+/* blockIdx.y walks the packed rows (b, t), the x threads the row's G H D columns: the index
+ * arithmetic is per row, and 32-bit per column */
 template <typename T>
-static __global__ void heads_kernel(const float *src, T *dst, int64_t B, int64_t T_, int64_t G,
-                                    int64_t H, int64_t D, int to_heads, int acc) {
-    FOR_EACH(i, B * T_ * G * H * D) {
-        int64_t d = i % D, h = (i / D) % H, j = (i / (D * H)) % G, t = (i / (D * H * G)) % T_,
-                b = i / (D * H * G * T_);
-        int64_t o = (((j * B + b) * H + h) * T_ + t) * D + d;
-        if (to_heads) put(&dst[o], src[i]);
-        else if (acc) put(&dst[i], (float)dst[i] + src[o]);
-        else put(&dst[i], src[o]);
+static __global__ void heads_kernel(const float *src, T *dst, int64_t B, int64_t T_, int G,
+                                    int H, int D, int to_heads, int acc) {
+    int cols = G * H * D;
+    for (int64_t r = blockIdx.y; r < B * T_; r += gridDim.y) {
+        int64_t b = r / T_, t = r % T_;
+        for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < cols;
+             c += gridDim.x * blockDim.x) {
+            int d = c % D, h = (c / D) % H, j = c / (D * H);
+            int64_t i = r * cols + c, o = (((j * B + b) * H + h) * T_ + t) * D + d;
+            if (to_heads) put(&dst[o], src[i]);
+            else if (acc) put(&dst[i], (float)dst[i] + src[o]);
+            else put(&dst[i], src[o]);
+        }
     }
+}
+
+static dim3 heads_grid(int64_t rows, int64_t cols) {
+    return dim3((unsigned)((cols + 255) / 256), (unsigned)(rows < 65535 ? rows : 65535));
 }
 
 ts_status ts_cuda_heads(ts_cuda *g, const float *src, float *dst, int64_t B, int64_t T,
                         int64_t G, int64_t H, int64_t D, int to_heads, int acc, ts_err *err) {
-    heads_kernel<<<grid_for(B * T * G * H * D, 256), 256, 0, g->stream>>>(src, dst, B, T, G, H,
-                                                                          D, to_heads, acc);
+    heads_kernel<<<heads_grid(B * T, G * H * D), 256, 0, g->stream>>>(src, dst, B, T, (int)G,
+                                                                      (int)H, (int)D, to_heads,
+                                                                      acc);
     TS_CU_LAUNCHED("heads");
     return TS_OK;
 }
 
 ts_status ts_cuda_heads_bf16(ts_cuda *g, const float *src, uint16_t *dst, int64_t B, int64_t T,
                              int64_t G, int64_t H, int64_t D, int to_heads, ts_err *err) {
-    heads_kernel<<<grid_for(B * T * G * H * D, 256), 256, 0, g->stream>>>(src, dst, B, T, G, H,
-                                                                          D, to_heads, 0);
+    heads_kernel<<<heads_grid(B * T, G * H * D), 256, 0, g->stream>>>(src, dst, B, T, (int)G,
+                                                                      (int)H, (int)D, to_heads,
+                                                                      0);
     TS_CU_LAUNCHED("heads (bf16)");
     return TS_OK;
 }

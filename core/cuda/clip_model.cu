@@ -193,7 +193,8 @@ static ts_status alloc_tower(ts_cuda_clip *m, tower *t, ts_err *err) {
 ts_status ts_cuda_clip_new(ts_cuda *g, const ts_cuda_clip_config *c, int64_t batch,
                            ts_cuda_dtype dt, ts_cuda_clip **out, ts_err *err) {
     *out = NULL;
-    if (batch < 1 || c->patch < 1 || c->image_size % c->patch || c->width % c->heads ||
+    if (batch < 1 || c->patch < 1 || c->heads < 1 || c->text_heads < 1 ||
+        c->image_size % c->patch || c->width % c->heads ||
         c->text_width % c->text_heads || c->layers < 1 || c->text_layers < 1 || c->embed < 1)
         return ts__cuda_fail(err, TS_ERR_USAGE, "cuda clip: inconsistent configuration "
                              "(image %lld / patch %lld, width %lld / heads %lld, text width "
@@ -273,8 +274,8 @@ ts_status ts_cuda_clip_new(ts_cuda *g, const ts_cuda_clip_config *c, int64_t bat
     m->tD = FA(3 * NW);
     m->dres = FA(NW);
     m->ones = FA(max64(max64(Nv, Nt), batch));
-    m->d1 = FA(max64(batch * batch, batch * max64(W, TW)) * 4);
-    m->d2 = FA(max64(batch * batch, batch * max64(W, TW)) * 4);
+    m->d1 = FA(2 * batch * E);
+    m->d2 = FA(batch * E + 2 * batch * max64(W, TW));
     m->o1 = dt == TS_CUDA_BF16 ? OA(4 * NW) : NULL;
     m->o2 = dt == TS_CUDA_BF16 ? OA(S) : NULL;
     if (full) {
@@ -596,10 +597,11 @@ ts_status ts_cuda_clip_forward_backward(ts_cuda_clip *m, const float *images,
     float *dls = Gf(m, m->lscale);
     TRY(ts_cuda_exp_scale_backward(g, m->raw_i, ls, dli, dri, dls, B * B, err));
     TRY(ts_cuda_exp_scale_backward(g, m->raw_t, ls, dlt, drt, dls, B * B, err));
+    /* raw_i = I T^T, raw_t = T I^T: dI = dri T + drt^T T, dT = drt I + dri^T I */
     TRY(mm32(m, dri, tt->featn, dimg, B, E, B, 0, 0.0f, err));
-    TRY(mm32(m, drt, vt->featn, dimg, B, E, B, TS_TRANS_A, 1.0f, err));
+    TRY(mm32(m, drt, tt->featn, dimg, B, E, B, TS_TRANS_A, 1.0f, err));
     TRY(mm32(m, drt, vt->featn, dtxt, B, E, B, 0, 0.0f, err));
-    TRY(mm32(m, dri, tt->featn, dtxt, B, E, B, TS_TRANS_A, 1.0f, err));
+    TRY(mm32(m, dri, vt->featn, dtxt, B, E, B, TS_TRANS_A, 1.0f, err));
 
     /* text tower backward */
     TRY(head_backward(m, tt, m->lnf_w, m->lnf_b, m->tproj, dtxt, err));
@@ -634,6 +636,6 @@ ts_status ts_cuda_clip_adamw(ts_cuda_clip *m, int64_t t, float lr, float beta1, 
     TRY(ts_cuda_adamw(m->g, m->P + m->decayed, m->G + m->decayed, m->M + m->decayed,
                       m->V + m->decayed, m->total - m->decayed, t, lr, beta1, beta2, eps, 0.0f,
                       err));
-    TRY(ts_cuda_clamp(m->g, Wf(m, m->lscale), 1, 0.0f, 4.6052f, err));
+    TRY(ts_cuda_clamp(m->g, Wf(m, m->lscale), 1, 0.0f, 4.60517019f, err));
     return ts_cuda_clip_params_ready(m, err);
 }
