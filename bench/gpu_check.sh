@@ -149,7 +149,8 @@ else
     done
   done
   # the training step at batch 256 in bf16, tessera beside PyTorch eager
-  timeout 300 python3 bench/gpu_clip_step.py --model vit-b-16 --time --tessera \
+  TS_CLIP_PROFILE_STEPS=3 timeout 300 python3 bench/gpu_clip_step.py --model vit-b-16 --time \
+    --tessera \
     "$B/gpu_clip_step" --weights "$W/vit-b-16" --batch 256 --steps 20 --warmup 5 2>&1 \
     | grep -v Warning | tee "$OUT/clip_step.txt"
   [ "${PIPESTATUS[0]}" = 0 ] || clip_rc=1

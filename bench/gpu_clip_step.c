@@ -251,6 +251,20 @@ int main(int argc, char **argv) {
             die("sync", ts_cuda_sync(g, &err), &err);
             if (s >= 0) t[s] = now_s() - t0;
         }
+        /* TS_CLIP_PROFILE_STEPS=N: N more steps with the per-call breakdown, on stderr */
+        const char *ps = getenv("TS_CLIP_PROFILE_STEPS");
+        int psteps = ps ? atoi(ps) : 0;
+        if (psteps > 0) {
+            ts_cuda_clip_profile(m, 1);
+            for (int s = 0; s < psteps; s++) {
+                die("step", ts_cuda_clip_forward_backward(m, d_img, ids, NULL, &err), &err);
+                die("adamw", ts_cuda_clip_adamw(m, warmup + steps + s + 1, 1e-4f, 0.9f, 0.98f,
+                                                1e-6f, 0.2f, &err), &err);
+            }
+            ts_cuda_clip_profile(m, 0);
+            fprintf(stderr, "tessera's step, %d steps with a wait after each call:\n", psteps);
+            ts_cuda_clip_profile_print(m, stderr, psteps);
+        }
         double *sorted = malloc((size_t)steps * sizeof *sorted);
         memcpy(sorted, t, (size_t)steps * sizeof *t);
         qsort(sorted, (size_t)steps, sizeof *sorted, cmp_double);

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define NAME_MAX_LEN 96
 
@@ -68,10 +69,45 @@ struct ts_cuda_clip {
     /* loss */
     float *raw_i, *raw_t, *logit_i, *logit_t, *loss, *dhalf;
     /* shared temporaries */
-    float *tA, *tB, *tC, *tD, *dres, *ones, *d1, *d2;
+    float *tA, *tB, *tC, *tD, *dres, *d1, *d2;
     void *o1, *o2;
     size_t esz; /* bytes of an operand element */
+    /* profiling (ts_cuda_clip_profile): a wait for the device after each call, its time
+     * booked to the phase and the function called */
+    int prof;
+    const char *phase;
+    double last;
+    struct {
+        char label[64];
+        double s;
+        long n;
+    } pe[96];
+    int npe;
 };
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void prof_mark(ts_cuda_clip *m, const char *call) {
+    cudaStreamSynchronize(m->g->stream);
+    double t = now_s();
+    char label[64];
+    int n = 0;
+    while (call[n] && call[n] != '(' && n < 40) n++;
+    snprintf(label, sizeof label, "%s %.*s", m->phase ? m->phase : "", n, call);
+    int i = 0;
+    while (i < m->npe && strcmp(m->pe[i].label, label)) i++;
+    if (i == m->npe && m->npe < 96) snprintf(m->pe[m->npe++].label, sizeof m->pe[0].label, "%s",
+                                            label);
+    if (i < m->npe) {
+        m->pe[i].s += t - m->last;
+        m->pe[i].n++;
+    }
+    m->last = t;
+}
 
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 /* the row pitch of attention scores: 8 elements (16 bytes of bf16), as the tensor cores want */
@@ -120,6 +156,12 @@ static const void *Wo(ts_cuda_clip *m, int i) {
     do {                                                                                   \
         ts_status s_ = (call);                                                             \
         if (s_) return s_;                                                                 \
+    } while (0)
+/* TRY, then book the call's time when profiling */
+#define TRYP(call)                                                                          \
+    do {                                                                                   \
+        TRY(call);                                                                         \
+        if (m->prof) prof_mark(m, #call);                                                  \
     } while (0)
 
 static void *alloc_or_null(ts_cuda_clip *m, size_t bytes, int *full) {
@@ -273,7 +315,6 @@ ts_status ts_cuda_clip_new(ts_cuda *g, const ts_cuda_clip_config *c, int64_t bat
     m->tC = FA(NW);
     m->tD = FA(3 * NW);
     m->dres = FA(NW);
-    m->ones = FA(max64(max64(Nv, Nt), batch));
     m->d1 = FA(2 * batch * E);
     m->d2 = FA(batch * E + 2 * batch * max64(W, TW));
     m->o1 = dt == TS_CUDA_BF16 ? OA(4 * NW) : NULL;
@@ -292,7 +333,6 @@ ts_status ts_cuda_clip_new(ts_cuda *g, const ts_cuda_clip_config *c, int64_t bat
     if (!st) st = ts_cuda_upload(g, m->vis.pool_idx, zero, (size_t)batch * 4, err);
     if (!st) st = ts_cuda_sync(g, err);
     free(zero);
-    if (!st) st = ts_cuda_fill(g, m->ones, max64(max64(Nv, Nt), batch), 1.0f, err);
     if (!st) st = ts_cuda_fill(g, m->dhalf, 1, 0.5f, err);
     if (!st) st = ts_cuda_zero(g, m->P, (size_t)at * 4, err);
     if (!st) st = ts_cuda_zero(g, m->M, (size_t)at * 4, err);
@@ -373,7 +413,7 @@ static ts_status mm32(ts_cuda_clip *m, const float *a, const float *b, float *y,
 /* db (C) += the column sums of dy (R, C) */
 static ts_status bias_grad(ts_cuda_clip *m, const float *dy, float *db, int64_t R, int64_t C,
                            ts_err *err) {
-    return mm32(m, m->ones, dy, db, 1, C, R, 0, 1.0f, err);
+    return ts_cuda_bias_grad(m->g, dy, db, R, C, err);
 }
 
 /* layernorm, head layout and GELU writing a product operand (bf16, or float32) */
@@ -405,38 +445,39 @@ static ts_status tower_forward(ts_cuda_clip *m, tower *t, const float *x0, ts_er
     float scale = 1.0f / sqrtf((float)D);
     TS_CU(cudaMemcpyAsync(t->a[0].xin, x0, (size_t)(N * W) * 4, cudaMemcpyDeviceToDevice,
                           g->stream), "copy");
+    m->phase = t->causal ? "text fwd" : "image fwd";
     for (int64_t l = 0; l < t->L; l++) {
         layer_acts *a = &t->a[l];
         const int *p = t->lp + l * NLAYERP;
         float *xout = l + 1 < t->L ? t->a[l + 1].xin : t->x_last;
         /* x + attn(ln_1(x)) */
-        TRY(ln_op(m, a->xin, p[LN1W], p[LN1B], a->ln1, a->mean1, a->rstd1, N, W, err));
-        TRY(mm(m, a->ln1, Wo(m, p[QKVW]), Wf(m, p[QKVB]), m->tA, N, 3 * W, W, TS_TRANS_B, 0.0f,
+        TRYP(ln_op(m, a->xin, p[LN1W], p[LN1B], a->ln1, a->mean1, a->rstd1, N, W, err));
+        TRYP(mm(m, a->ln1, Wo(m, p[QKVW]), Wf(m, p[QKVB]), m->tA, N, 3 * W, W, TS_TRANS_B, 0.0f,
                err));
-        TRY(heads_op(m, m->tA, a->qkv, B, T, 3, H, D, 1, err));
+        TRYP(heads_op(m, m->tA, a->qkv, B, T, 3, H, D, 1, err));
         const char *q = (const char *)a->qkv, *k = q + (size_t)(N * W) * m->esz,
                    *v = k + (size_t)(N * W) * m->esz;
-        TRY(ts_cuda_matmul_batched(g, m->dt, q, k, m->tA, T, T, D, TS_TRANS_B, 1.0f, 0.0f,
+        TRYP(ts_cuda_matmul_batched(g, m->dt, q, k, m->tA, T, T, D, TS_TRANS_B, 1.0f, 0.0f,
                                    (int)BH, T * D, T * D, T * Tp, 0, 0, Tp, err));
         if (m->dt == TS_CUDA_BF16)
-            TRY(ts_cuda_attn_softmax_bf16(g, m->tA, a->pf, (uint16_t *)a->pop, BH * T, T, Tp,
+            TRYP(ts_cuda_attn_softmax_bf16(g, m->tA, a->pf, (uint16_t *)a->pop, BH * T, T, Tp,
                                           scale, t->causal, err));
         else
-            TRY(ts_cuda_attn_softmax(g, m->tA, a->pf, BH * T, T, Tp, scale, t->causal, err));
-        TRY(ts_cuda_matmul_batched(g, m->dt, a->pop, v, m->tC, T, D, T, 0, 1.0f, 0.0f, (int)BH,
+            TRYP(ts_cuda_attn_softmax(g, m->tA, a->pf, BH * T, T, Tp, scale, t->causal, err));
+        TRYP(ts_cuda_matmul_batched(g, m->dt, a->pop, v, m->tC, T, D, T, 0, 1.0f, 0.0f, (int)BH,
                                    T * Tp, T * D, T * D, Tp, 0, 0, err));
-        TRY(heads_op(m, m->tC, a->attn, B, T, 1, H, D, 0, err));
-        TRY(mm(m, a->attn, Wo(m, p[OUTW]), Wf(m, p[OUTB]), m->tC, N, W, W, TS_TRANS_B, 0.0f,
+        TRYP(heads_op(m, m->tC, a->attn, B, T, 1, H, D, 0, err));
+        TRYP(mm(m, a->attn, Wo(m, p[OUTW]), Wf(m, p[OUTB]), m->tC, N, W, W, TS_TRANS_B, 0.0f,
                err));
-        TRY(ts_cuda_add(g, a->xin, m->tC, a->xmid, N * W, N * W, err));
+        TRYP(ts_cuda_add(g, a->xin, m->tC, a->xmid, N * W, N * W, err));
         /* + mlp(ln_2(x)) */
-        TRY(ln_op(m, a->xmid, p[LN2W], p[LN2B], a->ln2, a->mean2, a->rstd2, N, W, err));
-        TRY(mm(m, a->ln2, Wo(m, p[FCW]), Wf(m, p[FCB]), a->h, N, 4 * W, W, TS_TRANS_B, 0.0f,
+        TRYP(ln_op(m, a->xmid, p[LN2W], p[LN2B], a->ln2, a->mean2, a->rstd2, N, W, err));
+        TRYP(mm(m, a->ln2, Wo(m, p[FCW]), Wf(m, p[FCB]), a->h, N, 4 * W, W, TS_TRANS_B, 0.0f,
                err));
-        TRY(gelu_op(m, a->h, a->g, N * 4 * W, err));
-        TRY(mm(m, a->g, Wo(m, p[PROJW]), Wf(m, p[PROJB]), m->tC, N, W, 4 * W, TS_TRANS_B, 0.0f,
+        TRYP(gelu_op(m, a->h, a->g, N * 4 * W, err));
+        TRYP(mm(m, a->g, Wo(m, p[PROJW]), Wf(m, p[PROJB]), m->tC, N, W, 4 * W, TS_TRANS_B, 0.0f,
                err));
-        TRY(ts_cuda_add(g, a->xmid, m->tC, xout, N * W, N * W, err));
+        TRYP(ts_cuda_add(g, a->xmid, m->tC, xout, N * W, N * W, err));
     }
     return TS_OK;
 }
@@ -448,56 +489,58 @@ static ts_status tower_backward(ts_cuda_clip *m, tower *t, ts_err *err) {
     int64_t BH = B * H, Tp = pitch(T);
     float scale = 1.0f / sqrtf((float)D);
     const void *o;
+    m->phase = t->causal ? "text bwd" : "image bwd";
     for (int64_t l = t->L - 1; l >= 0; l--) {
         layer_acts *a = &t->a[l];
         const int *p = t->lp + l * NLAYERP;
         /* the MLP */
-        TRY(op_of(m, m->dres, m->o1, N * W, &o, err));
-        TRY(mm(m, o, Wo(m, p[PROJW]), NULL, m->tA, N, 4 * W, W, 0, 0.0f, err));
-        TRY(mm(m, o, a->g, NULL, Gf(m, p[PROJW]), W, 4 * W, N, TS_TRANS_A, 1.0f, err));
-        TRY(bias_grad(m, m->dres, Gf(m, p[PROJB]), N, W, err));
-        TRY(ts_cuda_zero(g, m->tB, (size_t)(N * 4 * W) * 4, err));
-        TRY(ts_cuda_gelu_backward(g, a->h, m->tA, m->tB, N * 4 * W, err));
-        TRY(op_of(m, m->tB, m->o1, N * 4 * W, &o, err));
-        TRY(mm(m, o, Wo(m, p[FCW]), NULL, m->tC, N, W, 4 * W, 0, 0.0f, err));
-        TRY(mm(m, o, a->ln2, NULL, Gf(m, p[FCW]), 4 * W, W, N, TS_TRANS_A, 1.0f, err));
-        TRY(bias_grad(m, m->tB, Gf(m, p[FCB]), N, 4 * W, err));
-        TRY(ts_cuda_layernorm_backward(g, a->xmid, Wf(m, p[LN2W]), a->mean2, a->rstd2, m->tC,
+        TRYP(op_of(m, m->dres, m->o1, N * W, &o, err));
+        TRYP(mm(m, o, Wo(m, p[PROJW]), NULL, m->tA, N, 4 * W, W, 0, 0.0f, err));
+        TRYP(mm(m, o, a->g, NULL, Gf(m, p[PROJW]), W, 4 * W, N, TS_TRANS_A, 1.0f, err));
+        TRYP(bias_grad(m, m->dres, Gf(m, p[PROJB]), N, W, err));
+        TRYP(ts_cuda_gelu_backward_set(g, a->h, m->tA, m->tB,
+                                      m->dt == TS_CUDA_BF16 ? (uint16_t *)m->o1 : NULL,
+                                      N * 4 * W, err));
+        o = m->dt == TS_CUDA_BF16 ? (const void *)m->o1 : (const void *)m->tB;
+        TRYP(mm(m, o, Wo(m, p[FCW]), NULL, m->tC, N, W, 4 * W, 0, 0.0f, err));
+        TRYP(mm(m, o, a->ln2, NULL, Gf(m, p[FCW]), 4 * W, W, N, TS_TRANS_A, 1.0f, err));
+        TRYP(bias_grad(m, m->tB, Gf(m, p[FCB]), N, 4 * W, err));
+        TRYP(ts_cuda_layernorm_backward(g, a->xmid, Wf(m, p[LN2W]), a->mean2, a->rstd2, m->tC,
                                        m->dres, Gf(m, p[LN2W]), Gf(m, p[LN2B]), N, W, err));
         /* attention */
-        TRY(op_of(m, m->dres, m->o1, N * W, &o, err));
-        TRY(mm(m, o, Wo(m, p[OUTW]), NULL, m->tC, N, W, W, 0, 0.0f, err));
-        TRY(mm(m, o, a->attn, NULL, Gf(m, p[OUTW]), W, W, N, TS_TRANS_A, 1.0f, err));
-        TRY(bias_grad(m, m->dres, Gf(m, p[OUTB]), N, W, err));
-        TRY(ts_cuda_heads(g, m->tC, m->tA, B, T, 1, H, D, 1, 0, err));
+        TRYP(op_of(m, m->dres, m->o1, N * W, &o, err));
+        TRYP(mm(m, o, Wo(m, p[OUTW]), NULL, m->tC, N, W, W, 0, 0.0f, err));
+        TRYP(mm(m, o, a->attn, NULL, Gf(m, p[OUTW]), W, W, N, TS_TRANS_A, 1.0f, err));
+        TRYP(bias_grad(m, m->dres, Gf(m, p[OUTB]), N, W, err));
+        TRYP(ts_cuda_heads(g, m->tC, m->tA, B, T, 1, H, D, 1, 0, err));
         const void *dy;
-        TRY(op_of(m, m->tA, m->o1, N * W, &dy, err));
+        TRYP(op_of(m, m->tA, m->o1, N * W, &dy, err));
         const char *q = (const char *)a->qkv, *k = q + (size_t)(N * W) * m->esz,
                    *v = k + (size_t)(N * W) * m->esz;
         float *dq = m->tD, *dk = dq + N * W, *dv = dk + N * W;
-        TRY(ts_cuda_matmul_batched(g, m->dt, dy, v, m->tB, T, T, D, TS_TRANS_B, 1.0f, 0.0f,
+        TRYP(ts_cuda_matmul_batched(g, m->dt, dy, v, m->tB, T, T, D, TS_TRANS_B, 1.0f, 0.0f,
                                    (int)BH, T * D, T * D, T * Tp, 0, 0, Tp, err));
-        TRY(ts_cuda_matmul_batched(g, m->dt, a->pop, dy, dv, T, D, T, TS_TRANS_A, 1.0f, 0.0f,
+        TRYP(ts_cuda_matmul_batched(g, m->dt, a->pop, dy, dv, T, D, T, TS_TRANS_A, 1.0f, 0.0f,
                                    (int)BH, T * Tp, T * D, T * D, Tp, 0, 0, err));
         const void *ds = m->tB;
         if (m->dt == TS_CUDA_BF16) {
-            TRY(ts_cuda_attn_softmax_backward_bf16(g, a->pf, m->tB, (uint16_t *)m->o2, BH * T, T,
+            TRYP(ts_cuda_attn_softmax_backward_bf16(g, a->pf, m->tB, (uint16_t *)m->o2, BH * T, T,
                                                    Tp, scale, err));
             ds = m->o2;
         } else {
-            TRY(ts_cuda_attn_softmax_backward(g, a->pf, m->tB, m->tB, BH * T, T, Tp, scale,
+            TRYP(ts_cuda_attn_softmax_backward(g, a->pf, m->tB, m->tB, BH * T, T, Tp, scale,
                                               err));
         }
-        TRY(ts_cuda_matmul_batched(g, m->dt, ds, k, dq, T, D, T, 0, 1.0f, 0.0f, (int)BH, T * Tp,
+        TRYP(ts_cuda_matmul_batched(g, m->dt, ds, k, dq, T, D, T, 0, 1.0f, 0.0f, (int)BH, T * Tp,
                                    T * D, T * D, Tp, 0, 0, err));
-        TRY(ts_cuda_matmul_batched(g, m->dt, ds, q, dk, T, D, T, TS_TRANS_A, 1.0f, 0.0f,
+        TRYP(ts_cuda_matmul_batched(g, m->dt, ds, q, dk, T, D, T, TS_TRANS_A, 1.0f, 0.0f,
                                    (int)BH, T * Tp, T * D, T * D, Tp, 0, 0, err));
-        TRY(ts_cuda_heads(g, m->tD, m->tA, B, T, 3, H, D, 0, 0, err));
-        TRY(op_of(m, m->tA, m->o1, 3 * N * W, &o, err));
-        TRY(mm(m, o, Wo(m, p[QKVW]), NULL, m->tC, N, W, 3 * W, 0, 0.0f, err));
-        TRY(mm(m, o, a->ln1, NULL, Gf(m, p[QKVW]), 3 * W, W, N, TS_TRANS_A, 1.0f, err));
-        TRY(bias_grad(m, m->tA, Gf(m, p[QKVB]), N, 3 * W, err));
-        TRY(ts_cuda_layernorm_backward(g, a->xin, Wf(m, p[LN1W]), a->mean1, a->rstd1, m->tC,
+        TRYP(ts_cuda_heads(g, m->tD, m->tA, B, T, 3, H, D, 0, 0, err));
+        TRYP(op_of(m, m->tA, m->o1, 3 * N * W, &o, err));
+        TRYP(mm(m, o, Wo(m, p[QKVW]), NULL, m->tC, N, W, 3 * W, 0, 0.0f, err));
+        TRYP(mm(m, o, a->ln1, NULL, Gf(m, p[QKVW]), 3 * W, W, N, TS_TRANS_A, 1.0f, err));
+        TRYP(bias_grad(m, m->tA, Gf(m, p[QKVB]), N, 3 * W, err));
+        TRYP(ts_cuda_layernorm_backward(g, a->xin, Wf(m, p[LN1W]), a->mean1, a->rstd1, m->tC,
                                        m->dres, Gf(m, p[LN1W]), Gf(m, p[LN1B]), N, W, err));
     }
     return TS_OK;
@@ -507,10 +550,10 @@ static ts_status tower_backward(ts_cuda_clip *m, tower *t, ts_err *err) {
 static ts_status head_forward(ts_cuda_clip *m, tower *t, int lnw, int lnb, int proj,
                               ts_err *err) {
     int64_t B = m->B, W = t->W, E = m->c.embed;
-    TRY(ts_cuda_gather_rows(m->g, t->x_last, t->pool_idx, t->pooled, B, t->T, W, err));
-    TRY(ts_cuda_layernorm(m->g, t->pooled, Wf(m, lnw), Wf(m, lnb), t->lnp, t->pmean, t->prstd,
+    TRYP(ts_cuda_gather_rows(m->g, t->x_last, t->pool_idx, t->pooled, B, t->T, W, err));
+    TRYP(ts_cuda_layernorm(m->g, t->pooled, Wf(m, lnw), Wf(m, lnb), t->lnp, t->pmean, t->prstd,
                           B, W, 1e-5f, err));
-    TRY(mm32(m, t->lnp, Wf(m, proj), t->feat, B, E, W, 0, 0.0f, err));
+    TRYP(mm32(m, t->lnp, Wf(m, proj), t->feat, B, E, W, 0, 0.0f, err));
     return ts_cuda_l2_normalize(m->g, t->feat, t->featn, t->fnorm, B, E, err);
 }
 
@@ -519,14 +562,14 @@ static ts_status head_backward(ts_cuda_clip *m, tower *t, int lnw, int lnb, int 
                                const float *dfeatn, ts_err *err) {
     int64_t B = m->B, W = t->W, E = m->c.embed;
     float *dfeat = m->d2, *dlnp = m->d2 + B * E, *dpooled = dlnp + B * W;
-    TRY(ts_cuda_zero(m->g, dfeat, (size_t)(B * E) * 4, err));
-    TRY(ts_cuda_l2_normalize_backward(m->g, t->featn, t->fnorm, dfeatn, dfeat, B, E, err));
-    TRY(mm32(m, dfeat, Wf(m, proj), dlnp, B, W, E, TS_TRANS_B, 0.0f, err));
-    TRY(mm32(m, t->lnp, dfeat, Gf(m, proj), W, E, B, TS_TRANS_A, 1.0f, err));
-    TRY(ts_cuda_zero(m->g, dpooled, (size_t)(B * W) * 4, err));
-    TRY(ts_cuda_layernorm_backward(m->g, t->pooled, Wf(m, lnw), t->pmean, t->prstd, dlnp,
+    TRYP(ts_cuda_zero(m->g, dfeat, (size_t)(B * E) * 4, err));
+    TRYP(ts_cuda_l2_normalize_backward(m->g, t->featn, t->fnorm, dfeatn, dfeat, B, E, err));
+    TRYP(mm32(m, dfeat, Wf(m, proj), dlnp, B, W, E, TS_TRANS_B, 0.0f, err));
+    TRYP(mm32(m, t->lnp, dfeat, Gf(m, proj), W, E, B, TS_TRANS_A, 1.0f, err));
+    TRYP(ts_cuda_zero(m->g, dpooled, (size_t)(B * W) * 4, err));
+    TRYP(ts_cuda_layernorm_backward(m->g, t->pooled, Wf(m, lnw), t->pmean, t->prstd, dlnp,
                                    dpooled, Gf(m, lnw), Gf(m, lnb), B, W, err));
-    TRY(ts_cuda_zero(m->g, m->dres, (size_t)(t->N * W) * 4, err));
+    TRYP(ts_cuda_zero(m->g, m->dres, (size_t)(t->N * W) * 4, err));
     return ts_cuda_gather_rows_backward(m->g, dpooled, t->pool_idx, m->dres, B, t->T, W, err);
 }
 
@@ -558,72 +601,83 @@ ts_status ts_cuda_clip_forward_backward(ts_cuda_clip *m, const float *images,
     if (!st) st = ts_cuda_sync(g, err); /* the host buffers may go */
     free(idx);
     if (st) return st;
-    TRY(ts_cuda_zero(g, m->G, (size_t)m->total * 4, err));
+    if (m->prof) {
+        cudaStreamSynchronize(g->stream);
+        m->last = now_s();
+    }
+    m->phase = "rest";
+    TRYP(ts_cuda_zero(g, m->G, (size_t)m->total * 4, err));
 
     /* image tower */
     float *pf = op_target(m, m->patches, m->patches_f);
-    TRY(ts_cuda_patchify(g, images, pf, B, S, P, err));
-    TRY(to_op(m, pf, m->patches, B * np * 3 * P * P, err));
-    TRY(mm(m, m->patches, Wo(m, m->vconv), NULL, m->tA, B * np, W, 3 * P * P, TS_TRANS_B, 0.0f,
+    TRYP(ts_cuda_patchify(g, images, pf, B, S, P, err));
+    TRYP(to_op(m, pf, m->patches, B * np * 3 * P * P, err));
+    TRYP(mm(m, m->patches, Wo(m, m->vconv), NULL, m->tA, B * np, W, 3 * P * P, TS_TRANS_B, 0.0f,
            err));
-    TRY(ts_cuda_vit_tokens(g, m->tA, Wf(m, m->vcls), Wf(m, m->vpos), m->x0v, B, vt->T, W, err));
-    TRY(ts_cuda_layernorm(g, m->x0v, Wf(m, m->vlnpre_w), Wf(m, m->vlnpre_b), m->tC, m->premean,
+    TRYP(ts_cuda_vit_tokens(g, m->tA, Wf(m, m->vcls), Wf(m, m->vpos), m->x0v, B, vt->T, W, err));
+    TRYP(ts_cuda_layernorm(g, m->x0v, Wf(m, m->vlnpre_w), Wf(m, m->vlnpre_b), m->tC, m->premean,
                           m->prerstd, vt->N, W, 1e-5f, err));
-    TRY(tower_forward(m, vt, m->tC, err));
-    TRY(head_forward(m, vt, m->vlnpost_w, m->vlnpost_b, m->vproj, err));
+    TRYP(tower_forward(m, vt, m->tC, err));
+    m->phase = "rest";
+    TRYP(head_forward(m, vt, m->vlnpost_w, m->vlnpost_b, m->vproj, err));
     /* text tower */
-    TRY(ts_cuda_embed(g, m->ids, Wf(m, m->tok), Wf(m, m->tpos), m->x0t, B, T, TW, err));
-    TRY(tower_forward(m, tt, m->x0t, err));
-    TRY(head_forward(m, tt, m->lnf_w, m->lnf_b, m->tproj, err));
+    TRYP(ts_cuda_embed(g, m->ids, Wf(m, m->tok), Wf(m, m->tpos), m->x0t, B, T, TW, err));
+    TRYP(tower_forward(m, tt, m->x0t, err));
+    m->phase = "rest";
+    TRYP(head_forward(m, tt, m->lnf_w, m->lnf_b, m->tproj, err));
 
+    m->phase = "loss";
     /* ClipLoss: the mean of the two directions' cross-entropies of exp(logit_scale) cosines */
     const float *ls = Wf(m, m->lscale);
-    TRY(mm32(m, vt->featn, tt->featn, m->raw_i, B, B, E, TS_TRANS_B, 0.0f, err));
-    TRY(mm32(m, tt->featn, vt->featn, m->raw_t, B, B, E, TS_TRANS_B, 0.0f, err));
-    TRY(ts_cuda_exp_scale(g, m->raw_i, ls, m->logit_i, B * B, err));
-    TRY(ts_cuda_exp_scale(g, m->raw_t, ls, m->logit_t, B * B, err));
-    TRY(ts_cuda_cross_entropy(g, m->logit_i, m->labels, m->loss, B, B, -100, 0.0f, err));
-    TRY(ts_cuda_cross_entropy(g, m->logit_t, m->labels, m->loss + 1, B, B, -100, 0.0f, err));
+    TRYP(mm32(m, vt->featn, tt->featn, m->raw_i, B, B, E, TS_TRANS_B, 0.0f, err));
+    TRYP(mm32(m, tt->featn, vt->featn, m->raw_t, B, B, E, TS_TRANS_B, 0.0f, err));
+    TRYP(ts_cuda_exp_scale(g, m->raw_i, ls, m->logit_i, B * B, err));
+    TRYP(ts_cuda_exp_scale(g, m->raw_t, ls, m->logit_t, B * B, err));
+    TRYP(ts_cuda_cross_entropy(g, m->logit_i, m->labels, m->loss, B, B, -100, 0.0f, err));
+    TRYP(ts_cuda_cross_entropy(g, m->logit_t, m->labels, m->loss + 1, B, B, -100, 0.0f, err));
 
     /* backward of the loss, into d(normalised features): d1 = image's, d1 + B E = text's */
     float *dli = m->tA, *dlt = m->tA + B * B, *dri = m->tB, *drt = m->tB + B * B;
     float *dimg = m->d1, *dtxt = m->d1 + B * E;
-    TRY(ts_cuda_zero(g, m->tA, (size_t)(2 * B * B) * 4, err));
-    TRY(ts_cuda_zero(g, m->tB, (size_t)(2 * B * B) * 4, err));
-    TRY(ts_cuda_cross_entropy_backward(g, m->logit_i, m->labels, m->dhalf, dli, B, B, -100,
+    TRYP(ts_cuda_zero(g, m->tA, (size_t)(2 * B * B) * 4, err));
+    TRYP(ts_cuda_zero(g, m->tB, (size_t)(2 * B * B) * 4, err));
+    TRYP(ts_cuda_cross_entropy_backward(g, m->logit_i, m->labels, m->dhalf, dli, B, B, -100,
                                        0.0f, err));
-    TRY(ts_cuda_cross_entropy_backward(g, m->logit_t, m->labels, m->dhalf, dlt, B, B, -100,
+    TRYP(ts_cuda_cross_entropy_backward(g, m->logit_t, m->labels, m->dhalf, dlt, B, B, -100,
                                        0.0f, err));
     float *dls = Gf(m, m->lscale);
-    TRY(ts_cuda_exp_scale_backward(g, m->raw_i, ls, dli, dri, dls, B * B, err));
-    TRY(ts_cuda_exp_scale_backward(g, m->raw_t, ls, dlt, drt, dls, B * B, err));
+    TRYP(ts_cuda_exp_scale_backward(g, m->raw_i, ls, dli, dri, dls, B * B, err));
+    TRYP(ts_cuda_exp_scale_backward(g, m->raw_t, ls, dlt, drt, dls, B * B, err));
     /* raw_i = I T^T, raw_t = T I^T: dI = dri T + drt^T T, dT = drt I + dri^T I */
-    TRY(mm32(m, dri, tt->featn, dimg, B, E, B, 0, 0.0f, err));
-    TRY(mm32(m, drt, tt->featn, dimg, B, E, B, TS_TRANS_A, 1.0f, err));
-    TRY(mm32(m, drt, vt->featn, dtxt, B, E, B, 0, 0.0f, err));
-    TRY(mm32(m, dri, vt->featn, dtxt, B, E, B, TS_TRANS_A, 1.0f, err));
+    TRYP(mm32(m, dri, tt->featn, dimg, B, E, B, 0, 0.0f, err));
+    TRYP(mm32(m, drt, tt->featn, dimg, B, E, B, TS_TRANS_A, 1.0f, err));
+    TRYP(mm32(m, drt, vt->featn, dtxt, B, E, B, 0, 0.0f, err));
+    TRYP(mm32(m, dri, vt->featn, dtxt, B, E, B, TS_TRANS_A, 1.0f, err));
 
+    m->phase = "rest";
     /* text tower backward */
-    TRY(head_backward(m, tt, m->lnf_w, m->lnf_b, m->tproj, dtxt, err));
-    TRY(tower_backward(m, tt, err));
-    TRY(ts_cuda_embed_backward(g, m->ids, m->dres, Gf(m, m->tok), Gf(m, m->tpos), B, T, TW,
+    TRYP(head_backward(m, tt, m->lnf_w, m->lnf_b, m->tproj, dtxt, err));
+    TRYP(tower_backward(m, tt, err));
+    m->phase = "rest";
+    TRYP(ts_cuda_embed_backward(g, m->ids, m->dres, Gf(m, m->tok), Gf(m, m->tpos), B, T, TW,
                                err));
     /* image tower backward */
-    TRY(head_backward(m, vt, m->vlnpost_w, m->vlnpost_b, m->vproj, dimg, err));
-    TRY(tower_backward(m, vt, err));
-    TRY(ts_cuda_zero(g, m->tC, (size_t)(vt->N * W) * 4, err));
-    TRY(ts_cuda_layernorm_backward(g, m->x0v, Wf(m, m->vlnpre_w), m->premean, m->prerstd,
+    TRYP(head_backward(m, vt, m->vlnpost_w, m->vlnpost_b, m->vproj, dimg, err));
+    TRYP(tower_backward(m, vt, err));
+    m->phase = "rest";
+    TRYP(ts_cuda_zero(g, m->tC, (size_t)(vt->N * W) * 4, err));
+    TRYP(ts_cuda_layernorm_backward(g, m->x0v, Wf(m, m->vlnpre_w), m->premean, m->prerstd,
                                    m->dres, m->tC, Gf(m, m->vlnpre_w), Gf(m, m->vlnpre_b), vt->N,
                                    W, err));
-    TRY(ts_cuda_vit_tokens_backward(g, m->tC, m->tA, Gf(m, m->vcls), Gf(m, m->vpos), B, vt->T, W,
+    TRYP(ts_cuda_vit_tokens_backward(g, m->tC, m->tA, Gf(m, m->vcls), Gf(m, m->vpos), B, vt->T, W,
                                     err));
     const void *o;
-    TRY(op_of(m, m->tA, m->o1, B * np * W, &o, err));
-    TRY(mm(m, o, m->patches, NULL, Gf(m, m->vconv), W, 3 * P * P, B * np, TS_TRANS_A, 1.0f,
+    TRYP(op_of(m, m->tA, m->o1, B * np * W, &o, err));
+    TRYP(mm(m, o, m->patches, NULL, Gf(m, m->vconv), W, 3 * P * P, B * np, TS_TRANS_A, 1.0f,
            err));
     if (loss) {
         float l2[2];
-        TRY(ts_cuda_download(g, l2, m->loss, sizeof l2, err));
+        TRYP(ts_cuda_download(g, l2, m->loss, sizeof l2, err));
         *loss = 0.5f * (l2[0] + l2[1]);
     }
     return TS_OK;
@@ -631,11 +685,29 @@ ts_status ts_cuda_clip_forward_backward(ts_cuda_clip *m, const float *images,
 
 ts_status ts_cuda_clip_adamw(ts_cuda_clip *m, int64_t t, float lr, float beta1, float beta2,
                              float eps, float weight_decay, ts_err *err) {
-    TRY(ts_cuda_adamw(m->g, m->P, m->G, m->M, m->V, m->decayed, t, lr, beta1, beta2, eps,
+    m->phase = "optimizer";
+    TRYP(ts_cuda_adamw(m->g, m->P, m->G, m->M, m->V, m->decayed, t, lr, beta1, beta2, eps,
                       weight_decay, err));
-    TRY(ts_cuda_adamw(m->g, m->P + m->decayed, m->G + m->decayed, m->M + m->decayed,
+    TRYP(ts_cuda_adamw(m->g, m->P + m->decayed, m->G + m->decayed, m->M + m->decayed,
                       m->V + m->decayed, m->total - m->decayed, t, lr, beta1, beta2, eps, 0.0f,
                       err));
-    TRY(ts_cuda_clamp(m->g, Wf(m, m->lscale), 1, 0.0f, 4.60517019f, err));
-    return ts_cuda_clip_params_ready(m, err);
+    TRYP(ts_cuda_clamp(m->g, Wf(m, m->lscale), 1, 0.0f, 4.60517019f, err));
+    TRYP(ts_cuda_clip_params_ready(m, err));
+    return TS_OK;
+}
+
+void ts_cuda_clip_profile(ts_cuda_clip *m, int on) {
+    m->prof = on;
+    if (on) m->npe = 0;
+}
+
+void ts_cuda_clip_profile_print(const ts_cuda_clip *m, FILE *f, int steps) {
+    double total = 0;
+    for (int i = 0; i < m->npe; i++) total += m->pe[i].s;
+    fprintf(f, "%-52s %9s %7s %6s\n", "phase and call (a wait after each)", "ms/step", "calls",
+            "share");
+    for (int i = 0; i < m->npe; i++)
+        fprintf(f, "%-52s %9.3f %7.1f %5.1f%%\n", m->pe[i].label, 1e3 * m->pe[i].s / steps,
+                (double)m->pe[i].n / steps, 100 * m->pe[i].s / (total > 0 ? total : 1));
+    fprintf(f, "%-52s %9.3f\n", "total", 1e3 * total / steps);
 }

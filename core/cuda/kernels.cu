@@ -142,6 +142,49 @@ ts_status ts_cuda_bias_gelu_backward(ts_cuda *g, const float *x, const float *b,
     return TS_OK;
 }
 
+/* db (C) += the column sums of dy (R, C): thread j of chunk k walks its rows of column j */
+static __global__ void colsum_kernel(const float *dy, float *part, int64_t R, int64_t C,
+                                     int64_t rows) {
+    int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, k = blockIdx.y;
+    if (j >= C) return;
+    int64_t r0 = k * rows, r1 = r0 + rows < R ? r0 + rows : R;
+    float s = 0.0f;
+    for (int64_t r = r0; r < r1; r++) s += dy[r * C + j];
+    part[k * C + j] = s;
+}
+
+ts_status ts_cuda_bias_grad(ts_cuda *g, const float *dy, float *db, int64_t R, int64_t C,
+                            ts_err *err) {
+    if (R < 1 || C < 1) return TS_OK;
+    if (!fits_scratch(g, C) || R > 0x7fffffff)
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda bias grad: %lld x %lld", (long long)R,
+                             (long long)C);
+    int64_t rows = chunk_rows(g, R, C), nchunk = (R + rows - 1) / rows;
+    dim3 grid((unsigned)((C + 127) / 128), (unsigned)nchunk);
+    colsum_kernel<<<grid, 128, 0, g->stream>>>(dy, g->scratch, R, C, rows);
+    TS_CU_LAUNCHED("bias grad");
+    add_parts_kernel<<<grid_for(C, 256), 256, 0, g->stream>>>(g->scratch, nchunk, C, db);
+    TS_CU_LAUNCHED("bias grad (sum)");
+    return TS_OK;
+}
+
+/* dx = dy gelu'(x), overwritten, and its bf16 copy (dx16, may be NULL) */
+static __global__ void gelu_backward_set_kernel(const float *x, const float *dy, float *dx,
+                                                uint16_t *dx16, int64_t n) {
+    FOR_EACH(i, n) {
+        float v = dy[i] * dgelu(x[i]);
+        dx[i] = v;
+        if (dx16) dx16[i] = __bfloat16_as_ushort(__float2bfloat16_rn(v));
+    }
+}
+
+ts_status ts_cuda_gelu_backward_set(ts_cuda *g, const float *x, const float *dy, float *dx,
+                                    uint16_t *dx16, int64_t n, ts_err *err) {
+    gelu_backward_set_kernel<<<grid_for(n, 256), 256, 0, g->stream>>>(x, dy, dx, dx16, n);
+    TS_CU_LAUNCHED("gelu backward");
+    return TS_OK;
+}
+
 /* ---- layernorm ---- */
 
 static __device__ __forceinline__ void put(float *p, float v) { *p = v; }

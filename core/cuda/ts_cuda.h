@@ -21,6 +21,8 @@
 
 #include "../tessera.h"
 
+#include <stdio.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -82,6 +84,13 @@ ts_status ts_cuda_bias_gelu(ts_cuda *g, const float *x, const float *b, float *y
 ts_status ts_cuda_bias_gelu_backward(ts_cuda *g, const float *x, const float *b,
                                      const float *dy, float *dx, float *db, int64_t R,
                                      int64_t C, ts_err *err);
+
+/* db (C) += the column sums of dy (R, C), in a fixed order (a bias's gradient) */
+ts_status ts_cuda_bias_grad(ts_cuda *g, const float *dy, float *db, int64_t R, int64_t C,
+                            ts_err *err);
+/* dx = dy gelu'(x) (overwritten), and a bf16 copy into dx16 when not NULL */
+ts_status ts_cuda_gelu_backward_set(ts_cuda *g, const float *x, const float *dy, float *dx,
+                                    uint16_t *dx16, int64_t n, ts_err *err);
 
 /* ---- rows ---- */
 
@@ -244,6 +253,11 @@ ts_status ts_cuda_clip_forward_backward(ts_cuda_clip *m, const float *images,
  * open_clip's clamp of logit_scale to [0, ln 100] */
 ts_status ts_cuda_clip_adamw(ts_cuda_clip *m, int64_t t, float lr, float beta1, float beta2,
                              float eps, float weight_decay, ts_err *err);
+/* Profiling: while on, every call of a step waits for the device and its time is booked to its
+ * phase and function (slower steps, a breakdown of where the time goes); turning it on clears
+ * the table; print divides by `steps`. */
+void ts_cuda_clip_profile(ts_cuda_clip *m, int on);
+void ts_cuda_clip_profile_print(const ts_cuda_clip *m, FILE *f, int steps);
 
 #ifdef __cplusplus
 }
