@@ -3,17 +3,25 @@
 # finish in a few minutes). It needs only the CUDA toolkit (nvcc, cuBLASLt): the machine may be
 # bare apart from its CUDA image.
 #   1. what the machine has (GPU, driver, nvcc, cmake, PyTorch);
-#   2. builds core/cuda and tests/gpu_parity.c with nvcc alone, warnings as errors;
+#   2. builds core/cuda, tests/gpu_parity.c and bench/gpu_clip_step.c with nvcc alone,
+#      warnings as errors;
 #   3. runs every kernel against a float64 host reference (outputs poisoned with NaN first,
 #      accumulated gradients seeded; relative error < 1e-5) and measures the
-#      float32 and bf16 product rates at 8192^3, the ceiling MFU is quoted against;
+#      float32 and bf16 product rates at 8192^3 and the reference attention kernel's time;
 #   4. the NCCL smoke test on one GPU: bench/nccl_one.c, built with nvcc against NCCL alone
 #      (found beside CUDA, in /usr, under $NCCL_HOME or in PyTorch's nvidia-nccl wheel), joins
 #      a communicator of one rank and checks and times a sum all-reduce up to 256 MiB;
-#   5. ends with a short table.
-# Not yet here (the trainer runs on the CPU backend only): the CPU-vs-GPU parity of whole
-# ops through ts_ctx, the quickstart on the GPU, the CLIP ViT-B/16 step beside PyTorch, and
-# NCCL over MPI ranks (bench/nccl_smoke links the whole library and its CPU dependencies).
+#   5. the CLIP model on the device (core/cuda/clip_model.cu): open_clip's CLIP (PyTorch on the
+#      machine; open_clip_torch from .whl/ when missing) writes its weights and a float64
+#      reference of one forward + backward; tessera's loss and every gradient must land within
+#      1e-4 with float32 products (tiny and ViT-B/16 at batch 4; bf16 products reported, < 5e-2);
+#      then the ViT-B/16 training step at batch 256 with bf16 products, tessera beside PyTorch
+#      eager (autocast) in one run: ms/step, samples/s, TFLOP/s, MFU against the bf16 product
+#      rate measured there, and a per-call breakdown of tessera's step;
+#   6. ends with a short table.
+# Not yet here: `train.device: cuda` in the trainer (the quickstart on the GPU and the
+# CPU-vs-GPU parity through ts_ctx), a fused tiled attention, and NCCL over MPI ranks
+# (bench/nccl_smoke links the whole library and its CPU dependencies).
 # Usage: bash bench/gpu_check.sh [OUT_DIR]   (default $OUT, else /tmp/tessera-gpu-check; the
 # objects go to $TS_GPU_BUILD, default /tmp/tessera-gpu-build)
 set -uo pipefail

@@ -12,9 +12,11 @@
  * everything runs on its one stream.
  *
  * This layer is what the trainer's device path is built on; tests/gpu_parity.c checks every
- * kernel against a float64 reference on the host (bench/gpu_check.sh runs it on a GPU).
+ * kernel against a float64 reference on the host, and bench/gpu_clip_step the CLIP model below
+ * against open_clip (bench/gpu_check.sh runs both on a GPU; docs/gpu.md has the numbers).
  * What it is not yet: a tiled tensor-core attention (attention.cu is the plain, deterministic
- * reference version) or a ts_ctx on the device.
+ * reference version; the CLIP model uses batched products around a row softmax) or a ts_ctx
+ * on the device.
  */
 #ifndef TS_CUDA_H
 #define TS_CUDA_H
