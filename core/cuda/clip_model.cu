@@ -172,8 +172,8 @@ static void *alloc_or_null(ts_cuda_clip *m, size_t bytes, int *full) {
 #define FA(n) ((float *)alloc_or_null(m, (size_t)(n) * sizeof(float), &full))
 #define OA(n) (alloc_or_null(m, (size_t)(n) * m->esz, &full))
 
-/* An operand buffer kept for the backward: in bf16 mode its own bf16 buffer (the float32 values
- * go to a temporary first), in float32 mode the float32 buffer itself. */
+/* An operand buffer kept for the backward, of the model's operand type (the kernels that fill
+ * it write bf16 directly in bf16 mode). */
 static void *keep_operand(ts_cuda_clip *m, int64_t n, int *full) {
     return alloc_or_null(m, (size_t)n * m->esz, full);
 }
