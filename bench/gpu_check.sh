@@ -164,7 +164,7 @@ else
   [ "${PIPESTATUS[0]}" = 0 ] || clip_rc=1
   while read -r line; do
     status "$(echo "$line" | cut -c1-26 | sed 's/ *$//')" "$(echo "$line" | cut -c28-)"
-  done < <(grep -E "^(tessera|PyTorch) " "$OUT/clip_step.txt")
+  done < <(grep -E "^(tessera|PyTorch .*) +[0-9.]+ +[0-9]+ " "$OUT/clip_step.txt")
   grep "^tessera / PyTorch" "$OUT/clip_step.txt" | tail -1 | while read -r line; do
     status "CLIP step ratio" "$line"
   done
