@@ -85,6 +85,9 @@ status "worst relative error" "${worst:-?}"
 while read -r line; do
   status "$(echo "$line" | sed 's/: median.*//')" "$(echo "$line" | sed 's/.*: //')"
 done < <(grep "matmul .*\^3" "$OUT/parity.txt" | sed 's/^ *//')
+while read -r line; do
+  status "$(echo "$line" | sed 's/: forward.*//')" "$(echo "$line" | sed 's/.*: forward/forward/')"
+done < <(grep "attention 256x" "$OUT/parity.txt" | sed 's/^ *//')
 
 echo "== NCCL on one GPU (bench/nccl_one.c, nvcc + NCCL only)"
 # nccl.h and libnccl: $NCCL_HOME, the CUDA toolkit, /usr, or PyTorch's nvidia-nccl wheel
@@ -163,9 +166,9 @@ else
     | grep -v Warning | tee "$OUT/clip_step.txt"
   [ "${PIPESTATUS[0]}" = 0 ] || clip_rc=1
   while read -r line; do
-    status "$(echo "$line" | cut -c1-26 | sed 's/ *$//')" "$(echo "$line" | cut -c28-)"
-  done < <(grep -E "^(tessera|PyTorch .*) +[0-9.]+ +[0-9]+ " "$OUT/clip_step.txt")
-  grep "^tessera / PyTorch" "$OUT/clip_step.txt" | tail -1 | while read -r line; do
+    status "$(echo "$line" | cut -c1-32 | sed 's/ *$//')" "$(echo "$line" | cut -c34-)"
+  done < <(grep -E "^(tessera.*|PyTorch .*) +[0-9.]+ +[0-9]+ " "$OUT/clip_step.txt")
+  grep "/ PyTorch samples/s" "$OUT/clip_step.txt" | while read -r line; do
     status "CLIP step ratio" "$line"
   done
 fi

@@ -11,8 +11,10 @@
  *                 open_clip's main.py sets it, the logit-scale clamp) after --warmup, each
  *                 between two waits for the device; prints one JSON line
  * Needs only CUDA (bench/gpu_check.sh builds it with nvcc).
+ * --attention batched: per-head batched products around a row softmax even where the
+ * tensor-core kernels apply (bf16 products, heads of 64: flash, the default).
  * Usage: gpu_clip_step --model vit-b-16|tiny (--check DIR [--bf16] | --time --weights DIR
- *        [--batch 256] [--steps 20] [--warmup 5]) [--arena-gib N]
+ *        [--batch 256] [--steps 20] [--warmup 5]) [--attention flash|batched] [--arena-gib N]
  */
 #include "../core/cuda/ts_cuda.h"
 
@@ -26,8 +28,8 @@ static const struct {
     const char *name;
     ts_cuda_clip_config c;
 } MODELS[] = {
-    { "vit-b-16", { 224, 16, 768, 12, 12, 77, 49408, 512, 12, 8, 512 } },
-    { "tiny", { 32, 8, 64, 2, 4, 16, 300, 64, 2, 4, 64 } },
+    { "vit-b-16", { 224, 16, 768, 12, 12, 77, 49408, 512, 12, 8, 512, 0 } },
+    { "tiny", { 32, 8, 64, 2, 4, 16, 300, 64, 2, 4, 64, 0 } },
 };
 
 typedef struct {
@@ -121,7 +123,7 @@ static int cmp_double(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
     const char *model = "vit-b-16", *check = NULL, *weights = NULL;
-    int bf16 = 0, timing = 0, steps = 20, warmup = 5;
+    int bf16 = 0, timing = 0, steps = 20, warmup = 5, batched = 0;
     long long batch = 256;
     double arena_gib = 0;
     for (int i = 1; i < argc; i++) {
@@ -135,18 +137,21 @@ int main(int argc, char **argv) {
         else if (v && !strcmp(a, "--steps")) steps = atoi(v), i++;
         else if (v && !strcmp(a, "--warmup")) warmup = atoi(v), i++;
         else if (v && !strcmp(a, "--arena-gib")) arena_gib = atof(v), i++;
+        else if (v && !strcmp(a, "--attention") && (!strcmp(v, "flash") || !strcmp(v, "batched")))
+            batched = !strcmp(v, "batched"), i++;
         else {
             fprintf(stderr, "gpu_clip_step: unknown option %s\n", a);
             return 2;
         }
     }
-    const ts_cuda_clip_config *cfg = NULL;
+    ts_cuda_clip_config cfg_copy, *cfg = NULL;
     for (size_t i = 0; i < sizeof MODELS / sizeof *MODELS; i++)
-        if (!strcmp(MODELS[i].name, model)) cfg = &MODELS[i].c;
+        if (!strcmp(MODELS[i].name, model)) cfg_copy = MODELS[i].c, cfg = &cfg_copy;
+    if (cfg) cfg->batched_attention = batched;
     if (!cfg || (!check && !(timing && weights)) || steps < 1 || warmup < 0 || batch < 2) {
         fprintf(stderr, "usage: gpu_clip_step --model vit-b-16|tiny (--check DIR [--bf16] | "
                         "--time --weights DIR [--batch 256] [--steps 20] [--warmup 5]) "
-                        "[--arena-gib N]\n");
+                        "[--attention flash|batched] [--arena-gib N]\n");
         return 2;
     }
     char prefix[4096];

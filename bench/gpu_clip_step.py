@@ -208,6 +208,8 @@ def main():
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--time", action="store_true")
     ap.add_argument("--tessera", help="gpu_clip_step binary to time beside PyTorch")
+    ap.add_argument("--attention", default="flash,batched",
+                    help="tessera's attention kernels to time, one row each")
     ap.add_argument("--weights", help="weights prefix for --tessera (from --export)")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--steps", type=int, default=20)
@@ -223,31 +225,34 @@ def main():
         peak = bf16_rate(torch)
         flops = train_flops(a.model, a.batch)
         rows = []
-        if a.tessera:
+        for att in (a.attention.split(",") if a.tessera else []):
+            env = dict(os.environ)
+            if att != a.attention.split(",")[0]:
+                env.pop("TS_CLIP_PROFILE_STEPS", None)  # the breakdown of the first only
             p = subprocess.run([a.tessera, "--model", a.model, "--time", "--weights", a.weights,
-                                "--batch",
-                                str(a.batch), "--steps", str(a.steps), "--warmup",
-                                str(a.warmup)], capture_output=True, text=True)
+                                "--batch", str(a.batch), "--steps", str(a.steps), "--warmup",
+                                str(a.warmup), "--attention", att], capture_output=True,
+                               text=True, env=env)
             sys.stderr.write(p.stderr)
             line = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
             if p.returncode or not line:
-                print(f"tessera gpu_clip_step failed (exit {p.returncode})")
+                print(f"tessera gpu_clip_step --attention {att} failed (exit {p.returncode})")
                 rc = 1
             else:
-                rows.append(("tessera", json.loads(line[-1])))
+                rows.append((f"tessera, {att} attention", json.loads(line[-1])))
         rows.append((f"PyTorch {torch.__version__} eager", time_torch(a, torch)))
         print(f"\nCLIP {a.model} training step, batch {a.batch}, bf16 products, "
               f"{torch.cuda.get_device_name()}: {flops / 1e12:.2f} TFLOP a step, "
               f"bf16 product rate {peak / 1e12:.0f} TFLOP/s (8192^3)")
-        print(f"{'':26s} {'ms/step':>9s} {'samples/s':>10s} {'TFLOP/s':>8s} {'MFU':>6s} "
+        print(f"{'':32s} {'ms/step':>9s} {'samples/s':>10s} {'TFLOP/s':>8s} {'MFU':>6s} "
               f"{'mem GiB':>8s}  loss, first -> last step")
         for who, r in rows:
-            print(f"{who:26s} {r['s'] * 1e3:9.1f} {a.batch / r['s']:10.0f} "
+            print(f"{who:32s} {r['s'] * 1e3:9.1f} {a.batch / r['s']:10.0f} "
                   f"{flops / r['s'] / 1e12:8.1f} {100 * flops / r['s'] / peak:5.1f}% "
                   f"{r.get('mem_gib', float('nan')):8.1f}  {r['first_loss']:.4f} -> "
                   f"{r['loss']:.4f}")
-        if len(rows) == 2:
-            print(f"tessera / PyTorch samples/s: {rows[1][1]['s'] / rows[0][1]['s']:.2f}x")
+        for who, r in rows[:-1]:
+            print(f"{who} / PyTorch samples/s: {rows[-1][1]['s'] / r['s']:.2f}x")
     sys.exit(rc)
 
 

@@ -380,11 +380,26 @@ static double rel_added(const float *out, const float *seed, const double *ref, 
  * of each sequence are padding (as real batches pad); empty: besides, every key of the last
  * sequence is padding, so its rows are empty (zeros, lse 0, no gradient). The gradients are
  * compared both whole (seed + what was added) and as what was added. */
+/* bf16 copy of n floats (for the flash kernels' inputs) */
+static uint16_t *bf16_copy(const float *x, int64_t n) {
+    uint16_t *h = malloc((size_t)n * 2);
+    for (int64_t i = 0; i < n; i++) h[i] = bf16_bits(x[i]);
+    void *d = dev(h, (size_t)n * 2);
+    free(h);
+    return d;
+}
+
+/* flash: the tensor-core kernels (flash.cu) on bf16 q, k, v, dy; the reference takes the same
+ * bf16-rounded inputs in double, and the probabilities the kernels round to bf16 before their
+ * products set the limit: 1e-2, as for bf16 products of the trainer */
 static void check_attention(int64_t B, int64_t H, int64_t Tq, int64_t Tk, int64_t D, int causal,
-                            int padded, int empty) {
+                            int padded, int empty, int flash) {
     ts_err err = { 0 };
     int64_t nq = B * H * Tq * D, nk = B * H * Tk * D;
     float *q = randn(nq, 1), *k = randn(nk, 1), *v = randn(nk, 1), *dy = randn(nq, 1);
+    double tol = flash ? 1e-2 : 1e-5;
+    for (int64_t i = 0; flash && i < nq; i++) q[i] = bf16_value(q[i]), dy[i] = bf16_value(dy[i]);
+    for (int64_t i = 0; flash && i < nk; i++) k[i] = bf16_value(k[i]), v[i] = bf16_value(v[i]);
     float *dq0 = randn(nq, 1), *dk0 = randn(nk, 1), *dv0 = randn(nk, 1);
     uint8_t *pad = calloc((size_t)(B * Tk), 1);
     for (int64_t b = 0; padded && b < B; b++)
@@ -436,27 +451,42 @@ static void check_attention(int64_t B, int64_t H, int64_t Tq, int64_t Tk, int64_
     float *d_y = dev(NULL, (size_t)nq * 4), *d_l = dev(NULL, (size_t)(B * H * Tq) * 4);
     float *d_dy = dev(dy, (size_t)nq * 4), *d_dq = dev(dq0, (size_t)nq * 4);
     float *d_dk = dev(dk0, (size_t)nk * 4), *d_dv = dev(dv0, (size_t)nk * 4);
-    die(ts_cuda_attention(G, d_q, d_k, d_v, d_pad, d_y, d_l, B, H, Tq, Tk, D, causal, 0.0f,
-                          &err), &err);
-    die(ts_cuda_attention_backward(G, d_q, d_k, d_v, d_pad, d_y, d_l, d_dy, d_dq, d_dk, d_dv, B,
-                                   H, Tq, Tk, D, causal, 0.0f, &err), &err);
+    if (flash) {
+        uint16_t *b_q = bf16_copy(q, nq), *b_k = bf16_copy(k, nk), *b_v = bf16_copy(v, nk);
+        uint16_t *b_dy = bf16_copy(dy, nq);
+        die(ts_cuda_flash_attention(G, b_q, b_k, b_v, d_pad, d_y, d_l, B, H, Tq, Tk, D, causal,
+                                    0.0f, &err), &err);
+        die(ts_cuda_flash_attention_backward(G, b_q, b_k, b_v, d_pad, d_y, d_l, b_dy, d_dq,
+                                             d_dk, d_dv, B, H, Tq, Tk, D, causal, 0.0f, &err),
+            &err);
+    } else {
+        die(ts_cuda_attention(G, d_q, d_k, d_v, d_pad, d_y, d_l, B, H, Tq, Tk, D, causal, 0.0f,
+                              &err), &err);
+        die(ts_cuda_attention_backward(G, d_q, d_k, d_v, d_pad, d_y, d_l, d_dy, d_dq, d_dk, d_dv,
+                                       B, H, Tq, Tk, D, causal, 0.0f, &err), &err);
+    }
     char what[128];
-    snprintf(what, sizeof what, "attention %lldx%lldx%lldx%lld, Tk %lld%s%s%s", (long long)B,
-             (long long)H, (long long)Tq, (long long)D, (long long)Tk, causal ? ", causal" : "",
-             padded ? ", key padding" : "", empty ? ", empty rows" : "");
-    expect(what, d_y, ry, nq);
-    expect("  logsumexp", d_l, rl, B * H * Tq);
-    float *h = get(d_dq, nq);
-    report("  dq (+=)", rel(h, rdq, nq), 1e-5);
-    report("  dq, the part added", rel_added(h, dq0, rdq, nq), 1e-5);
+    snprintf(what, sizeof what, "%sattention %lldx%lldx%lldx%lld, Tk %lld%s%s%s",
+             flash ? "flash " : "", (long long)B, (long long)H, (long long)Tq, (long long)D,
+             (long long)Tk, causal ? ", causal" : "", padded ? ", key padding" : "",
+             empty ? ", empty rows" : "");
+    float *h = get(d_y, nq);
+    report(what, rel(h, ry, nq), tol);
+    free(h);
+    h = get(d_l, B * H * Tq);
+    report("  logsumexp", rel(h, rl, B * H * Tq), tol);
+    free(h);
+    h = get(d_dq, nq);
+    report("  dq (+=)", rel(h, rdq, nq), tol);
+    report("  dq, the part added", rel_added(h, dq0, rdq, nq), tol);
     free(h);
     h = get(d_dk, nk);
-    report("  dk (+=)", rel(h, rdk, nk), 1e-5);
-    report("  dk, the part added", rel_added(h, dk0, rdk, nk), 1e-5);
+    report("  dk (+=)", rel(h, rdk, nk), tol);
+    report("  dk, the part added", rel_added(h, dk0, rdk, nk), tol);
     free(h);
     h = get(d_dv, nk);
-    report("  dv (+=)", rel(h, rdv, nk), 1e-5);
-    report("  dv, the part added", rel_added(h, dv0, rdv, nk), 1e-5);
+    report("  dv (+=)", rel(h, rdv, nk), tol);
+    report("  dv, the part added", rel_added(h, dv0, rdv, nk), tol);
     free(h);
     free(q), free(k), free(v), free(dy), free(dq0), free(dk0), free(dv0), free(pad);
     free(ry), free(rl), free(rdq), free(rdk), free(rdv), free(P), free(dS);
@@ -528,30 +558,41 @@ static void time_matmul(int bf16, int64_t S) {
 }
 
 /* attention forward and backward at one shape: median of 10 after two warm-ups */
-static void time_attention(int64_t B, int64_t H, int64_t T, int64_t D, int causal) {
+static void time_attention(int64_t B, int64_t H, int64_t T, int64_t D, int causal, int flash) {
     ts_err err = { 0 };
     int64_t n = B * H * T * D;
     float *x = randn(n, 1);
     float *q = dev(x, (size_t)n * 4), *k = dev(x, (size_t)n * 4), *v = dev(x, (size_t)n * 4);
     float *y = dev(NULL, (size_t)n * 4), *lse = dev(NULL, (size_t)(B * H * T) * 4);
     float *dq = dev(x, (size_t)n * 4), *dk = dev(x, (size_t)n * 4), *dv = dev(x, (size_t)n * 4);
+    uint16_t *bq = flash ? bf16_copy(x, n) : NULL;
     double tf[10], tb[10];
     for (int r = -2; r < 10; r++) {
         die(ts_cuda_sync(G, &err), &err);
         double t0 = now_s();
-        die(ts_cuda_attention(G, q, k, v, NULL, y, lse, B, H, T, T, D, causal, 0.0f, &err), &err);
+        if (flash)
+            die(ts_cuda_flash_attention(G, bq, bq, bq, NULL, y, lse, B, H, T, T, D, causal, 0.0f,
+                                        &err), &err);
+        else
+            die(ts_cuda_attention(G, q, k, v, NULL, y, lse, B, H, T, T, D, causal, 0.0f, &err),
+                &err);
         die(ts_cuda_sync(G, &err), &err);
         double t1 = now_s();
-        die(ts_cuda_attention_backward(G, q, k, v, NULL, y, lse, y, dq, dk, dv, B, H, T, T, D,
-                                       causal, 0.0f, &err), &err);
+        if (flash)
+            die(ts_cuda_flash_attention_backward(G, bq, bq, bq, NULL, y, lse, bq, dq, dk, dv, B,
+                                                 H, T, T, D, causal, 0.0f, &err), &err);
+        else
+            die(ts_cuda_attention_backward(G, q, k, v, NULL, y, lse, y, dq, dk, dv, B, H, T, T,
+                                           D, causal, 0.0f, &err), &err);
         die(ts_cuda_sync(G, &err), &err);
         if (r >= 0) tf[r] = t1 - t0, tb[r] = now_s() - t1;
     }
     qsort(tf, 10, sizeof *tf, cmp_double);
     qsort(tb, 10, sizeof *tb, cmp_double);
     double fl = 4.0 * B * H * T * T * D;
-    printf("  attention %lldx%lldx%lldx%lld%s: forward %.3f ms (%.1f TFLOP/s), backward %.3f ms "
-           "(%.1f TFLOP/s)\n", (long long)B, (long long)H, (long long)T, (long long)D,
+    printf("  %sattention %lldx%lldx%lldx%lld%s: forward %.3f ms (%.1f TFLOP/s), backward %.3f "
+           "ms (%.1f TFLOP/s)\n", flash ? "flash " : "", (long long)B, (long long)H, (long long)T,
+           (long long)D,
            causal ? " causal" : "", 1e3 * tf[5], fl / tf[5] / 1e12, 1e3 * tb[5],
            2.5 * fl / tb[5] / 1e12);
     free(x);
@@ -581,20 +622,31 @@ int main(int argc, char **argv) {
     ts_cuda_reset(G);
     check_adamw();
     ts_cuda_reset(G);
-    check_attention(2, 3, 37, 37, 64, 1, 1, 0);
-    check_attention(2, 2, 20, 50, 32, 0, 1, 0);
-    check_attention(3, 2, 300, 300, 160, 1, 1, 1);
+    check_attention(2, 3, 37, 37, 64, 1, 1, 0, 0);
+    check_attention(2, 2, 20, 50, 32, 0, 1, 0, 0);
+    check_attention(3, 2, 300, 300, 160, 1, 1, 1, 0);
     ts_cuda_reset(G);
-    check_attention(4, 12, 197, 197, 64, 0, 0, 0);
+    check_attention(4, 12, 197, 197, 64, 0, 0, 0, 0);
+    ts_cuda_reset(G);
+    check_attention(2, 3, 37, 37, 64, 1, 1, 0, 1);
+    check_attention(2, 2, 20, 150, 64, 0, 1, 1, 1);
+    check_attention(3, 2, 300, 300, 64, 1, 1, 1, 1);
+    ts_cuda_reset(G);
+    check_attention(4, 12, 197, 197, 64, 0, 0, 0, 1);
+    check_attention(4, 8, 77, 77, 64, 1, 0, 0, 1);
     ts_cuda_reset(G);
     if (timing) {
         time_matmul(0, 8192);
         ts_cuda_reset(G);
         time_matmul(1, 8192);
         ts_cuda_reset(G);
-        time_attention(256, 12, 197, 64, 0);
+        time_attention(256, 12, 197, 64, 0, 0);
         ts_cuda_reset(G);
-        time_attention(256, 8, 77, 64, 1);
+        time_attention(256, 8, 77, 64, 1, 0);
+        ts_cuda_reset(G);
+        time_attention(256, 12, 197, 64, 0, 1);
+        ts_cuda_reset(G);
+        time_attention(256, 8, 77, 64, 1, 1);
     }
     printf("gpu_parity: %d failed\n", failures);
     ts_cuda_close(G);

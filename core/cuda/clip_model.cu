@@ -34,13 +34,16 @@ typedef struct {
 enum { LN1W, LN1B, QKVW, QKVB, OUTW, OUTB, LN2W, LN2B, FCW, FCB, PROJW, PROJB, NLAYERP };
 
 typedef struct {
-    float *xin, *mean1, *rstd1, *xmid, *mean2, *rstd2, *h, *pf;
+    float *xin, *mean1, *rstd1, *xmid, *mean2, *rstd2, *h;
+    float *pf;       /* batched attention: the softmax rows */
+    float *o, *lse;  /* flash attention: its output (B, H, T, D) and row logsumexps */
     void *ln1, *qkv, *pop, *attn, *ln2, *g; /* operands */
 } layer_acts;
 
 typedef struct {
     int64_t T, W, L, H, N; /* tokens, width, layers, heads, rows (B T) */
     int causal;
+    int flash;             /* attention by flash.cu (bf16, heads of 64) */
     int *lp;               /* L * NLAYERP parameter indices */
     layer_acts *a;         /* L */
     float *x_last;         /* the output of the last block (B, T, W) */
@@ -213,10 +216,16 @@ static ts_status alloc_tower(ts_cuda_clip *m, tower *t, ts_err *err) {
         a->mean1 = FA(N), a->rstd1 = FA(N), a->mean2 = FA(N), a->rstd2 = FA(N);
         a->xmid = FA(N * W);
         a->h = FA(N * 4 * W);
-        a->pf = FA(S);
+        if (t->flash) {
+            a->o = FA(N * W);
+            a->lse = FA(m->B * t->H * t->T);
+        } else {
+            a->pf = FA(S);
+        }
         a->ln1 = keep_operand(m, N * W, &full);
         a->qkv = keep_operand(m, 3 * N * W, &full);
-        a->pop = m->dt == TS_CUDA_BF16 ? keep_operand(m, S, &full) : (void *)a->pf;
+        a->pop = t->flash ? NULL : m->dt == TS_CUDA_BF16 ? keep_operand(m, S, &full)
+                                                         : (void *)a->pf;
         a->attn = keep_operand(m, N * W, &full);
         a->ln2 = keep_operand(m, N * W, &full);
         a->g = keep_operand(m, 4 * N * W, &full);
@@ -251,10 +260,14 @@ ts_status ts_cuda_clip_new(ts_cuda *g, const ts_cuda_clip_config *c, int64_t bat
     m->esz = dt == TS_CUDA_BF16 ? 2 : 4;
     int64_t gsz = c->image_size / c->patch, np = gsz * gsz, W = c->width, TW = c->text_width;
     int64_t E = c->embed, P = c->patch;
-    m->vis = (tower){ np + 1, W, c->layers, c->heads, batch * (np + 1), 0, NULL, NULL, NULL,
-                      NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL };
-    m->txt = (tower){ c->context, TW, c->text_layers, c->text_heads, batch * c->context, 1, NULL,
-                      NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL };
+    /* m is zeroed: the rest of each tower is filled in below */
+    tower *vt = &m->vis, *tt = &m->txt;
+    vt->T = np + 1, vt->W = W, vt->L = c->layers, vt->H = c->heads, vt->N = batch * (np + 1);
+    tt->T = c->context, tt->W = TW, tt->L = c->text_layers, tt->H = c->text_heads;
+    tt->N = batch * c->context, tt->causal = 1;
+    /* the tensor-core attention where it applies (bf16, heads of 64), unless asked not to */
+    vt->flash = dt == TS_CUDA_BF16 && W / c->heads == 64 && !c->batched_attention;
+    tt->flash = dt == TS_CUDA_BF16 && TW / c->text_heads == 64 && !c->batched_attention;
     /* open_clip's names and its decay rule: no decay for ndim < 2, gains, biases, logit_scale */
     m->tpos = add_param(m, "positional_embedding", c->context * TW, 1);
     m->tproj = add_param(m, "text_projection", TW * E, 1);
@@ -457,16 +470,24 @@ static ts_status tower_forward(ts_cuda_clip *m, tower *t, const float *x0, ts_er
         TRYP(heads_op(m, m->tA, a->qkv, B, T, 3, H, D, 1, err));
         const char *q = (const char *)a->qkv, *k = q + (size_t)(N * W) * m->esz,
                    *v = k + (size_t)(N * W) * m->esz;
-        TRYP(ts_cuda_matmul_batched(g, m->dt, q, k, m->tA, T, T, D, TS_TRANS_B, 1.0f, 0.0f,
-                                   (int)BH, T * D, T * D, T * Tp, 0, 0, Tp, err));
-        if (m->dt == TS_CUDA_BF16)
-            TRYP(ts_cuda_attn_softmax_bf16(g, m->tA, a->pf, (uint16_t *)a->pop, BH * T, T, Tp,
-                                          scale, t->causal, err));
-        else
-            TRYP(ts_cuda_attn_softmax(g, m->tA, a->pf, BH * T, T, Tp, scale, t->causal, err));
-        TRYP(ts_cuda_matmul_batched(g, m->dt, a->pop, v, m->tC, T, D, T, 0, 1.0f, 0.0f, (int)BH,
-                                   T * Tp, T * D, T * D, Tp, 0, 0, err));
-        TRYP(heads_op(m, m->tC, a->attn, B, T, 1, H, D, 0, err));
+        if (t->flash) {
+            TRYP(ts_cuda_flash_attention(g, (const uint16_t *)q, (const uint16_t *)k,
+                                         (const uint16_t *)v, NULL, a->o, a->lse, B, H, T, T, D,
+                                         t->causal, scale, err));
+            TRYP(heads_op(m, a->o, a->attn, B, T, 1, H, D, 0, err));
+        } else {
+            TRYP(ts_cuda_matmul_batched(g, m->dt, q, k, m->tA, T, T, D, TS_TRANS_B, 1.0f, 0.0f,
+                                        (int)BH, T * D, T * D, T * Tp, 0, 0, Tp, err));
+            if (m->dt == TS_CUDA_BF16)
+                TRYP(ts_cuda_attn_softmax_bf16(g, m->tA, a->pf, (uint16_t *)a->pop, BH * T, T,
+                                               Tp, scale, t->causal, err));
+            else
+                TRYP(ts_cuda_attn_softmax(g, m->tA, a->pf, BH * T, T, Tp, scale, t->causal,
+                                          err));
+            TRYP(ts_cuda_matmul_batched(g, m->dt, a->pop, v, m->tC, T, D, T, 0, 1.0f, 0.0f,
+                                        (int)BH, T * Tp, T * D, T * D, Tp, 0, 0, err));
+            TRYP(heads_op(m, m->tC, a->attn, B, T, 1, H, D, 0, err));
+        }
         TRYP(mm(m, a->attn, Wo(m, p[OUTW]), Wf(m, p[OUTB]), m->tC, N, W, W, TS_TRANS_B, 0.0f,
                err));
         TRYP(ts_cuda_add(g, a->xin, m->tC, a->xmid, N * W, N * W, err));
@@ -512,29 +533,38 @@ static ts_status tower_backward(ts_cuda_clip *m, tower *t, ts_err *err) {
         TRYP(mm(m, o, Wo(m, p[OUTW]), NULL, m->tC, N, W, W, 0, 0.0f, err));
         TRYP(mm(m, o, a->attn, NULL, Gf(m, p[OUTW]), W, W, N, TS_TRANS_A, 1.0f, err));
         TRYP(bias_grad(m, m->dres, Gf(m, p[OUTB]), N, W, err));
-        TRYP(ts_cuda_heads(g, m->tC, m->tA, B, T, 1, H, D, 1, 0, err));
-        const void *dy;
-        TRYP(op_of(m, m->tA, m->o1, N * W, &dy, err));
         const char *q = (const char *)a->qkv, *k = q + (size_t)(N * W) * m->esz,
                    *v = k + (size_t)(N * W) * m->esz;
         float *dq = m->tD, *dk = dq + N * W, *dv = dk + N * W;
-        TRYP(ts_cuda_matmul_batched(g, m->dt, dy, v, m->tB, T, T, D, TS_TRANS_B, 1.0f, 0.0f,
-                                   (int)BH, T * D, T * D, T * Tp, 0, 0, Tp, err));
-        TRYP(ts_cuda_matmul_batched(g, m->dt, a->pop, dy, dv, T, D, T, TS_TRANS_A, 1.0f, 0.0f,
-                                   (int)BH, T * Tp, T * D, T * D, Tp, 0, 0, err));
-        const void *ds = m->tB;
-        if (m->dt == TS_CUDA_BF16) {
-            TRYP(ts_cuda_attn_softmax_backward_bf16(g, a->pf, m->tB, (uint16_t *)m->o2, BH * T, T,
-                                                   Tp, scale, err));
-            ds = m->o2;
+        if (t->flash) {
+            TRYP(ts_cuda_heads_bf16(g, m->tC, (uint16_t *)m->o1, B, T, 1, H, D, 1, err));
+            TRYP(ts_cuda_zero(g, m->tD, (size_t)(3 * N * W) * 4, err));
+            TRYP(ts_cuda_flash_attention_backward(g, (const uint16_t *)q, (const uint16_t *)k,
+                                                  (const uint16_t *)v, NULL, a->o, a->lse,
+                                                  (const uint16_t *)m->o1, dq, dk, dv, B, H, T,
+                                                  T, D, t->causal, scale, err));
         } else {
-            TRYP(ts_cuda_attn_softmax_backward(g, a->pf, m->tB, m->tB, BH * T, T, Tp, scale,
-                                              err));
+            TRYP(ts_cuda_heads(g, m->tC, m->tA, B, T, 1, H, D, 1, 0, err));
+            const void *dy;
+            TRYP(op_of(m, m->tA, m->o1, N * W, &dy, err));
+            TRYP(ts_cuda_matmul_batched(g, m->dt, dy, v, m->tB, T, T, D, TS_TRANS_B, 1.0f,
+                                        0.0f, (int)BH, T * D, T * D, T * Tp, 0, 0, Tp, err));
+            TRYP(ts_cuda_matmul_batched(g, m->dt, a->pop, dy, dv, T, D, T, TS_TRANS_A, 1.0f,
+                                        0.0f, (int)BH, T * Tp, T * D, T * D, Tp, 0, 0, err));
+            const void *ds = m->tB;
+            if (m->dt == TS_CUDA_BF16) {
+                TRYP(ts_cuda_attn_softmax_backward_bf16(g, a->pf, m->tB, (uint16_t *)m->o2,
+                                                        BH * T, T, Tp, scale, err));
+                ds = m->o2;
+            } else {
+                TRYP(ts_cuda_attn_softmax_backward(g, a->pf, m->tB, m->tB, BH * T, T, Tp,
+                                                   scale, err));
+            }
+            TRYP(ts_cuda_matmul_batched(g, m->dt, ds, k, dq, T, D, T, 0, 1.0f, 0.0f, (int)BH,
+                                        T * Tp, T * D, T * D, Tp, 0, 0, err));
+            TRYP(ts_cuda_matmul_batched(g, m->dt, ds, q, dk, T, D, T, TS_TRANS_A, 1.0f, 0.0f,
+                                        (int)BH, T * Tp, T * D, T * D, Tp, 0, 0, err));
         }
-        TRYP(ts_cuda_matmul_batched(g, m->dt, ds, k, dq, T, D, T, 0, 1.0f, 0.0f, (int)BH, T * Tp,
-                                   T * D, T * D, Tp, 0, 0, err));
-        TRYP(ts_cuda_matmul_batched(g, m->dt, ds, q, dk, T, D, T, TS_TRANS_A, 1.0f, 0.0f,
-                                   (int)BH, T * Tp, T * D, T * D, Tp, 0, 0, err));
         TRYP(ts_cuda_heads(g, m->tD, m->tA, B, T, 3, H, D, 0, 0, err));
         TRYP(op_of(m, m->tA, m->o1, 3 * N * W, &o, err));
         TRYP(mm(m, o, Wo(m, p[QKVW]), NULL, m->tC, N, W, 3 * W, 0, 0.0f, err));

@@ -147,6 +147,21 @@ ts_status ts_cuda_attention_backward(ts_cuda *g, const float *q, const float *k,
                                      int64_t B, int64_t H, int64_t Tq, int64_t Tk, int64_t D,
                                      int causal, float scale, ts_err *err);
 
+/* The same function on the tensor cores (core/cuda/flash.cu), FlashAttention-2's schedule: q,
+ * k, v and dy are bf16 (B, H, T, 64) (heads of 64 only: TS_ERR_UNSUPPORTED otherwise), y, lse
+ * and the gradients float32, the scores never stored; the backward adds to dq (float32 atomics:
+ * its sums are in no fixed order), dk and dv. B H <= 65535; causal needs Tq == Tk. */
+ts_status ts_cuda_flash_attention(ts_cuda *g, const uint16_t *q, const uint16_t *k,
+                                  const uint16_t *v, const uint8_t *key_pad, float *y,
+                                  float *lse, int64_t B, int64_t H, int64_t Tq, int64_t Tk,
+                                  int64_t D, int causal, float scale, ts_err *err);
+ts_status ts_cuda_flash_attention_backward(ts_cuda *g, const uint16_t *q, const uint16_t *k,
+                                           const uint16_t *v, const uint8_t *key_pad,
+                                           const float *y, const float *lse, const uint16_t *dy,
+                                           float *dq, float *dk, float *dv, int64_t B,
+                                           int64_t H, int64_t Tq, int64_t Tk, int64_t D,
+                                           int causal, float scale, ts_err *err);
+
 /* ---- optimizer ---- */
 
 /* One AdamW step (torch.optim.AdamW) over n values at step t >= 1: the CPU backend's formula
@@ -226,6 +241,8 @@ typedef struct ts_cuda_clip_config {
     int64_t image_size, patch, width, layers, heads;     /* vision */
     int64_t context, vocab, text_width, text_layers, text_heads;
     int64_t embed;
+    int batched_attention; /* 1: attention by batched products around a row softmax even where
+                              the tensor-core kernels (flash.cu: bf16, heads of 64) apply */
 } ts_cuda_clip_config;
 
 typedef struct ts_cuda_clip ts_cuda_clip;
