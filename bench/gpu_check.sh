@@ -145,9 +145,12 @@ else
   for model in tiny vit-b-16; do
     python3 bench/gpu_clip_step.py --model "$model" --export "$W/$model" 2>&1 \
       | grep -v Warning | tee -a "$OUT/clip.txt"
-    for mode in f32 bf16; do
+    modes="f32 bf16"
+    [ "$model" = vit-b-16 ] && modes="f32 bf16 bf16-flash"  # flash.cu: heads of 64
+    for mode in $modes; do
       flag="" got=tessera tol=1e-4
       [ $mode = bf16 ] && flag=--bf16 got=tessera_bf16 tol=5e-2
+      [ $mode = bf16-flash ] && flag="--bf16 --attention flash" got=tessera_bf16_flash tol=5e-2
       timeout 120 "$B/gpu_clip_step" --model "$model" --check "$W/$model" $flag 2>&1 \
         | tee -a "$OUT/clip.txt"
       cmp="$(python3 bench/gpu_clip_step.py --model "$model" --compare "$W/$model" --got $got \

@@ -11,8 +11,8 @@
  *                 open_clip's main.py sets it, the logit-scale clamp) after --warmup, each
  *                 between two waits for the device; prints one JSON line
  * Needs only CUDA (bench/gpu_check.sh builds it with nvcc).
- * --attention batched: per-head batched products around a row softmax even where the
- * tensor-core kernels apply (bf16 products, heads of 64: flash, the default).
+ * --attention flash: the tensor-core kernels (core/cuda/flash.cu) where they apply (bf16
+ * products, heads of 64); batched (the default): per-head batched products around a softmax.
  * Usage: gpu_clip_step --model vit-b-16|tiny (--check DIR [--bf16] | --time --weights DIR
  *        [--batch 256] [--steps 20] [--warmup 5]) [--attention flash|batched] [--arena-gib N]
  */
@@ -123,7 +123,7 @@ static int cmp_double(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
     const char *model = "vit-b-16", *check = NULL, *weights = NULL;
-    int bf16 = 0, timing = 0, steps = 20, warmup = 5, batched = 0;
+    int bf16 = 0, timing = 0, steps = 20, warmup = 5, flash = 0;
     long long batch = 256;
     double arena_gib = 0;
     for (int i = 1; i < argc; i++) {
@@ -138,7 +138,7 @@ int main(int argc, char **argv) {
         else if (v && !strcmp(a, "--warmup")) warmup = atoi(v), i++;
         else if (v && !strcmp(a, "--arena-gib")) arena_gib = atof(v), i++;
         else if (v && !strcmp(a, "--attention") && (!strcmp(v, "flash") || !strcmp(v, "batched")))
-            batched = !strcmp(v, "batched"), i++;
+            flash = !strcmp(v, "flash"), i++;
         else {
             fprintf(stderr, "gpu_clip_step: unknown option %s\n", a);
             return 2;
@@ -147,7 +147,7 @@ int main(int argc, char **argv) {
     ts_cuda_clip_config cfg_copy, *cfg = NULL;
     for (size_t i = 0; i < sizeof MODELS / sizeof *MODELS; i++)
         if (!strcmp(MODELS[i].name, model)) cfg_copy = MODELS[i].c, cfg = &cfg_copy;
-    if (cfg) cfg->batched_attention = batched;
+    if (cfg) cfg->flash_attention = flash;
     if (!cfg || (!check && !(timing && weights)) || steps < 1 || warmup < 0 || batch < 2) {
         fprintf(stderr, "usage: gpu_clip_step --model vit-b-16|tiny (--check DIR [--bf16] | "
                         "--time --weights DIR [--batch 256] [--steps 20] [--warmup 5]) "
@@ -213,7 +213,8 @@ int main(int argc, char **argv) {
         float loss;
         die("step", ts_cuda_clip_forward_backward(m, d_img, ids, &loss, &err), &err);
         char out[4096];
-        snprintf(out, sizeof out, "%s/tessera%s", check, bf16 ? "_bf16" : "");
+        snprintf(out, sizeof out, "%s/tessera%s%s", check, bf16 ? "_bf16" : "",
+                 flash ? "_flash" : "");
         char path[4200];
         snprintf(path, sizeof path, "%s.bin", out);
         FILE *fb = fopen(path, "wb");

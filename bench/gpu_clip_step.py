@@ -208,7 +208,7 @@ def main():
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--time", action="store_true")
     ap.add_argument("--tessera", help="gpu_clip_step binary to time beside PyTorch")
-    ap.add_argument("--attention", default="flash,batched",
+    ap.add_argument("--attention", default="batched,flash",
                     help="tessera's attention kernels to time, one row each")
     ap.add_argument("--weights", help="weights prefix for --tessera (from --export)")
     ap.add_argument("--batch", type=int, default=256)

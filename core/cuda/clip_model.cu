@@ -8,7 +8,7 @@
  * the same layout. The products of the towers take bf16 (or float32) operands with float32
  * accumulation; everything else (layernorm, softmax, GELU, residuals, the loss) is float32.
  * Attention is per head through cuBLASLt's batched products around a row softmax, the scores
- * kept for the backward (a tiled fused attention is the next step).
+ * kept for the backward, or (flash_attention) by the tensor-core kernels of flash.cu.
  *
  * Activations are kept per layer for the backward (the float32 residual stream, layernorm
  * statistics, the products' operands, the softmax rows, the MLP's pre-activation); temporaries
@@ -265,9 +265,9 @@ ts_status ts_cuda_clip_new(ts_cuda *g, const ts_cuda_clip_config *c, int64_t bat
     vt->T = np + 1, vt->W = W, vt->L = c->layers, vt->H = c->heads, vt->N = batch * (np + 1);
     tt->T = c->context, tt->W = TW, tt->L = c->text_layers, tt->H = c->text_heads;
     tt->N = batch * c->context, tt->causal = 1;
-    /* the tensor-core attention where it applies (bf16, heads of 64), unless asked not to */
-    vt->flash = dt == TS_CUDA_BF16 && W / c->heads == 64 && !c->batched_attention;
-    tt->flash = dt == TS_CUDA_BF16 && TW / c->text_heads == 64 && !c->batched_attention;
+    /* the tensor-core attention when asked for and where it applies (bf16, heads of 64) */
+    vt->flash = dt == TS_CUDA_BF16 && W / c->heads == 64 && c->flash_attention;
+    tt->flash = dt == TS_CUDA_BF16 && TW / c->text_heads == 64 && c->flash_attention;
     /* open_clip's names and its decay rule: no decay for ndim < 2, gains, biases, logit_scale */
     m->tpos = add_param(m, "positional_embedding", c->context * TW, 1);
     m->tproj = add_param(m, "text_projection", TW * E, 1);

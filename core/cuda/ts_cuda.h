@@ -241,8 +241,9 @@ typedef struct ts_cuda_clip_config {
     int64_t image_size, patch, width, layers, heads;     /* vision */
     int64_t context, vocab, text_width, text_layers, text_heads;
     int64_t embed;
-    int batched_attention; /* 1: attention by batched products around a row softmax even where
-                              the tensor-core kernels (flash.cu: bf16, heads of 64) apply */
+    int flash_attention;   /* 1: attention by the tensor-core kernels (flash.cu) where they apply
+                              (bf16, heads of 64); 0: batched products around a row softmax,
+                              faster for now (docs/gpu.md) */
 } ts_cuda_clip_config;
 
 typedef struct ts_cuda_clip ts_cuda_clip;
