@@ -492,6 +492,303 @@ static void check_attention(int64_t B, int64_t H, int64_t Tq, int64_t Tk, int64_
     free(ry), free(rl), free(rdq), free(rdk), free(rdv), free(P), free(dS);
 }
 
+/* ---- the CLIP model's kernels (clip_kernels.cu, and the bf16-writing variants) ---- */
+
+static double *dcopy(const float *h, int64_t n) {
+    double *d = dzeros(n);
+    for (int64_t i = 0; i < n; i++) d[i] = h[i];
+    return d;
+}
+
+/* Download n bf16 values and report them against ref (bf16 rounding: 1e-2) */
+static void expect16(const char *what, const void *d, const double *ref, int64_t n) {
+    ts_err err = { 0 };
+    uint16_t *u = malloc((size_t)n * 2);
+    float *h = malloc((size_t)n * sizeof *h);
+    die(ts_cuda_download(G, u, d, (size_t)n * 2, &err), &err);
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t b = (uint32_t)u[i] << 16;
+        memcpy(&h[i], &b, 4);
+    }
+    report(what, rel(h, ref, n), 1e-2);
+    free(u), free(h);
+}
+
+/* a check of a += kernel: the whole buffer and the part added */
+static void expect_added(const char *what, const float *d, const float *seed, const double *ref,
+                         int64_t n) {
+    float *h = get(d, n);
+    char w2[128];
+    report(what, rel(h, ref, n), 1e-5);
+    snprintf(w2, sizeof w2, "  %s, the part added", what);
+    report(w2, rel_added(h, seed, ref, n), 1e-5);
+    free(h);
+}
+
+static void check_clip_kernels(void) {
+    ts_err err = { 0 };
+    /* patchify: (B, 3, S, S) -> (B (S/P)^2, 3 P P) */
+    {
+        int64_t B = 2, S = 32, P = 8, g = S / P, np = g * g, cols = 3 * P * P;
+        float *img = randn(B * 3 * S * S, 1);
+        double *ref = dzeros(B * np * cols);
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t p = 0; p < np; p++)
+                for (int64_t c = 0; c < 3; c++)
+                    for (int64_t ky = 0; ky < P; ky++)
+                        for (int64_t kx = 0; kx < P; kx++)
+                            ref[(b * np + p) * cols + (c * P + ky) * P + kx] =
+                                img[((b * 3 + c) * S + (p / g) * P + ky) * S + (p % g) * P + kx];
+        float *d_img = dev(img, (size_t)(B * 3 * S * S) * 4);
+        float *d_out = dev(NULL, (size_t)(B * np * cols) * 4);
+        die(ts_cuda_patchify(G, d_img, d_out, B, S, P, &err), &err);
+        expect("patchify 2x3x32x32, patch 8", d_out, ref, B * np * cols);
+        free(img), free(ref);
+    }
+    /* the class token and positions, forward and backward */
+    {
+        int64_t B = 3, T = 17, W = 40;
+        float *emb = randn(B * (T - 1) * W, 1), *cls = randn(W, 1), *pos = randn(T * W, 1);
+        float *dx = randn(B * T * W, 1), *dcls0 = randn(W, 1), *dpos0 = randn(T * W, 1);
+        double *rx = dzeros(B * T * W), *rdemb = dzeros(B * (T - 1) * W);
+        double *rdcls = dcopy(dcls0, W), *rdpos = dcopy(dpos0, T * W);
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t t = 0; t < T; t++)
+                for (int64_t w = 0; w < W; w++) {
+                    int64_t i = (b * T + t) * W + w;
+                    rx[i] = (double)(t ? emb[(b * (T - 1) + t - 1) * W + w] : cls[w]) +
+                            pos[t * W + w];
+                    rdpos[t * W + w] += dx[i];
+                    if (t) rdemb[(b * (T - 1) + t - 1) * W + w] = dx[i];
+                    else rdcls[w] += dx[i];
+                }
+        float *d_emb = dev(emb, (size_t)(B * (T - 1) * W) * 4), *d_cls = dev(cls, (size_t)W * 4);
+        float *d_pos = dev(pos, (size_t)(T * W) * 4), *d_x = dev(NULL, (size_t)(B * T * W) * 4);
+        float *d_dx = dev(dx, (size_t)(B * T * W) * 4);
+        float *d_demb = dev(NULL, (size_t)(B * (T - 1) * W) * 4);
+        float *d_dcls = dev(dcls0, (size_t)W * 4), *d_dpos = dev(dpos0, (size_t)(T * W) * 4);
+        die(ts_cuda_vit_tokens(G, d_emb, d_cls, d_pos, d_x, B, T, W, &err), &err);
+        die(ts_cuda_vit_tokens_backward(G, d_dx, d_demb, d_dcls, d_dpos, B, T, W, &err), &err);
+        expect("vit tokens 3x17x40", d_x, rx, B * T * W);
+        expect("  backward: patch rows", d_demb, rdemb, B * (T - 1) * W);
+        expect_added("class token (+=)", d_dcls, dcls0, rdcls, W);
+        expect_added("positions (+=)", d_dpos, dpos0, rdpos, T * W);
+        free(emb), free(cls), free(pos), free(dx), free(dcls0), free(dpos0);
+        free(rx), free(rdemb), free(rdcls), free(rdpos);
+    }
+    /* token embedding + positions, forward and backward (ids repeat) */
+    {
+        int64_t B = 3, T = 9, V = 50, W = 24;
+        int32_t *ids = malloc((size_t)(B * T) * 4);
+        for (int64_t i = 0; i < B * T; i++) ids[i] = (int32_t)(uniform() * 12); /* repeats */
+        float *tab = randn(V * W, 1), *pos = randn(T * W, 1), *dx = randn(B * T * W, 1);
+        float *dtab0 = randn(V * W, 1), *dpos0 = randn(T * W, 1);
+        double *rx = dzeros(B * T * W), *rdtab = dcopy(dtab0, V * W), *rdpos = dcopy(dpos0, T * W);
+        for (int64_t i = 0; i < B * T; i++)
+            for (int64_t w = 0; w < W; w++) {
+                rx[i * W + w] = (double)tab[ids[i] * W + w] + pos[(i % T) * W + w];
+                rdtab[ids[i] * W + w] += dx[i * W + w];
+                rdpos[(i % T) * W + w] += dx[i * W + w];
+            }
+        int32_t *d_ids = dev(ids, (size_t)(B * T) * 4);
+        float *d_tab = dev(tab, (size_t)(V * W) * 4), *d_pos = dev(pos, (size_t)(T * W) * 4);
+        float *d_x = dev(NULL, (size_t)(B * T * W) * 4), *d_dx = dev(dx, (size_t)(B * T * W) * 4);
+        float *d_dtab = dev(dtab0, (size_t)(V * W) * 4), *d_dpos = dev(dpos0, (size_t)(T * W) * 4);
+        die(ts_cuda_embed(G, d_ids, d_tab, d_pos, d_x, B, T, W, &err), &err);
+        die(ts_cuda_embed_backward(G, d_ids, d_dx, d_dtab, d_dpos, B, T, W, &err), &err);
+        expect("token embedding 3x9, 50 ids x 24", d_x, rx, B * T * W);
+        expect_added("embedding table (+=)", d_dtab, dtab0, rdtab, V * W);
+        expect_added("embedding positions (+=)", d_dpos, dpos0, rdpos, T * W);
+        free(ids), free(tab), free(pos), free(dx), free(dtab0), free(dpos0);
+        free(rx), free(rdtab), free(rdpos);
+    }
+    /* head layout: (B, T, G, H, D) <-> G x (B, H, T, D), float32 and bf16 */
+    {
+        int64_t B = 2, T = 7, NG = 3, H = 4, D = 8, n = B * T * NG * H * D;
+        float *src = randn(n, 1), *back = randn(n, 1), *acc0 = randn(n, 1);
+        double *rh = dzeros(n), *rfrom = dzeros(n), *racc = dcopy(acc0, n);
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t t = 0; t < T; t++)
+                for (int64_t j = 0; j < NG; j++)
+                    for (int64_t h = 0; h < H; h++)
+                        for (int64_t d = 0; d < D; d++) {
+                            int64_t i = (((b * T + t) * NG + j) * H + h) * D + d;
+                            int64_t o = (((j * B + b) * H + h) * T + t) * D + d;
+                            rh[o] = src[i];
+                            rfrom[i] = back[o];
+                            racc[i] += back[o];
+                        }
+        float *d_src = dev(src, (size_t)n * 4), *d_back = dev(back, (size_t)n * 4);
+        float *d_h = dev(NULL, (size_t)n * 4), *d_from = dev(NULL, (size_t)n * 4);
+        float *d_acc = dev(acc0, (size_t)n * 4);
+        uint16_t *d_h16 = dev(NULL, (size_t)n * 2), *d_from16 = dev(NULL, (size_t)n * 2);
+        die(ts_cuda_heads(G, d_src, d_h, B, T, NG, H, D, 1, 0, &err), &err);
+        die(ts_cuda_heads(G, d_back, d_from, B, T, NG, H, D, 0, 0, &err), &err);
+        die(ts_cuda_heads(G, d_back, d_acc, B, T, NG, H, D, 0, 1, &err), &err);
+        die(ts_cuda_heads_bf16(G, d_src, d_h16, B, T, NG, H, D, 1, &err), &err);
+        die(ts_cuda_heads_bf16(G, d_back, d_from16, B, T, NG, H, D, 0, &err), &err);
+        expect("heads: packed -> per head", d_h, rh, n);
+        expect("heads: per head -> packed", d_from, rfrom, n);
+        expect_added("heads: per head -> packed (+=)", d_acc, acc0, racc, n);
+        expect16("heads: packed -> per head, bf16", d_h16, rh, n);
+        expect16("heads: per head -> packed, bf16", d_from16, rfrom, n);
+        free(src), free(back), free(acc0), free(rh), free(rfrom), free(racc);
+    }
+    /* the scaled (causal) softmax of score rows with a pitch, and its backward */
+    for (int causal = 0; causal < 2; causal++) {
+        int64_t BH = 6, T = 13, ld = 16, R = BH * T;
+        float scale = 0.3f;
+        float *sc = randn(R * ld, 3), *dp = randn(R * ld, 1);
+        double *rp = dzeros(R * ld), *rds = dzeros(R * ld);
+        float *pf = malloc((size_t)(R * ld) * sizeof *pf);
+        for (int64_t r = 0; r < R; r++) {
+            int64_t n = causal ? r % T + 1 : T;
+            double m = -INFINITY, sum = 0, dot = 0;
+            for (int64_t j = 0; j < n; j++) m = fmax(m, (double)scale * sc[r * ld + j]);
+            for (int64_t j = 0; j < n; j++) sum += exp((double)scale * sc[r * ld + j] - m);
+            for (int64_t j = 0; j < n; j++)
+                rp[r * ld + j] = exp((double)scale * sc[r * ld + j] - m) / sum;
+            for (int64_t j = 0; j < ld; j++) pf[r * ld + j] = (float)rp[r * ld + j];
+            for (int64_t j = 0; j < T; j++) dot += (double)dp[r * ld + j] * pf[r * ld + j];
+            for (int64_t j = 0; j < T; j++)
+                rds[r * ld + j] = scale * (double)pf[r * ld + j] * (dp[r * ld + j] - dot);
+        }
+        float *d_s = dev(sc, (size_t)(R * ld) * 4), *d_p = dev(NULL, (size_t)(R * ld) * 4);
+        float *d_p2 = dev(NULL, (size_t)(R * ld) * 4);
+        uint16_t *d_p16 = dev(NULL, (size_t)(R * ld) * 2), *d_ds16 = dev(NULL, (size_t)(R * ld) * 2);
+        float *d_pf = dev(pf, (size_t)(R * ld) * 4), *d_dp = dev(dp, (size_t)(R * ld) * 4);
+        float *d_ds = dev(NULL, (size_t)(R * ld) * 4), *d_inplace = dev(dp, (size_t)(R * ld) * 4);
+        die(ts_cuda_attn_softmax(G, d_s, d_p, R, T, ld, scale, causal, &err), &err);
+        die(ts_cuda_attn_softmax_bf16(G, d_s, d_p2, d_p16, R, T, ld, scale, causal, &err), &err);
+        die(ts_cuda_attn_softmax_backward(G, d_pf, d_dp, d_ds, R, T, ld, scale, &err), &err);
+        die(ts_cuda_attn_softmax_backward(G, d_pf, d_inplace, d_inplace, R, T, ld, scale, &err),
+            &err);
+        die(ts_cuda_attn_softmax_backward_bf16(G, d_pf, d_dp, d_ds16, R, T, ld, scale, &err),
+            &err);
+        expect(causal ? "attention softmax 78x13, pitch 16, causal" :
+                        "attention softmax 78x13, pitch 16", d_p, rp, R * ld);
+        expect("  the same, with its bf16 copy", d_p2, rp, R * ld);
+        expect16("  its bf16 copy", d_p16, rp, R * ld);
+        expect("  backward", d_ds, rds, R * ld);
+        expect("  backward in place", d_inplace, rds, R * ld);
+        expect16("  backward, bf16", d_ds16, rds, R * ld);
+        free(sc), free(dp), free(rp), free(rds), free(pf);
+    }
+    /* row gathers, L2 normalisation, the logit scale, bias gradients, GELU and layernorm with
+     * bf16 outputs */
+    {
+        int64_t B = 5, T = 11, W = 33;
+        int32_t idx[5] = { 0, 10, 3, 3, 7 };
+        float *x = randn(B * T * W, 1), *dy = randn(B * W, 1), *dx0 = randn(B * T * W, 1);
+        double *ry = dzeros(B * W), *rdx = dcopy(dx0, B * T * W);
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t w = 0; w < W; w++) {
+                ry[b * W + w] = x[(b * T + idx[b]) * W + w];
+                rdx[(b * T + idx[b]) * W + w] += dy[b * W + w];
+            }
+        int32_t *d_idx = dev(idx, sizeof idx);
+        float *d_x = dev(x, (size_t)(B * T * W) * 4), *d_y = dev(NULL, (size_t)(B * W) * 4);
+        float *d_dy = dev(dy, (size_t)(B * W) * 4), *d_dx = dev(dx0, (size_t)(B * T * W) * 4);
+        die(ts_cuda_gather_rows(G, d_x, d_idx, d_y, B, T, W, &err), &err);
+        die(ts_cuda_gather_rows_backward(G, d_dy, d_idx, d_dx, B, T, W, &err), &err);
+        expect("gather rows 5x11x33", d_y, ry, B * W);
+        expect_added("gather rows backward (+=)", d_dx, dx0, rdx, B * T * W);
+        free(x), free(dy), free(dx0), free(ry), free(rdx);
+    }
+    {
+        int64_t R = 37, C = 300;
+        float *x = randn(R * C, 2), *dy = randn(R * C, 1), *dx0 = randn(R * C, 1);
+        double *ry = dzeros(R * C), *rn = dzeros(R), *rdx = dcopy(dx0, R * C);
+        for (int64_t r = 0; r < R; r++) {
+            double s = 0, dot = 0;
+            for (int64_t j = 0; j < C; j++) s += (double)x[r * C + j] * x[r * C + j];
+            rn[r] = fmax(sqrt(s), 1e-12);
+            for (int64_t j = 0; j < C; j++) ry[r * C + j] = x[r * C + j] / rn[r];
+            for (int64_t j = 0; j < C; j++) dot += ry[r * C + j] * dy[r * C + j];
+            for (int64_t j = 0; j < C; j++)
+                rdx[r * C + j] += (dy[r * C + j] - ry[r * C + j] * dot) / rn[r];
+        }
+        float *d_x = dev(x, (size_t)(R * C) * 4), *d_y = dev(NULL, (size_t)(R * C) * 4);
+        float *d_n = dev(NULL, (size_t)R * 4), *d_dy = dev(dy, (size_t)(R * C) * 4);
+        float *d_dx = dev(dx0, (size_t)(R * C) * 4);
+        die(ts_cuda_l2_normalize(G, d_x, d_y, d_n, R, C, &err), &err);
+        die(ts_cuda_l2_normalize_backward(G, d_y, d_n, d_dy, d_dx, R, C, &err), &err);
+        expect("l2 normalize 37x300", d_y, ry, R * C);
+        expect("  the norms", d_n, rn, R);
+        expect_added("l2 normalize backward (+=)", d_dx, dx0, rdx, R * C);
+        free(x), free(dy), free(dx0), free(ry), free(rn), free(rdx);
+    }
+    {
+        int64_t n = 4096;
+        float ls = 2.3f, dls0 = 0.7f;
+        float *x = randn(n, 1), *dy = randn(n, 1), *dx0 = randn(n, 1);
+        double *ry = dzeros(n), *rdx = dcopy(dx0, n), rdls = dls0, dot = 0;
+        for (int64_t i = 0; i < n; i++) {
+            ry[i] = exp((double)ls) * x[i];
+            rdx[i] += exp((double)ls) * dy[i];
+            dot += (double)dy[i] * x[i];
+        }
+        rdls += exp((double)ls) * dot;
+        float *d_x = dev(x, (size_t)n * 4), *d_ls = dev(&ls, 4), *d_y = dev(NULL, (size_t)n * 4);
+        float *d_dy = dev(dy, (size_t)n * 4), *d_dx = dev(dx0, (size_t)n * 4);
+        float *d_dls = dev(&dls0, 4);
+        die(ts_cuda_exp_scale(G, d_x, d_ls, d_y, n, &err), &err);
+        die(ts_cuda_exp_scale_backward(G, d_x, d_ls, d_dy, d_dx, d_dls, n, &err), &err);
+        expect("exp(logit scale) x", d_y, ry, n);
+        expect_added("  backward dx (+=)", d_dx, dx0, rdx, n);
+        float dls_seed[1] = { dls0 };
+        expect_added("  backward d logit scale (+=)", d_dls, dls_seed, &rdls, 1);
+        free(x), free(dy), free(dx0), free(ry), free(rdx);
+    }
+    {
+        int64_t R = 1000, C = 77;
+        float *dy = randn(R * C, 1), *db0 = randn(C, 1);
+        double *rdb = dcopy(db0, C);
+        for (int64_t r = 0; r < R; r++)
+            for (int64_t j = 0; j < C; j++) rdb[j] += dy[r * C + j];
+        float *d_dy = dev(dy, (size_t)(R * C) * 4), *d_db = dev(db0, (size_t)C * 4);
+        die(ts_cuda_bias_grad(G, d_dy, d_db, R, C, &err), &err);
+        expect_added("bias grad 1000x77 (+=)", d_db, db0, rdb, C);
+        free(dy), free(db0), free(rdb);
+    }
+    {
+        int64_t n = 5000, R = 40, C = 125;
+        float *x = randn(n, 2), *dy = randn(n, 1), *w = randn(C, 1), *b = randn(C, 1);
+        double *rg = dzeros(n), *rdx = dzeros(n), *rln = dzeros(n), *rm = dzeros(R);
+        double *rr = dzeros(R);
+        for (int64_t i = 0; i < n; i++) {
+            double v = x[i], cdf = 0.5 * erfc(-v / sqrt(2.0));
+            rg[i] = v * cdf;
+            rdx[i] = dy[i] * (cdf + v * exp(-0.5 * v * v) / sqrt(6.283185307179586));
+        }
+        for (int64_t r = 0; r < R; r++) {
+            double mu = 0, var = 0;
+            for (int64_t j = 0; j < C; j++) mu += x[r * C + j];
+            mu /= C;
+            for (int64_t j = 0; j < C; j++) var += (x[r * C + j] - mu) * (x[r * C + j] - mu);
+            rm[r] = mu, rr[r] = 1.0 / sqrt(var / C + 1e-5);
+            for (int64_t j = 0; j < C; j++)
+                rln[r * C + j] = (x[r * C + j] - mu) * rr[r] * w[j] + b[j];
+        }
+        float *d_x = dev(x, (size_t)n * 4), *d_dy = dev(dy, (size_t)n * 4);
+        float *d_w = dev(w, (size_t)C * 4), *d_b = dev(b, (size_t)C * 4);
+        float *d_dx = dev(NULL, (size_t)n * 4), *d_m = dev(NULL, (size_t)R * 4);
+        float *d_r = dev(NULL, (size_t)R * 4);
+        uint16_t *d_g16 = dev(NULL, (size_t)n * 2), *d_dx16 = dev(NULL, (size_t)n * 2);
+        uint16_t *d_ln16 = dev(NULL, (size_t)n * 2);
+        die(ts_cuda_gelu_bf16(G, d_x, d_g16, n, &err), &err);
+        die(ts_cuda_gelu_backward_set(G, d_x, d_dy, d_dx, d_dx16, n, &err), &err);
+        die(ts_cuda_layernorm_bf16(G, d_x, d_w, d_b, d_ln16, d_m, d_r, R, C, 1e-5f, &err), &err);
+        expect16("gelu, bf16 output", d_g16, rg, n);
+        expect("gelu backward, overwriting", d_dx, rdx, n);
+        expect16("  its bf16 copy", d_dx16, rdx, n);
+        expect16("layernorm 40x125, bf16 output", d_ln16, rln, n);
+        expect("  mean", d_m, rm, R);
+        expect("  rstd", d_r, rr, R);
+        free(x), free(dy), free(w), free(b), free(rg), free(rdx), free(rln), free(rm), free(rr);
+    }
+}
+
 static void check_adamw(void) {
     ts_err err = { 0 };
     const int64_t n = 100003;
@@ -621,6 +918,8 @@ int main(int argc, char **argv) {
     check_cross_entropy(64, 49408, 0.1f);
     ts_cuda_reset(G);
     check_adamw();
+    ts_cuda_reset(G);
+    check_clip_kernels();
     ts_cuda_reset(G);
     check_attention(2, 3, 37, 37, 64, 1, 1, 0, 0);
     check_attention(2, 2, 20, 50, 32, 0, 1, 0, 0);
