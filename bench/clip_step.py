@@ -51,6 +51,21 @@ def recipe_text(m):
             f"layers: {TL}, heads: {TH}, out_dim: {E}, eos_id: {V - 1}}}\n")
 
 
+def random_batch(B, S, T, V, torch):
+    """B images uniform in [-1, 1) of S x S and B token rows of T from a vocabulary of V: the
+    start id V - 2, random ids, the end id V - 1 (the largest: argmax pooling reads there),
+    zeros after it; seeded, so every run draws the same batch."""
+    g = torch.Generator().manual_seed(7)
+    images = torch.rand(B, 3, S, S, generator=g) * 2 - 1
+    text = torch.zeros(B, T, dtype=torch.long)
+    for b in range(B):
+        end = int(torch.randint(2, T, (1,), generator=g))
+        text[b, 0] = V - 2
+        text[b, 1:end] = torch.randint(0, V - 2, (end - 1,), generator=g)
+        text[b, end] = V - 1
+    return images, text
+
+
 # ---------------------------------------------------------------------------------------------
 # The PyTorch side (runs inside the venv's python with --worker)
 
@@ -77,14 +92,7 @@ def worker(a):
         {"params": [p for n, p in named if not exclude(n, p)], "weight_decay": 0.2},
     ], lr=1e-4, betas=(0.9, 0.98), eps=1e-6)
     loss_fn = ClipLoss()
-    g = torch.Generator().manual_seed(7)
-    images = torch.rand(B, 3, S, S, generator=g) * 2 - 1
-    text = torch.zeros(B, T, dtype=torch.long)
-    for b in range(B):
-        end = int(torch.randint(2, T, (1,), generator=g))
-        text[b, 0] = V - 2
-        text[b, 1:end] = torch.randint(0, V - 2, (end - 1,), generator=g)
-        text[b, end] = V - 1
+    images, text = random_batch(B, S, T, V, torch)
     # the weights and the batch go to tessera in one file (ids as floats: exact below 2^24)
     sd = {k: v.detach().float().numpy().astype(np.float32) for k, v in model.state_dict().items()}
     sd["_batch.images"] = images.numpy().astype(np.float32)

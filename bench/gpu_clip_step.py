@@ -28,6 +28,8 @@ import statistics
 import subprocess
 import sys
 
+from clip_step import random_batch
+
 # name: embed, vision (image, patch, width, layers, heads),
 #       text (ctx, vocab, width, layers, heads)
 MODELS = {
@@ -55,15 +57,7 @@ def build(name, torch):
 
 def batch_of(name, B, torch):
     E, (S, P, W, L, H), (T, V, TW, TL, TH) = MODELS[name]
-    g = torch.Generator().manual_seed(7)
-    images = torch.rand(B, 3, S, S, generator=g) * 2 - 1
-    text = torch.zeros(B, T, dtype=torch.long)
-    for b in range(B):
-        end = int(torch.randint(2, T, (1,), generator=g))
-        text[b, 0] = V - 2
-        text[b, 1:end] = torch.randint(0, V - 2, (end - 1,), generator=g)
-        text[b, end] = V - 1  # the largest id: argmax pooling reads here
-    return images, text
+    return random_batch(B, S, T, V, torch)
 
 
 def optimizer(model, torch):

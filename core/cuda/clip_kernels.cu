@@ -7,22 +7,6 @@
  */
 #include "cuda_impl.h"
 
-#include <cuda_bf16.h>
-
-#define FOR_EACH(i, n)                                                                      \
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n);             \
-         i += (int64_t)gridDim.x * blockDim.x)
-
-static __device__ __forceinline__ void put(float *p, float v) { *p = v; }
-static __device__ __forceinline__ void put(uint16_t *p, float v) {
-    *p = __bfloat16_as_ushort(__float2bfloat16_rn(v));
-}
-
-static unsigned grid_for(int64_t n, int threads) {
-    int64_t b = (n + threads - 1) / threads;
-    return (unsigned)(b < 1 ? 1 : b > 65535 ? 65535 : b);
-}
-
 /* ---- patches and tokens ---- */
 
 /* images (B, 3, S, S) -> rows (B * np, 3 P P) in the conv weight's (c, kh, kw) order */
@@ -276,17 +260,18 @@ ts_status ts_cuda_attn_softmax_backward_bf16(ts_cuda *g, const float *p, const f
 
 /* y[b] = x[b, idx[b]] for x (B, T, W); the backward adds dy[b] to dx[b, idx[b]] */
 static __global__ void gather_kernel(const float *x, const int32_t *idx, float *y, int64_t B,
-                                     int64_t T, int64_t W, int back) {
-    FOR_EACH(i, B * W) {
-        int64_t b = i / W, w = i % W, at = (b * T + idx[b]) * W + w;
-        if (back) ((float *)x)[at] += y[i];
-        else y[i] = x[at];
-    }
+                                     int64_t T, int64_t W) {
+    FOR_EACH(i, B * W) y[i] = x[(i / W * T + idx[i / W]) * W + i % W];
+}
+
+static __global__ void gather_backward_kernel(const float *dy, const int32_t *idx, float *dx,
+                                              int64_t B, int64_t T, int64_t W) {
+    FOR_EACH(i, B * W) dx[(i / W * T + idx[i / W]) * W + i % W] += dy[i];
 }
 
 ts_status ts_cuda_gather_rows(ts_cuda *g, const float *x, const int32_t *idx, float *y,
                               int64_t B, int64_t T, int64_t W, ts_err *err) {
-    gather_kernel<<<grid_for(B * W, 256), 256, 0, g->stream>>>(x, idx, y, B, T, W, 0);
+    gather_kernel<<<grid_for(B * W, 256), 256, 0, g->stream>>>(x, idx, y, B, T, W);
     TS_CU_LAUNCHED("gather rows");
     return TS_OK;
 }
@@ -294,8 +279,7 @@ ts_status ts_cuda_gather_rows(ts_cuda *g, const float *x, const int32_t *idx, fl
 ts_status ts_cuda_gather_rows_backward(ts_cuda *g, const float *dy, const int32_t *idx,
                                        float *dx, int64_t B, int64_t T, int64_t W,
                                        ts_err *err) {
-    gather_kernel<<<grid_for(B * W, 256), 256, 0, g->stream>>>(dx, idx, (float *)dy, B, T, W,
-                                                               1);
+    gather_backward_kernel<<<grid_for(B * W, 256), 256, 0, g->stream>>>(dy, idx, dx, B, T, W);
     TS_CU_LAUNCHED("gather rows backward");
     return TS_OK;
 }

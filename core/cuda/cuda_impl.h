@@ -39,6 +39,24 @@ ts_status ts__cuda_fail(ts_err *err, ts_status code, const char *fmt, ...);
 #define TS_CU_ROW_THREADS 256
 
 #ifdef __CUDACC__
+#include <cuda_bf16.h>
+
+/* Blocks for n elements at `threads` a block (a grid-stride loop covers the rest). */
+static inline unsigned grid_for(int64_t n, int threads) {
+    int64_t b = (n + threads - 1) / threads;
+    return (unsigned)(b < 1 ? 1 : b > 65535 ? 65535 : b);
+}
+
+#define FOR_EACH(i, n)                                                                      \
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n);             \
+         i += (int64_t)gridDim.x * blockDim.x)
+
+/* Store a float as float32, or as bf16 (round to nearest even). */
+static __device__ __forceinline__ void put(float *p, float v) { *p = v; }
+static __device__ __forceinline__ void put(uint16_t *p, float v) {
+    *p = __bfloat16_as_ushort(__float2bfloat16_rn(v));
+}
+
 /* The sum of v over the block, returned to every thread. sh: 32 floats of shared memory. */
 static __device__ __forceinline__ float block_sum(float v, float *sh) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -7,20 +7,10 @@
  */
 #include "cuda_impl.h"
 
-#include <cuda_bf16.h>
 #include <math.h>
 
 #define RT TS_CU_ROW_THREADS
 #define GELU_RSQRT2PI 0.39894228040143268f
-
-static unsigned grid_for(int64_t n, int threads) {
-    int64_t b = (n + threads - 1) / threads;
-    return (unsigned)(b < 1 ? 1 : b > 65535 ? 65535 : b);
-}
-
-#define FOR_EACH(i, n)                                                                      \
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n);             \
-         i += (int64_t)gridDim.x * blockDim.x)
 
 /* ---- elementwise ---- */
 
@@ -174,7 +164,7 @@ static __global__ void gelu_backward_set_kernel(const float *x, const float *dy,
     FOR_EACH(i, n) {
         float v = dy[i] * dgelu(x[i]);
         dx[i] = v;
-        if (dx16) dx16[i] = __bfloat16_as_ushort(__float2bfloat16_rn(v));
+        if (dx16) put(&dx16[i], v);
     }
 }
 
@@ -186,11 +176,6 @@ ts_status ts_cuda_gelu_backward_set(ts_cuda *g, const float *x, const float *dy,
 }
 
 /* ---- layernorm ---- */
-
-static __device__ __forceinline__ void put(float *p, float v) { *p = v; }
-static __device__ __forceinline__ void put(uint16_t *p, float v) {
-    *p = __bfloat16_as_ushort(__float2bfloat16_rn(v));
-}
 
 template <typename T>
 static __global__ void layernorm_kernel(const float *x, const float *w, const float *b, T *y,
