@@ -211,11 +211,18 @@ static __global__ void attn_softmax_backward_kernel(const float *p, const float 
         put(&ds[r * ld + j], j < T ? scale * y[j] * (dy[j] - dot) : 0.0f);
 }
 
-ts_status ts_cuda_attn_softmax(ts_cuda *g, const float *scores, float *p, int64_t R, int64_t T,
-                               int64_t ld, float scale, int causal, ts_err *err) {
+/* a launch a row: R fits the grid, and the pitch holds the row */
+static ts_status softmax_args(int64_t R, int64_t T, int64_t ld, ts_err *err) {
     if (R > 0x7fffffff || ld < T)
         return ts__cuda_fail(err, TS_ERR_USAGE, "cuda attention softmax: %lld rows of %lld, "
                              "pitch %lld", (long long)R, (long long)T, (long long)ld);
+    return TS_OK;
+}
+
+ts_status ts_cuda_attn_softmax(ts_cuda *g, const float *scores, float *p, int64_t R, int64_t T,
+                               int64_t ld, float scale, int causal, ts_err *err) {
+    ts_status st = softmax_args(R, T, ld, err);
+    if (st) return st;
     attn_softmax_kernel<<<(unsigned)R, 128, 0, g->stream>>>(scores, p, NULL, T, ld, scale,
                                                             causal);
     TS_CU_LAUNCHED("attention softmax");
@@ -225,9 +232,8 @@ ts_status ts_cuda_attn_softmax(ts_cuda *g, const float *scores, float *p, int64_
 ts_status ts_cuda_attn_softmax_bf16(ts_cuda *g, const float *scores, float *p, uint16_t *p16,
                                     int64_t R, int64_t T, int64_t ld, float scale, int causal,
                                     ts_err *err) {
-    if (R > 0x7fffffff || ld < T)
-        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda attention softmax: %lld rows of %lld, "
-                             "pitch %lld", (long long)R, (long long)T, (long long)ld);
+    ts_status st = softmax_args(R, T, ld, err);
+    if (st) return st;
     attn_softmax_kernel<<<(unsigned)R, 128, 0, g->stream>>>(scores, p, p16, T, ld, scale,
                                                             causal);
     TS_CU_LAUNCHED("attention softmax (bf16)");
@@ -237,9 +243,8 @@ ts_status ts_cuda_attn_softmax_bf16(ts_cuda *g, const float *scores, float *p, u
 ts_status ts_cuda_attn_softmax_backward(ts_cuda *g, const float *p, const float *dp, float *ds,
                                         int64_t R, int64_t T, int64_t ld, float scale,
                                         ts_err *err) {
-    if (R > 0x7fffffff || ld < T)
-        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda attention softmax: %lld rows of %lld, "
-                             "pitch %lld", (long long)R, (long long)T, (long long)ld);
+    ts_status st = softmax_args(R, T, ld, err);
+    if (st) return st;
     attn_softmax_backward_kernel<<<(unsigned)R, 128, 0, g->stream>>>(p, dp, ds, T, ld, scale);
     TS_CU_LAUNCHED("attention softmax backward");
     return TS_OK;
@@ -248,9 +253,8 @@ ts_status ts_cuda_attn_softmax_backward(ts_cuda *g, const float *p, const float 
 ts_status ts_cuda_attn_softmax_backward_bf16(ts_cuda *g, const float *p, const float *dp,
                                              uint16_t *ds, int64_t R, int64_t T, int64_t ld,
                                              float scale, ts_err *err) {
-    if (R > 0x7fffffff || ld < T)
-        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda attention softmax: %lld rows of %lld, "
-                             "pitch %lld", (long long)R, (long long)T, (long long)ld);
+    ts_status st = softmax_args(R, T, ld, err);
+    if (st) return st;
     attn_softmax_backward_kernel<<<(unsigned)R, 128, 0, g->stream>>>(p, dp, ds, T, ld, scale);
     TS_CU_LAUNCHED("attention softmax backward (bf16)");
     return TS_OK;

@@ -68,7 +68,6 @@ struct ts_cuda_clip {
     float *patches_f, *x0v, *premean, *prerstd;
     void *patches;
     int32_t *ids, *labels;
-    float *x0t;
     /* loss */
     float *raw_i, *raw_t, *logit_i, *logit_t, *loss, *dhalf;
     /* shared temporaries */
@@ -175,12 +174,6 @@ static void *alloc_or_null(ts_cuda_clip *m, size_t bytes, int *full) {
 #define FA(n) ((float *)alloc_or_null(m, (size_t)(n) * sizeof(float), &full))
 #define OA(n) (alloc_or_null(m, (size_t)(n) * m->esz, &full))
 
-/* An operand buffer kept for the backward, of the model's operand type (the kernels that fill
- * it write bf16 directly in bf16 mode). */
-static void *keep_operand(ts_cuda_clip *m, int64_t n, int *full) {
-    return alloc_or_null(m, (size_t)n * m->esz, full);
-}
-
 /* Write the operand of n floats at f into o (a bf16 copy; nothing in float32 mode, where the
  * caller wrote into o directly) */
 static ts_status to_op(ts_cuda_clip *m, const float *f, void *o, int64_t n, ts_err *err) {
@@ -222,13 +215,13 @@ static ts_status alloc_tower(ts_cuda_clip *m, tower *t, ts_err *err) {
         } else {
             a->pf = FA(S);
         }
-        a->ln1 = keep_operand(m, N * W, &full);
-        a->qkv = keep_operand(m, 3 * N * W, &full);
-        a->pop = t->flash ? NULL : m->dt == TS_CUDA_BF16 ? keep_operand(m, S, &full)
+        a->ln1 = OA(N * W);
+        a->qkv = OA(3 * N * W);
+        a->pop = t->flash ? NULL : m->dt == TS_CUDA_BF16 ? OA(S)
                                                          : (void *)a->pf;
-        a->attn = keep_operand(m, N * W, &full);
-        a->ln2 = keep_operand(m, N * W, &full);
-        a->g = keep_operand(m, 4 * N * W, &full);
+        a->attn = OA(N * W);
+        a->ln2 = OA(N * W);
+        a->g = OA(4 * N * W);
     }
     int64_t E = m->c.embed;
     t->x_last = FA(N * W);
@@ -319,7 +312,6 @@ ts_status ts_cuda_clip_new(ts_cuda *g, const ts_cuda_clip_config *c, int64_t bat
     m->x0v = FA(Nv * W), m->premean = FA(Nv), m->prerstd = FA(Nv);
     m->ids = (int32_t *)alloc_or_null(m, (size_t)Nt * 4, &full);
     m->labels = (int32_t *)alloc_or_null(m, (size_t)batch * 4, &full);
-    m->x0t = FA(Nt * TW);
     m->raw_i = FA(batch * batch), m->raw_t = FA(batch * batch);
     m->logit_i = FA(batch * batch), m->logit_t = FA(batch * batch);
     m->loss = FA(2), m->dhalf = FA(1);
@@ -379,30 +371,31 @@ int64_t ts_cuda_clip_param_total(const ts_cuda_clip *m) {
     return n;
 }
 
-static int find(const ts_cuda_clip *m, const char *name) {
+/* the index of parameter `name` holding n values, or -1 with err set */
+static int lookup(const ts_cuda_clip *m, const char *name, int64_t n, ts_err *err) {
     for (int i = 0; i < m->np; i++)
-        if (!strcmp(m->p[i].name, name)) return i;
+        if (!strcmp(m->p[i].name, name)) {
+            if (n == m->p[i].n) return i;
+            ts__cuda_fail(err, TS_ERR_USAGE, "cuda clip: %s has %lld values, not %lld", name,
+                          (long long)m->p[i].n, (long long)n);
+            return -1;
+        }
+    ts__cuda_fail(err, TS_ERR_USAGE, "cuda clip: no parameter %s", name);
     return -1;
 }
 
 ts_status ts_cuda_clip_set(ts_cuda_clip *m, const char *name, const float *host, int64_t n,
                            ts_err *err) {
-    int i = find(m, name);
-    if (i < 0) return ts__cuda_fail(err, TS_ERR_USAGE, "cuda clip: no parameter %s", name);
-    if (n != m->p[i].n)
-        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda clip: %s has %lld values, not %lld", name,
-                             (long long)m->p[i].n, (long long)n);
+    int i = lookup(m, name, n, err);
+    if (i < 0) return TS_ERR_USAGE;
     TRY(ts_cuda_upload(m->g, Wf(m, i), host, (size_t)n * 4, err));
     return ts_cuda_sync(m->g, err);
 }
 
 ts_status ts_cuda_clip_get(ts_cuda_clip *m, const char *name, int grad, float *host, int64_t n,
                            ts_err *err) {
-    int i = find(m, name);
-    if (i < 0) return ts__cuda_fail(err, TS_ERR_USAGE, "cuda clip: no parameter %s", name);
-    if (n != m->p[i].n)
-        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda clip: %s has %lld values, not %lld", name,
-                             (long long)m->p[i].n, (long long)n);
+    int i = lookup(m, name, n, err);
+    if (i < 0) return TS_ERR_USAGE;
     return ts_cuda_download(m->g, host, grad ? Gf(m, i) : Wf(m, i), (size_t)n * 4, err);
 }
 
@@ -421,12 +414,6 @@ static ts_status mm(ts_cuda_clip *m, const void *a, const void *b, const float *
 static ts_status mm32(ts_cuda_clip *m, const float *a, const float *b, float *y, int64_t M,
                       int64_t N, int64_t K, int flags, float beta, ts_err *err) {
     return ts_cuda_matmul(m->g, TS_CUDA_F32, a, b, NULL, y, M, N, K, flags, beta, err);
-}
-
-/* db (C) += the column sums of dy (R, C) */
-static ts_status bias_grad(ts_cuda_clip *m, const float *dy, float *db, int64_t R, int64_t C,
-                           ts_err *err) {
-    return ts_cuda_bias_grad(m->g, dy, db, R, C, err);
 }
 
 /* layernorm, head layout and GELU writing a product operand (bf16, or float32) */
@@ -451,13 +438,12 @@ static ts_status gelu_op(ts_cuda_clip *m, const float *x, void *y, int64_t n, ts
     return ts_cuda_gelu(m->g, x, (float *)y, n, err);
 }
 
-static ts_status tower_forward(ts_cuda_clip *m, tower *t, const float *x0, ts_err *err) {
+/* the blocks, from t->a[0].xin (written by the caller) to t->x_last */
+static ts_status tower_forward(ts_cuda_clip *m, tower *t, ts_err *err) {
     ts_cuda *g = m->g;
     int64_t B = m->B, T = t->T, W = t->W, H = t->H, D = W / H, N = t->N;
     int64_t BH = B * H, Tp = pitch(T);
     float scale = 1.0f / sqrtf((float)D);
-    TS_CU(cudaMemcpyAsync(t->a[0].xin, x0, (size_t)(N * W) * 4, cudaMemcpyDeviceToDevice,
-                          g->stream), "copy");
     m->phase = t->causal ? "text fwd" : "image fwd";
     for (int64_t l = 0; l < t->L; l++) {
         layer_acts *a = &t->a[l];
@@ -503,7 +489,8 @@ static ts_status tower_forward(ts_cuda_clip *m, tower *t, const float *x0, ts_er
     return TS_OK;
 }
 
-/* the backward of the blocks: m->dres holds d(output of the last block) and ends as d(x0) */
+/* the backward of the blocks: m->dres holds d(output of the last block) and ends as
+ * d(t->a[0].xin) */
 static ts_status tower_backward(ts_cuda_clip *m, tower *t, ts_err *err) {
     ts_cuda *g = m->g;
     int64_t B = m->B, T = t->T, W = t->W, H = t->H, D = W / H, N = t->N;
@@ -518,21 +505,21 @@ static ts_status tower_backward(ts_cuda_clip *m, tower *t, ts_err *err) {
         TRYP(op_of(m, m->dres, m->o1, N * W, &o, err));
         TRYP(mm(m, o, Wo(m, p[PROJW]), NULL, m->tA, N, 4 * W, W, 0, 0.0f, err));
         TRYP(mm(m, o, a->g, NULL, Gf(m, p[PROJW]), W, 4 * W, N, TS_TRANS_A, 1.0f, err));
-        TRYP(bias_grad(m, m->dres, Gf(m, p[PROJB]), N, W, err));
+        TRYP(ts_cuda_bias_grad(g, m->dres, Gf(m, p[PROJB]), N, W, err));
         TRYP(ts_cuda_gelu_backward_set(g, a->h, m->tA, m->tB,
                                       m->dt == TS_CUDA_BF16 ? (uint16_t *)m->o1 : NULL,
                                       N * 4 * W, err));
         o = m->dt == TS_CUDA_BF16 ? (const void *)m->o1 : (const void *)m->tB;
         TRYP(mm(m, o, Wo(m, p[FCW]), NULL, m->tC, N, W, 4 * W, 0, 0.0f, err));
         TRYP(mm(m, o, a->ln2, NULL, Gf(m, p[FCW]), 4 * W, W, N, TS_TRANS_A, 1.0f, err));
-        TRYP(bias_grad(m, m->tB, Gf(m, p[FCB]), N, 4 * W, err));
+        TRYP(ts_cuda_bias_grad(g, m->tB, Gf(m, p[FCB]), N, 4 * W, err));
         TRYP(ts_cuda_layernorm_backward(g, a->xmid, Wf(m, p[LN2W]), a->mean2, a->rstd2, m->tC,
                                        m->dres, Gf(m, p[LN2W]), Gf(m, p[LN2B]), N, W, err));
         /* attention */
         TRYP(op_of(m, m->dres, m->o1, N * W, &o, err));
         TRYP(mm(m, o, Wo(m, p[OUTW]), NULL, m->tC, N, W, W, 0, 0.0f, err));
         TRYP(mm(m, o, a->attn, NULL, Gf(m, p[OUTW]), W, W, N, TS_TRANS_A, 1.0f, err));
-        TRYP(bias_grad(m, m->dres, Gf(m, p[OUTB]), N, W, err));
+        TRYP(ts_cuda_bias_grad(g, m->dres, Gf(m, p[OUTB]), N, W, err));
         const char *q = (const char *)a->qkv, *k = q + (size_t)(N * W) * m->esz,
                    *v = k + (size_t)(N * W) * m->esz;
         float *dq = m->tD, *dk = dq + N * W, *dv = dk + N * W;
@@ -569,7 +556,7 @@ static ts_status tower_backward(ts_cuda_clip *m, tower *t, ts_err *err) {
         TRYP(op_of(m, m->tA, m->o1, 3 * N * W, &o, err));
         TRYP(mm(m, o, Wo(m, p[QKVW]), NULL, m->tC, N, W, 3 * W, 0, 0.0f, err));
         TRYP(mm(m, o, a->ln1, NULL, Gf(m, p[QKVW]), 3 * W, W, N, TS_TRANS_A, 1.0f, err));
-        TRYP(bias_grad(m, m->tA, Gf(m, p[QKVB]), N, 3 * W, err));
+        TRYP(ts_cuda_bias_grad(g, m->tA, Gf(m, p[QKVB]), N, 3 * W, err));
         TRYP(ts_cuda_layernorm_backward(g, a->xin, Wf(m, p[LN1W]), a->mean1, a->rstd1, m->tC,
                                        m->dres, Gf(m, p[LN1W]), Gf(m, p[LN1B]), N, W, err));
     }
@@ -645,14 +632,14 @@ ts_status ts_cuda_clip_forward_backward(ts_cuda_clip *m, const float *images,
     TRYP(mm(m, m->patches, Wo(m, m->vconv), NULL, m->tA, B * np, W, 3 * P * P, TS_TRANS_B, 0.0f,
            err));
     TRYP(ts_cuda_vit_tokens(g, m->tA, Wf(m, m->vcls), Wf(m, m->vpos), m->x0v, B, vt->T, W, err));
-    TRYP(ts_cuda_layernorm(g, m->x0v, Wf(m, m->vlnpre_w), Wf(m, m->vlnpre_b), m->tC, m->premean,
-                          m->prerstd, vt->N, W, 1e-5f, err));
-    TRYP(tower_forward(m, vt, m->tC, err));
+    TRYP(ts_cuda_layernorm(g, m->x0v, Wf(m, m->vlnpre_w), Wf(m, m->vlnpre_b), vt->a[0].xin,
+                           m->premean, m->prerstd, vt->N, W, 1e-5f, err));
+    TRYP(tower_forward(m, vt, err));
     m->phase = "rest";
     TRYP(head_forward(m, vt, m->vlnpost_w, m->vlnpost_b, m->vproj, err));
     /* text tower */
-    TRYP(ts_cuda_embed(g, m->ids, Wf(m, m->tok), Wf(m, m->tpos), m->x0t, B, T, TW, err));
-    TRYP(tower_forward(m, tt, m->x0t, err));
+    TRYP(ts_cuda_embed(g, m->ids, Wf(m, m->tok), Wf(m, m->tpos), tt->a[0].xin, B, T, TW, err));
+    TRYP(tower_forward(m, tt, err));
     m->phase = "rest";
     TRYP(head_forward(m, tt, m->lnf_w, m->lnf_b, m->tproj, err));
 
