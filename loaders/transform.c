@@ -90,14 +90,29 @@ static int taps_make(taps *t, int in_size, int out_size, ts_interp interp) {
     return 0;
 }
 
-/* Four floats as one SIMD register (the vector extension of GCC and Clang): arithmetic is
- * lane by lane, each lane rounded as the scalar operation would be. */
-typedef float v4f __attribute__((vector_size(16)));
-static inline v4f v4_load(const float *p) {
-    v4f v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
+/* The horizontal pass handles ROWS rows at once, their pixels side by side in one register
+ * of vf (the vector extension of GCC and Clang: arithmetic lane by lane, each lane rounded as
+ * the scalar operation would be), four lanes a pixel (three channels and a spare lane): as
+ * many rows as the target's widest float vector holds. The vertical pass uses the same
+ * register for 4 ROWS consecutive values of a row. */
+#if defined(__AVX512F__)
+#define ROWS 4
+#elif defined(__AVX__)
+#define ROWS 2
+#else
+#define ROWS 1
+#endif
+#define LANES (4 * ROWS)
+typedef float vf __attribute__((vector_size(LANES * sizeof(float))));
+/* acc = p * wt, or acc += p * wt, for the LANES floats at p. Macros, not functions, so that
+ * no vf crosses a call, whose ABI would depend on the target's vectors. */
+#define VF_MUL(acc, p, wt) (memcpy(&(acc), (p), sizeof(vf)), (acc) *= (wt))
+#define VF_MULADD(acc, p, wt)                                                                  \
+    do {                                                                                       \
+        vf vf_t_;                                                                              \
+        memcpy(&vf_t_, (p), sizeof vf_t_);                                                     \
+        (acc) += vf_t_ * (wt);                                                                 \
+    } while (0)
 
 /* torch.round then the cast to uint8: half to even (the default rounding mode), clamped. */
 static inline uint8_t to_u8(float v) {
@@ -115,42 +130,66 @@ static ts_status resize_window(ts_image_u8 *out, const uint8_t *src, size_t pitc
     ts_status st = ts_image_u8_reserve(out, w, h, err);
     if (st) return st;
     taps tx = { 0 }, ty = { 0 };
-    float *mid = malloc(sizeof(float) * ((size_t)H * (size_t)w * 3 + 1)); /* + 1: see below */
-    float *row = malloc(sizeof(float) * (size_t)w * 3);
-    float *in4 = malloc(sizeof(float) * (size_t)W * 4);
-    if (!mid || !row || !in4 || (w != W && taps_make(&tx, W, w, interp)) ||
+    size_t rw = (size_t)w * 3; /* floats in a row of mid, bytes in a row of out */
+    float *mid = malloc(sizeof(float) * (size_t)H * rw);
+    float *inr = malloc(sizeof(float) * (size_t)W * LANES);
+    /* row: a row of the input widened to float (3 W + 1, the last 0), or of the output's
+     * sums (3 w) */
+    size_t row_n = (size_t)(W > w ? W : w) * 3 + 1;
+    float *row = calloc(row_n, sizeof(float));
+    if (!mid || !inr || !row || (w != W && taps_make(&tx, W, w, interp)) ||
         (h != H && taps_make(&ty, H, h, interp))) {
         st = ts_fail(err, TS_ERR_NOMEM, "cannot allocate the buffers to resize %d x %d to %d x %d",
                      W, H, w, h);
         goto done;
     }
-    /* Horizontal: mid (H, w, 3). The input row is first widened to float with a fourth,
-     * unused channel, so that the three channels of a tap are one 4-lane multiply and add;
-     * each channel's sum is still the same products added in the same order. All four lanes
-     * are stored: the fourth lands on the next pixel's first value, written next (or, for
-     * the last pixel of the last row, on the one spare float of mid). */
-    for (int y = 0; y < H; y++) {
-        const uint8_t *s = src + (size_t)y * pitch;
-        float *m = mid + (size_t)y * w * 3;
+    /* Horizontal: mid (H, w, 3), ROWS rows at a time, which share the taps. Their pixels are
+     * widened to float side by side, LANES floats a column (row r's channels in lanes 4r ..
+     * 4r + 2), so that a tap is one multiply and add for the three channels of all the rows;
+     * each value is still the same products added in the same order. The last group repeats
+     * its last row where fewer than ROWS are left, and stores only the real ones. Four lanes
+     * a row are stored, the spare one landing on the next pixel's first value, which is
+     * written next; not at a row's last pixel, where it would land on the following row,
+     * already written. */
+    for (int y = 0; y < H; y += ROWS) {
+        int rows = H - y < ROWS ? H - y : ROWS;
         if (w == W) {
-            for (int x = 0; x < 3 * W; x++) m[x] = s[x];
+            for (int r = 0; r < rows; r++) {
+                const uint8_t *s = src + (size_t)(y + r) * pitch;
+                float *m = mid + (size_t)(y + r) * rw;
+                for (size_t k = 0; k < rw; k++) m[k] = s[k];
+            }
             continue;
         }
-        for (int x = 0; x < W; x++) {
-            in4[4 * x] = s[3 * x], in4[4 * x + 1] = s[3 * x + 1], in4[4 * x + 2] = s[3 * x + 2];
-            in4[4 * x + 3] = 0.0f;
+        for (int r = 0; r < ROWS; r++) {
+            const uint8_t *s = src + (size_t)(y + (r < rows ? r : rows - 1)) * pitch;
+#if ROWS > 1 /* widened in one pass, then placed four floats at a time */
+            for (int k = 0; k < 3 * W; k++) row[k] = s[k]; /* row[3 W] stays 0 */
+            for (int x = 0; x < W; x++) memcpy(inr + LANES * x + 4 * r, row + 3 * x, 16);
+#else
+            for (int x = 0; x < W; x++) {
+                inr[4 * x] = s[3 * x], inr[4 * x + 1] = s[3 * x + 1];
+                inr[4 * x + 2] = s[3 * x + 2], inr[4 * x + 3] = 0.0f;
+            }
+#endif
         }
+        float *m0 = mid + (size_t)y * rw;
         for (int x = 0; x < w; x++) {
             const float *wt = tx.w + (size_t)x * tx.stride;
-            const float *p = in4 + (size_t)tx.xmin[x] * 4;
-            v4f acc = { 0.0f, 0.0f, 0.0f, 0.0f };
-            if (tx.n[x] > 0) acc = v4_load(p) * wt[0];
-            for (int j = 1; j < tx.n[x]; j++) acc += v4_load(p + 4 * j) * wt[j];
-            memcpy(m + 3 * x, &acc, sizeof acc);
+            const float *p = inr + (size_t)tx.xmin[x] * LANES;
+            vf acc = { 0.0f };
+            if (tx.n[x] > 0) VF_MUL(acc, p, wt[0]);
+            for (int j = 1; j < tx.n[x]; j++) VF_MULADD(acc, p + LANES * j, wt[j]);
+            float a[LANES];
+            memcpy(a, &acc, sizeof a);
+            if (x + 1 < w) /* constant sizes: each memcpy is one store */
+                for (int r = 0; r < rows; r++) memcpy(m0 + r * rw + 3 * x, a + 4 * r, 16);
+            else
+                for (int r = 0; r < rows; r++) memcpy(m0 + r * rw + 3 * x, a + 4 * r, 12);
         }
     }
-    /* Vertical: out (h, w, 3), one output row at a time as a sum of rows of mid. */
-    size_t rw = (size_t)w * 3;
+    /* Vertical: out (h, w, 3), one output row at a time as a sum of rows of mid, LANES
+     * values at a time held in a register over the taps, then the row rounded to 8 bits. */
     for (int y = 0; y < h; y++) {
         uint8_t *o = out->data + (size_t)y * rw;
         if (h == H) {
@@ -160,23 +199,36 @@ static ts_status resize_window(ts_image_u8 *out, const uint8_t *src, size_t pitc
         }
         const float *wt = ty.w + (size_t)y * ty.stride;
         const float *m = mid + (size_t)ty.xmin[y] * rw;
-        if (ty.n[y] == 0) {
+        int n = ty.n[y];
+        if (n == 0) {
             memset(o, 0, rw);
             continue;
         }
-        for (size_t k = 0; k < rw; k++) row[k] = m[k] * wt[0];
-        for (int j = 1; j < ty.n[y]; j++) {
-            const float *mj = m + (size_t)j * rw;
-            for (size_t k = 0; k < rw; k++) row[k] += mj[k] * wt[j];
+        size_t k = 0;
+#if LANES >= 8
+        for (; k + LANES <= rw; k += LANES) {
+            vf acc;
+            VF_MUL(acc, m + k, wt[0]);
+            for (int j = 1; j < n; j++) VF_MULADD(acc, m + (size_t)j * rw + k, wt[j]);
+            memcpy(row + k, &acc, sizeof acc);
         }
-        for (size_t k = 0; k < rw; k++) o[k] = to_u8(row[k]);
+#else /* four lanes: tap by tap over the whole row, which the compiler vectorises */
+        for (; k < rw; k++) row[k] = m[k] * wt[0];
+        for (int j = 1; j < n; j++)
+            for (k = 0; k < rw; k++) row[k] += m[(size_t)j * rw + k] * wt[j];
+#endif
+        for (; k < rw; k++) {
+            row[k] = m[k] * wt[0];
+            for (int j = 1; j < n; j++) row[k] += m[(size_t)j * rw + k] * wt[j];
+        }
+        for (k = 0; k < rw; k++) o[k] = to_u8(row[k]);
     }
 done:
     taps_free(&tx);
     taps_free(&ty);
     free(mid);
+    free(inr);
     free(row);
-    free(in4);
     return st;
 }
 
