@@ -539,6 +539,49 @@ static void jpeg_bare_marker(void **state) {
     }
 }
 
+/* The resize's passes are separable, so a one-dimensional resize of an image is the same,
+ * bit for bit, as that resize of each of its rows (or columns) alone: the whole image goes
+ * through the passes' vector paths (rows in groups, sixteen values at a time) and a single
+ * row or column through their remainders. Sizes are odd so that the groups do not come out
+ * even; both shrinking and enlarging. */
+static void resize_rows_alone(void **state) {
+    (void)state;
+    ts_image_u8 src, all, one, line;
+    ts_image_u8_init(&src), ts_image_u8_init(&all), ts_image_u8_init(&one);
+    ts_image_u8_init(&line);
+    ts_err err;
+    const int W = 37, H = 13;
+    make_picture(&src, W, H, 5);
+    int widths[] = { 23, 5, 61 };
+    for (int interp = 0; interp < 2; interp++)
+        for (int k = 0; k < 3; k++) {
+            int w = widths[k];
+            /* Horizontal only: row y of the result is row y resized alone. */
+            assert_int_equal(ts_image_resize(&all, &src, w, H, (ts_interp)interp, &err), TS_OK);
+            ts_image_u8_reserve(&line, W, 1, NULL);
+            for (int y = 0; y < H; y++) {
+                memcpy(line.data, src.data + (size_t)y * W * 3, (size_t)W * 3);
+                assert_int_equal(ts_image_resize(&one, &line, w, 1, (ts_interp)interp, &err),
+                                 TS_OK);
+                assert_memory_equal(one.data, all.data + (size_t)y * w * 3, (size_t)w * 3);
+            }
+            /* Vertical only: column x of the result is column x resized alone. */
+            int h = widths[k];
+            assert_int_equal(ts_image_resize(&all, &src, W, h, (ts_interp)interp, &err), TS_OK);
+            ts_image_u8_reserve(&line, 1, H, NULL);
+            for (int x = 0; x < W; x++) {
+                for (int y = 0; y < H; y++)
+                    memcpy(line.data + y * 3, src.data + ((size_t)y * W + x) * 3, 3);
+                assert_int_equal(ts_image_resize(&one, &line, 1, h, (ts_interp)interp, &err),
+                                 TS_OK);
+                for (int y = 0; y < h; y++)
+                    assert_memory_equal(one.data + y * 3, all.data + ((size_t)y * W + x) * 3, 3);
+            }
+        }
+    ts_image_u8_free(&src), ts_image_u8_free(&all), ts_image_u8_free(&one);
+    ts_image_u8_free(&line);
+}
+
 static void transform_rules(void **state) {
     (void)state;
     ts_image_u8 src, a, b;
@@ -944,6 +987,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(jpeg_dct_scaling),
         cmocka_unit_test(jpeg_junk_between_markers),
         cmocka_unit_test(jpeg_bare_marker),
+        cmocka_unit_test(resize_rows_alone),
         cmocka_unit_test(transform_rules),
         cmocka_unit_test(random_resized_crop),
         cmocka_unit_test(transforms_vs_torchvision_generated),
