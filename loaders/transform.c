@@ -11,6 +11,7 @@
  * torch. Letters: W, H input size, w, h output size; images are (H, W, 3).
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -360,35 +361,71 @@ void ts_image_hflip(ts_image_u8 *im) {
     }
 }
 
-/* ToTensor + Normalize of im, or of its mirror image when flip is set (reading each row from
- * its end), in one pass over the pixels. 256 values per channel, each computed as torchvision
- * does: x / 255, minus the mean, divided by the standard deviation, all in float32. */
+/* ToTensor + Normalize of im into out (3, h, w), or of its mirror image when flip is set. Each
+ * value as torchvision computes it: x / 255, minus the mean, divided by the standard
+ * deviation, all in float32. Where the target has wide vectors (AVX2 and up) the compiler
+ * vectorises that arithmetic itself, three times faster than looking the 256 possible values
+ * of each channel up in a table; elsewhere the table is faster. Both give the same bits. */
+#if defined(__AVX2__)
+/* n pixels of s (RGB) into the planes o0, o1, o2 */
+static void chw_span(const uint8_t *s, size_t n, const float mean[3], const float std[3],
+                     float *o0, float *o1, float *o2) {
+    const float m0 = mean[0], m1 = mean[1], m2 = mean[2];
+    const float d0 = std[0], d1 = std[1], d2 = std[2];
+    for (size_t i = 0; i < n; i++) {
+        o0[i] = ((float)s[3 * i] / 255.0f - m0) / d0;
+        o1[i] = ((float)s[3 * i + 1] / 255.0f - m1) / d1;
+        o2[i] = ((float)s[3 * i + 2] / 255.0f - m2) / d2;
+    }
+}
+
+/* Mirrored: each row a span of up to SPAN pixels at a time into tmp, copied out back to
+ * front, the span starting at column x0 landing at w - x0 - its length. */
+#define SPAN 256
+static void to_chw(const ts_image_u8 *im, const float mean[3], const float std[3], int flip,
+                   float *out) {
+    size_t w = (size_t)im->w, n = w * (size_t)im->h;
+    float *o0 = out, *o1 = out + n, *o2 = out + 2 * n;
+    if (!flip) {
+        chw_span(im->data, n, mean, std, o0, o1, o2);
+        return;
+    }
+    float tmp[3 * SPAN];
+    for (int y = 0; y < im->h; y++) {
+        size_t at = (size_t)y * w;
+        for (size_t x0 = 0; x0 < w; x0 += SPAN) {
+            size_t c = w - x0 < SPAN ? w - x0 : SPAN;
+            chw_span(im->data + (at + x0) * 3, c, mean, std, tmp, tmp + SPAN, tmp + 2 * SPAN);
+            size_t d = at + w - x0 - c;
+            for (size_t x = 0; x < c; x++) {
+                o0[d + x] = tmp[c - 1 - x];
+                o1[d + x] = tmp[SPAN + c - 1 - x];
+                o2[d + x] = tmp[2 * SPAN + c - 1 - x];
+            }
+        }
+    }
+}
+#undef SPAN
+#else
+/* Mirrored: each row read from its end. */
 static void to_chw(const ts_image_u8 *im, const float mean[3], const float std[3], int flip,
                    float *out) {
     float lut[3][256];
     for (int c = 0; c < 3; c++)
         for (int v = 0; v < 256; v++) lut[c][v] = ((float)v / 255.0f - mean[c]) / std[c];
-    size_t n = (size_t)im->w * im->h;
+    size_t w = (size_t)im->w, n = w * (size_t)im->h;
     float *o0 = out, *o1 = out + n, *o2 = out + 2 * n;
-    if (!flip) {
-        const uint8_t *s = im->data;
-        for (size_t i = 0; i < n; i++, s += 3) {
-            o0[i] = lut[0][s[0]];
-            o1[i] = lut[1][s[1]];
-            o2[i] = lut[2][s[2]];
-        }
-        return;
-    }
     for (int y = 0; y < im->h; y++) {
-        const uint8_t *s = im->data + ((size_t)y * im->w + (size_t)im->w - 1) * 3;
-        size_t i = (size_t)y * im->w;
-        for (int x = 0; x < im->w; x++, i++, s -= 3) {
+        const uint8_t *s = im->data + (size_t)y * w * 3 + (flip ? (w - 1) * 3 : 0);
+        ptrdiff_t step = flip ? -3 : 3;
+        for (size_t i = (size_t)y * w, e = i + w; i < e; i++, s += step) {
             o0[i] = lut[0][s[0]];
             o1[i] = lut[1][s[1]];
             o2[i] = lut[2][s[2]];
         }
     }
 }
+#endif
 
 void ts_image_to_chw(const ts_image_u8 *im, const float mean[3], const float std[3], float *out) {
     to_chw(im, mean, std, 0, out);

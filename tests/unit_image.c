@@ -631,10 +631,11 @@ static void transform_rules(void **state) {
     /* ToTensor + Normalize, in float32 in torchvision's order. */
     float *chw = malloc(sizeof(float) * 3 * 31 * 17);
     ts_image_to_chw(&src, TS_CLIP_MEAN, TS_CLIP_STD, chw);
-    for (int c = 0; c < 3; c++) {
-        float want = ((float)src.data[3 * 40 + c] / 255.0f - TS_CLIP_MEAN[c]) / TS_CLIP_STD[c];
-        assert_true(chw[c * 31 * 17 + 40] == want);
-    }
+    for (int c = 0; c < 3; c++)
+        for (int i = 0; i < 31 * 17; i++) {
+            float want = ((float)src.data[3 * i + c] / 255.0f - TS_CLIP_MEAN[c]) / TS_CLIP_STD[c];
+            assert_true(chw[c * 31 * 17 + i] == want);
+        }
     /* The mirrored version equals flip then ToTensor + Normalize, bit for bit. */
     float *flipped = malloc(sizeof(float) * 3 * 31 * 17);
     ts_image_to_chw_hflip(&src, TS_CLIP_MEAN, TS_CLIP_STD, flipped);
@@ -646,6 +647,19 @@ static void transform_rules(void **state) {
     assert_true(memcmp(flipped, chw, sizeof(float) * 3 * 31 * 17) != 0);
     free(flipped);
     free(chw);
+    /* Also for rows wider than the spans the mirrored conversion works in. */
+    ts_image_u8 wide;
+    ts_image_u8_init(&wide);
+    make_picture(&wide, 601, 3, 4);
+    size_t nw = (size_t)3 * 601 * 3;
+    flipped = malloc(sizeof(float) * nw), chw = malloc(sizeof(float) * nw);
+    ts_image_to_chw_hflip(&wide, TS_CLIP_MEAN, TS_CLIP_STD, flipped);
+    ts_image_hflip(&wide);
+    ts_image_to_chw(&wide, TS_CLIP_MEAN, TS_CLIP_STD, chw);
+    assert_memory_equal(flipped, chw, sizeof(float) * nw);
+    free(flipped);
+    free(chw);
+    ts_image_u8_free(&wide);
     ts_image_u8_free(&src), ts_image_u8_free(&a), ts_image_u8_free(&b), ts_image_u8_free(&flat);
 }
 
