@@ -19,9 +19,10 @@
 #      eager (autocast) in one run: ms/step, samples/s, TFLOP/s, MFU against the bf16 product
 #      rate measured there, and a per-call breakdown of tessera's step;
 #   6. ends with a short table.
-# Not yet here: `train.device: cuda` in the trainer (the quickstart on the GPU and the
-# CPU-vs-GPU parity through ts_ctx), a fused tiled attention, and NCCL over MPI ranks
-# (bench/nccl_smoke links the whole library and its CPU dependencies).
+# Not yet here: the quickstart through `tessera train` with `train.device: cuda` beside its CPU
+# run (the tessera binary needs the library's CPU dependencies, which the GPU image lacks:
+# docs/gpu.md), the CPU-vs-GPU parity through ts_ctx, and NCCL over MPI ranks
+# (bench/nccl_smoke links the whole library too).
 # Usage: bash bench/gpu_check.sh [OUT_DIR]   (default $OUT, else /tmp/tessera-gpu-check; the
 # objects go to $TS_GPU_BUILD, default /tmp/tessera-gpu-build)
 set -uo pipefail

@@ -212,7 +212,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(verb, "version") || !strcmp(verb, "--version")) {
-        printf("tessera %s\n", TS_VERSION);
+        printf("tessera %s (devices: cpu%s)\n", TS_VERSION, ts_have_cuda() ? ", cuda" : "");
         return 0;
     }
     if (!strcmp(verb, "train")) return cmd_train(argc - 2, argv + 2, 0);

@@ -47,6 +47,10 @@
 #include "cli.h"
 #include "../loaders/loaders.h"
 #include "../text/text.h"
+#include "../vision/vision.h"
+#ifdef TS_HAVE_CUDA
+#include "cuda/ts_cuda.h"
+#endif
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -194,6 +198,14 @@ typedef struct clip_task {
     int64_t episode_size, ep_n, ep_used, ep_count, ep_off; /* ep_off: our first row's place */
     int64_t *ep_keys;
     int64_t *index; /* (batch) episode positions of the current batch */
+#ifdef TS_HAVE_CUDA
+    /* train.device: cuda */
+    ts_cuda *gpu;
+    ts_cuda_clip *dm;
+    float *d_images;  /* (B, 3, S, S) on the device */
+    int32_t *ids;     /* (B, ctx_len) on the host */
+    float beta1, beta2, eps, weight_decay;
+#endif
 } clip_task;
 
 /* Row layout written by the prepare hook: ctx_len token ids, then one label per zero-shot task. */
@@ -952,8 +964,165 @@ static void apply_open_clip_decay(ts_params *p, int ntowers) {
            "none on %d", decayed, (long long)nd, kept);
 }
 
+/* ---- train.device: cuda ---- */
+#ifdef TS_HAVE_CUDA
+/* The model on the device is core/cuda/clip_model.cu's: open_clip's CLIP with a ViT (class
+ * token, ln_pre, exact GELU, MLP ratio 4, layernorm eps 1e-5) and its causal text transformer
+ * pooled at the largest id, ClipLoss, AdamW with open_clip's decay groups and the logit-scale
+ * clamp. device_open refuses a recipe that asks for anything else, naming the key, rather than
+ * train a different model than the cpu would. The parameters and moments go over by name, each
+ * checked for its size and its decay group, so that a run can move between cpu and device
+ * through a checkpoint. Batches must be full: the device model is built for data.batch_size
+ * rows, and a batch that skipped bad samples is an error. */
+static void clip_device_close(ts_task *t) {
+    clip_task *s = t->impl;
+    ts_cuda_clip_free(s->dm);
+    ts_cuda_close(s->gpu);
+    free(s->ids);
+    s->dm = NULL, s->gpu = NULL, s->ids = NULL, s->d_images = NULL;
+}
+
+/* the host index of parameter `name`, or -1 */
+static int host_param(const ts_params *p, const char *name) {
+    for (int i = 0; i < ts_params_count(p); i++)
+        if (!strcmp(ts_params_get(p, i)->name, name)) return i;
+    return -1;
+}
+
+/* What keeps this recipe off the device model, or NULL. */
+static const char *device_mismatch(clip_task *s, ts_recipe *r, ts_cuda_clip_config *dc,
+                                   char *why, size_t n, ts_err *err) {
+    if (s->nobj != 1 || strcmp(s->obj[0]->type, "clip") || s->obj[0]->weight != 1.0f)
+        return "the objective must be objective.clip alone, with weight 1";
+    const char *vt = ts_recipe_str(r, "model.vision.type");
+    if (!vt || strcmp(vt, "vit") || s->vinfo.frames > 0)
+        return "model.vision must be a vit on images";
+    ts_vit_cfg v;
+    ts_text_cfg tx;
+    if (ts_vit_cfg_parse(r, "model.vision", &v, err) ||
+        ts_text_cfg_parse(r, "model.text", ts_tokenizer_vocab_size(s->tok[0]), &tx, err)) {
+        snprintf(why, n, "%s", err->msg);
+        return why;
+    }
+    if (v.act != TS_ACT_GELU || v.pool != TS_VIT_POOL_TOKEN || v.ln_eps != 1e-5f ||
+        v.mlp_ratio != 4.0f || v.drop_path != 0.0f || v.flavour != TS_VIT_OPEN_CLIP)
+        return "model.vision must have act gelu, pool token, ln_eps 1e-5, mlp_ratio 4 and "
+               "drop_path 0";
+    if (tx.act != TS_ACT_GELU || tx.pool != TS_TEXT_POOL_ARGMAX || !tx.causal ||
+        tx.ln_eps != 1e-5f || tx.mlp_ratio != 4.0f || tx.drop_path != 0.0f || tx.out_dim < 1)
+        return "model.text must have act gelu, pooling argmax, causal true, ln_eps 1e-5, "
+               "mlp_ratio 4, drop_path 0 and a projection";
+    *dc = (ts_cuda_clip_config){
+        .image_size = v.image_h, .patch = v.patch, .width = v.width, .layers = v.layers,
+        .heads = v.heads, .context = tx.context_length, .vocab = tx.vocab_size,
+        .text_width = tx.width, .text_layers = tx.layers, .text_heads = tx.heads,
+        .embed = s->mc.embed_dim, .flash_attention = 0,
+    };
+    return NULL;
+}
+
+/* params (values and moments) <-> the device model; every trainable host tensor must have its
+ * device counterpart of the same size and decay group */
+static ts_status device_copy(clip_task *s, int to_device, ts_err *err) {
+    ts_params *p = s->base.params;
+    int n = ts_cuda_clip_param_count(s->dm), trainable = 0;
+    for (int i = 0; i < ts_params_count(p); i++)
+        if (!(ts_params_flags(p, i) & (TS_PARAM_BUFFER | TS_PARAM_FROZEN))) trainable++;
+    if (trainable != n)
+        return ts_fail(err, TS_ERR_UNSUPPORTED, "the model has %d trainable tensors, the device "
+                       "model %d", trainable, n);
+    for (int i = 0; i < n; i++) {
+        int64_t numel;
+        const char *name = ts_cuda_clip_param(s->dm, i, &numel);
+        int h = host_param(p, name);
+        if (h < 0)
+            return ts_fail(err, TS_ERR_UNSUPPORTED, "the device model's %s is not a parameter "
+                           "of this model", name);
+        ts_tensor *t = ts_params_get(p, h);
+        int decayed = !(ts_params_flags(p, h) & TS_PARAM_NO_DECAY);
+        if (t->numel != numel || decayed != ts_cuda_clip_param_decayed(s->dm, i))
+            return ts_fail(err, TS_ERR_UNSUPPORTED, "%s: %lld values here, %lld on the device; "
+                           "weight decay %s here, %s there", name, (long long)t->numel,
+                           (long long)numel, decayed ? "on" : "off",
+                           ts_cuda_clip_param_decayed(s->dm, i) ? "on" : "off");
+        ts_status st;
+        float *m1 = ts_params_state(p, h, 0), *m2 = ts_params_state(p, h, 1);
+        if (to_device)
+            st = ts_cuda_clip_set(s->dm, name, ts_f32(t), numel, err);
+        else
+            st = ts_cuda_clip_get(s->dm, name, 0, ts_f32(t), numel, err);
+        for (int k = 0; k < 2 && !st; k++)
+            st = to_device ? ts_cuda_clip_set_moment(s->dm, name, k, k ? m2 : m1, numel, err)
+                           : ts_cuda_clip_get_moment(s->dm, name, k, k ? m2 : m1, numel, err);
+        if (st) return st;
+    }
+    return to_device ? ts_cuda_clip_params_ready(s->dm, err) : TS_OK;
+}
+
+static ts_status clip_device_open(ts_task *t, ts_recipe *r, const ts_optim_recipe *oc, int bf16,
+                                  ts_err *err) {
+    clip_task *s = t->impl;
+    char why[sizeof err->msg];
+    ts_cuda_clip_config dc;
+    const char *no = device_mismatch(s, r, &dc, why, sizeof why, err);
+    if (no) return ts_fail(err, TS_ERR_UNSUPPORTED, "%s", no);
+    int64_t B = s->base.batch_size, S = dc.image_size;
+    s->beta1 = (float)oc->beta1, s->beta2 = (float)oc->beta2, s->eps = (float)oc->eps;
+    s->weight_decay = (float)oc->weight_decay;
+    ts_status st = ts_cuda_open(&s->gpu, 0, 0, err);
+    if (!st) st = ts_cuda_clip_new(s->gpu, &dc, B, bf16 ? TS_CUDA_BF16 : TS_CUDA_F32, &s->dm,
+                                   err);
+    if (!st && !(s->d_images = ts_cuda_alloc(s->gpu, (size_t)(B * 3 * S * S) * sizeof(float))))
+        st = ts_fail(err, TS_ERR_NOMEM, "the device's arena cannot hold a batch of images");
+    if (!st && !(s->ids = malloc((size_t)(B * s->ctx_len) * sizeof *s->ids)))
+        st = ts_fail(err, TS_ERR_NOMEM, "out of memory");
+    if (!st) st = device_copy(s, 1, err);
+    if (st) {
+        clip_device_close(t);
+        return st;
+    }
+    ts_log(TS_LOG_INFO, "clip: training on %s, %s products, %.1f GiB of its arena in use",
+           ts_cuda_describe(s->gpu), bf16 ? "bf16" : "float32",
+           (double)ts_cuda_arena_used(s->gpu) / (1u << 30));
+    return TS_OK;
+}
+
+static ts_status clip_device_step(ts_task *t, int64_t step, float lr, float *loss, ts_metrics *m,
+                                  ts_err *err) {
+    clip_task *s = t->impl;
+    int64_t B = s->base.batch_size, L = s->ctx_len, S = s->vinfo.image_size;
+    ts_status st;
+    if (!s->pipe && (st = open_pipe(s, &s->pipe, s->d.train, 1, 0, 1, B, &s->pos, err)))
+        return st;
+    ts_pipe_batch pb;
+    if ((st = ts_pipe_next(s->pipe, &pb, err))) return st;
+    if (pb.n != B)
+        return ts_fail(err, TS_ERR_DATA, "%s: a training batch has %d good samples of %lld; "
+                       "the device model trains on full batches only (bad samples were "
+                       "skipped: clean the data or train on the cpu)", s->d.train, pb.n,
+                       (long long)B);
+    log_bad(s, m);
+    size_t rb = row_bytes(s);
+    for (int64_t i = 0; i < B; i++)
+        memcpy(s->ids + i * L, pb.extra + (size_t)i * rb, (size_t)L * sizeof(int32_t));
+    if ((st = ts_cuda_upload(s->gpu, s->d_images, pb.images,
+                             (size_t)(B * 3 * S * S) * sizeof(float), err)) ||
+        (st = ts_cuda_clip_forward_backward(s->dm, s->d_images, s->ids, loss, err)))
+        return st;
+    return ts_cuda_clip_adamw(s->dm, step, lr, s->beta1, s->beta2, s->eps, s->weight_decay,
+                              err);
+}
+
+static ts_status clip_device_sync(ts_task *t, ts_err *err) {
+    return device_copy(t->impl, 0, err);
+}
+#endif
+
 static void clip_free(ts_task *t) {
     clip_task *s = t->impl;
+#ifdef TS_HAVE_CUDA
+    clip_device_close(t);
+#endif
     ts_pipe_close(s->pipe);
     ts_encoder_free(s->vision);
     ts_encoder_free(s->text);
@@ -980,6 +1149,10 @@ ts_status ts_task_clip_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *e
     s->base = (ts_task){ .type = "clip", .loss = clip_loss, .eval = clip_eval,
                          .free = clip_free, .after_step = clip_after_step,
                          .data_state = clip_data_state, .data_seek = clip_data_seek, .impl = s };
+#ifdef TS_HAVE_CUDA
+    s->base.device_open = clip_device_open, s->base.device_step = clip_device_step;
+    s->base.device_sync = clip_device_sync, s->base.device_close = clip_device_close;
+#endif
     ts_params *p = s->base.params = ts_params_new();
     char where[512], set[256];
     ts_status st = ts_recipe_section(r, "model", model_keys, COUNT(model_keys), &s->mc, err);

@@ -891,6 +891,7 @@ void ts_protoclip_pbt(const float *feat, const int32_t *labels, int64_t n, int64
  * return their mean loss; the trainer weights each rank's gradient by its share. A task that
  * builds the whole batch on every rank gets the same result, only without the speed-up. */
 typedef struct ts_task ts_task;
+struct ts_optim_recipe;
 struct ts_task {
     const char *type;
     ts_params *params;
@@ -906,6 +907,19 @@ struct ts_task {
     void (*after_step)(ts_task *t);
     int (*data_state)(ts_task *t, int64_t v[8]);
     ts_status (*data_seek)(ts_task *t, const int64_t *v, int n, ts_err *err);
+    /* Optional: training on the CUDA device (train.device: cuda), for a task whose model has
+     * an implementation there. device_open builds it from params and their AdamW moments (a
+     * resumed run's, or zeros), or says which recipe key keeps this run off the device; bf16
+     * picks bf16 products. device_step reads the next micro-batch and runs forward, backward
+     * and AdamW step `step` (1, 2, ...) at rate lr there, and the task's after_step rule;
+     * loss gets the batch's loss. device_sync copies the parameters and moments back into
+     * params (before an evaluation or a checkpoint); device_close frees the device. */
+    ts_status (*device_open)(ts_task *t, ts_recipe *r, const struct ts_optim_recipe *oc,
+                             int bf16, ts_err *err);
+    ts_status (*device_step)(ts_task *t, int64_t step, float lr, float *loss, ts_metrics *m,
+                             ts_err *err);
+    ts_status (*device_sync)(ts_task *t, ts_err *err);
+    void (*device_close)(ts_task *t);
 };
 
 typedef struct ts_train_cfg {
@@ -925,6 +939,8 @@ typedef struct ts_optim_recipe {
     int64_t warmup;
 } ts_optim_recipe;
 ts_status ts_train_parse(ts_recipe *r, ts_train_cfg *train, ts_optim_recipe *optim, ts_err *err);
+/* 1 when this build has the CUDA backend (train.device: cuda can be asked for), else 0 */
+int ts_have_cuda(void);
 
 typedef struct ts_train_opts {
     const char *resume;                /* run or checkpoint folder, or NULL */

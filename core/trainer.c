@@ -75,6 +75,14 @@ static const ts_key optim_keys[] = {
     TS_KEY(TS_KEY_INT, ts_optim_recipe, warmup, "0", "linear warmup steps"),
 };
 
+int ts_have_cuda(void) {
+#ifdef TS_HAVE_CUDA
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 ts_status ts_train_parse(ts_recipe *r, ts_train_cfg *train, ts_optim_recipe *optim,
                          ts_err *err) {
     memset(train, 0, sizeof *train);
@@ -96,13 +104,8 @@ ts_status ts_train_parse(ts_recipe *r, ts_train_cfg *train, ts_optim_recipe *opt
         return ts_fail(err, TS_ERR_RECIPE, "%s: train.bucket_mib must be in (0, 4096], got %g",
                        ts_recipe_where(r, "train.bucket_mib", where, sizeof where),
                        train->bucket_mib);
+#ifndef TS_HAVE_CUDA
     if (train->device == 1)
-#ifdef TS_HAVE_CUDA
-        return ts_fail(err, TS_ERR_UNSUPPORTED, "%s: train.device: cuda: this build has the CUDA "
-                       "kernels (core/cuda, checked on a GPU by bench/gpu_check.sh) but the "
-                       "trainer does not run on them yet; use cpu",
-                       ts_recipe_where(r, "train.device", where, sizeof where));
-#else
         return ts_fail(err, TS_ERR_UNSUPPORTED, "%s: train.device: cuda: this build has no CUDA "
                        "backend (no nvcc was found when it was configured); use cpu",
                        ts_recipe_where(r, "train.device", where, sizeof where));
@@ -148,6 +151,7 @@ typedef struct run {
     ts_status comm_st;        /* the first failure to start a bucket's all-reduce */
     ts_err *err;
     int *running;             /* indices of the TS_PARAM_RUNNING buffers, averaged every step */
+    int on_device;            /* train.device: cuda: the task's device model trains */
     int nrunning;
     double *stats;            /* [stop, loss, metrics..., running buffers...] summed over ranks */
 } run;
@@ -239,6 +243,10 @@ static ts_status save_rank0(run *R, ts_err *err) {
 
 /* Rank 0 writes the checkpoint; every rank leaves only when it is complete. */
 static ts_status save(run *R, ts_err *err) {
+    if (R->on_device) {
+        ts_status s = R->task->device_sync(R->task, err);
+        if (s) return s;
+    }
     if (R->rank == 0) {
         ts_status s = save_rank0(R, err);
         if (s) return s;
@@ -287,6 +295,10 @@ static void fmt_metrics(char *buf, size_t n, const ts_metrics *m) {
 
 static ts_status evaluate(run *R, ts_err *err) {
     if (!R->task->eval) return TS_OK;
+    if (R->on_device) {
+        ts_status s = R->task->device_sync(R->task, err);
+        if (s) return s;
+    }
     if (R->rank != 0) return ts_dist_barrier(R->dist, "rank 0 evaluates", err);
     ts_ctx *c = R->c;
     ts_rng keep = c->rng; /* evaluation must not shift the training stream */
@@ -443,6 +455,30 @@ static ts_status setup_ranks(run *R, ts_err *err) {
     return TS_OK;
 }
 
+/* train.device: cuda: the task's device model, built from the parameters and moments as they
+ * stand (initial or resumed). What the device path does not do is refused by name. */
+static ts_status open_device(run *R, ts_recipe *r, const ts_optim_recipe *oc, ts_err *err) {
+    char where[512];
+    ts_recipe_where(r, "train.device", where, sizeof where);
+    const char *why = !R->task->device_open ? "this task has no model on the device (the clip "
+                                              "task has: open_clip's ViT and text towers)"
+                      : R->world > 1 ? "one process only (data parallel runs on the cpu)"
+                      : R->cfg->accum != 1 ? "train.accum must be 1"
+                      : oc->clip_grad_norm > 0 ? "optim.clip_grad_norm must be 0"
+                      : oc->name != 0 ? "optim.name must be adamw" : NULL;
+    if (why)
+        return ts_fail(err, TS_ERR_UNSUPPORTED, "%s: train.device: cuda: %s", where, why);
+    ts_status st = R->task->device_open(R->task, r, oc, R->cfg->precision == 1, err);
+    if (st) {
+        char msg[sizeof err->msg];
+        snprintf(msg, sizeof msg, "%s", err->msg);
+        const char *m = strncmp(msg, "cuda: ", 6) ? msg : msg + 6; /* said once is enough */
+        return ts_fail(err, st, "%s: train.device: cuda: %s", where, m);
+    }
+    R->on_device = 1;
+    return TS_OK;
+}
+
 ts_status ts_train(ts_recipe *r, const ts_train_cfg *cfg, const ts_optim_recipe *oc,
                    ts_task *task, const ts_train_opts *opts, ts_err *err) {
     run R = { 0 };
@@ -520,7 +556,9 @@ ts_status ts_train(ts_recipe *r, const ts_train_cfg *cfg, const ts_optim_recipe 
             R.c->rng.s[i] ^= (uint64_t)R.rank * 0xbf58476d1ce4e5b9ull;
         if ((st = setup_ranks(&R, err))) goto done;
     }
-    /* only now, with the checkpoint read and checked, is anything written */
+    if (cfg->device == 1 && (st = open_device(&R, r, oc, err))) goto done;
+    /* only now, with the checkpoint read and checked (and the device open), is anything
+     * written */
     if (R.rank == 0 && (st = prepare_dir(&R, err))) goto done;
     ts_log(TS_LOG_INFO, "training %s: %lld parameters (%.1f MiB with grads and optimizer state), "
            "%lld steps of %lld x %lld samples, run folder %s", task->type,
@@ -547,45 +585,63 @@ ts_status ts_train(ts_recipe *r, const ts_train_cfg *cfg, const ts_optim_recipe 
             goto done;
         }
         float lr = ts_sched_lr(&R.sched, R.step);
-        ts_params_zero_grad(task->params);
+        float gnorm = 0.0f;
         double step_loss = 0;
-        for (int64_t a = 0; a < cfg->accum; a++) {
+        if (R.on_device) {
             ts_metrics m = { 0 };
-            ts_tensor *loss = task->loss(task, R.c, R.data_pos, &m, err);
-            if (!loss) {
-                st = err->code ? err->code : TS_ERR_DATA;
-                goto done;
-            }
+            float lv = 0.0f;
+            if ((st = task->device_step(task, R.opt.t + 1, lr, &lv, &m, err))) goto done;
+            R.opt.t++;
             R.data_pos++;
-            float lv = ts_f32(loss)[0];
             if (!isfinite(lv)) {
                 st = ts_fail(err, TS_ERR_DATA, "loss is %g at step %lld (micro-batch %lld): "
-                             "training diverged; lower optim.lr or set optim.clip_grad_norm", lv,
-                             (long long)R.step, (long long)R.data_pos - 1);
+                             "training diverged; lower optim.lr", lv, (long long)R.step,
+                             (long long)R.data_pos - 1);
                 goto done;
             }
-            if (cfg->accum > 1) loss = ts_scale(R.c, loss, 1.0f / (float)cfg->accum);
-            backward(&R, loss, a == cfg->accum - 1);
-            step_loss += lv / (double)cfg->accum;
-            for (int i = 0; i < m.n; i++)
-                ts_metrics_set(&last, m.name[i], (a ? last.value[i] : 0) + m.value[i] /
-                               (double)cfg->accum);
-            ts_ctx_reset(R.c);
+            step_loss = lv;
+            for (int i = 0; i < m.n; i++) ts_metrics_set(&last, m.name[i], m.value[i]);
+        } else {
+            ts_params_zero_grad(task->params);
+            for (int64_t a = 0; a < cfg->accum; a++) {
+                ts_metrics m = { 0 };
+                ts_tensor *loss = task->loss(task, R.c, R.data_pos, &m, err);
+                if (!loss) {
+                    st = err->code ? err->code : TS_ERR_DATA;
+                    goto done;
+                }
+                R.data_pos++;
+                float lv = ts_f32(loss)[0];
+                if (!isfinite(lv)) {
+                    st = ts_fail(err, TS_ERR_DATA, "loss is %g at step %lld (micro-batch "
+                                 "%lld): training diverged; lower optim.lr or set "
+                                 "optim.clip_grad_norm", lv, (long long)R.step,
+                                 (long long)R.data_pos - 1);
+                    goto done;
+                }
+                if (cfg->accum > 1) loss = ts_scale(R.c, loss, 1.0f / (float)cfg->accum);
+                backward(&R, loss, a == cfg->accum - 1);
+                step_loss += lv / (double)cfg->accum;
+                for (int i = 0; i < m.n; i++)
+                    ts_metrics_set(&last, m.name[i], (a ? last.value[i] : 0) + m.value[i] /
+                                   (double)cfg->accum);
+                ts_ctx_reset(R.c);
+            }
+            if (R.world > 1) {
+                double *stats = R.stats, comm_s = 0;
+                stats[0] = opts && opts->stop && *opts->stop;
+                stats[1] = share * step_loss;
+                for (int i = 0; i < last.n; i++) stats[2 + i] = share * last.value[i];
+                if ((st = reduce_step(&R, 2 + last.n, &comm_s, err))) goto done;
+                stop_all = stats[0] > 0;
+                step_loss = stats[1];
+                for (int i = 0; i < last.n; i++) last.value[i] = stats[2 + i];
+                comm_acc += comm_s;
+            }
+            gnorm = ts_clip_grad_norm(task->params, (float)oc->clip_grad_norm);
+            ts_optim_step(&R.opt, task->params, lr);
+            if (task->after_step) task->after_step(task);
         }
-        if (R.world > 1) {
-            double *stats = R.stats, comm_s = 0;
-            stats[0] = opts && opts->stop && *opts->stop;
-            stats[1] = share * step_loss;
-            for (int i = 0; i < last.n; i++) stats[2 + i] = share * last.value[i];
-            if ((st = reduce_step(&R, 2 + last.n, &comm_s, err))) goto done;
-            stop_all = stats[0] > 0;
-            step_loss = stats[1];
-            for (int i = 0; i < last.n; i++) last.value[i] = stats[2 + i];
-            comm_acc += comm_s;
-        }
-        float gnorm = ts_clip_grad_norm(task->params, (float)oc->clip_grad_norm);
-        ts_optim_step(&R.opt, task->params, lr);
-        if (task->after_step) task->after_step(task);
         R.step++;
         loss_acc += step_loss;
         log_steps++;
@@ -600,7 +656,7 @@ ts_status ts_train(ts_recipe *r, const ts_train_cfg *cfg, const ts_optim_recipe 
             fmt_eta(eta, sizeof eta, per_step * (double)(cfg->steps - R.step));
             ts_metrics m = last;
             ts_metrics_set(&m, "loss", loss_acc / (double)log_steps);
-            ts_metrics_set(&m, "grad_norm", gnorm);
+            if (!R.on_device) ts_metrics_set(&m, "grad_norm", gnorm); /* not computed there */
             if (R.world > 1) { /* the gradient all-reduce not hidden by backward, ms/step */
                 ts_metrics_set(&m, "allreduce_ms", 1e3 * comm_acc / (double)log_steps);
                 snprintf(comm, sizeof comm, " | all-reduce %.2f ms exposed", 1e3 * comm_acc /
@@ -632,6 +688,7 @@ ts_status ts_train(ts_recipe *r, const ts_train_cfg *cfg, const ts_optim_recipe 
     ts_log(TS_LOG_INFO, "done: %lld steps in %.1f s; step arena peak %.1f MiB", (long long)R.step,
            now_s() - t_start, (double)ts_arena_high_water(R.c->step) / (1 << 20));
 done:
+    if (R.on_device) task->device_close(task);
     if (R.metrics) fclose(R.metrics);
     ts_grad_buckets_free(R.buckets);
     free(R.running);

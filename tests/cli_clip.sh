@@ -99,3 +99,26 @@ pass "a truncated JPEG is skipped and counted"
   --set train.out_dir="$WORK/run4" --set data.val="" 2> fail.log && fail "on_bad fail did not stop"
 grep -q "bad.tar" fail.log || { cat fail.log; fail "the error does not name the shard"; }
 pass "with data.on_bad: fail the run stops: $(grep error fail.log | head -1)"
+
+# ---- train.device: cuda: what the device model is not is refused by name, before anything is
+# written; without a GPU a build with CUDA says so (bench/gpu_check.sh trains there) ----
+dev=(--set train.device=cuda --set train.out_dir="$WORK/dev" --set train.steps=5)
+if "$TS" version | grep -q "cuda)"; then
+  expect 1 "train.device: cuda: model.vision must have act gelu" -- \
+    "$TS" train clip.yaml "${dev[@]}" --set model.vision.act=quick_gelu
+  expect 1 "train.device: cuda: model.text must have act gelu, pooling argmax" -- \
+    "$TS" train clip.yaml "${dev[@]}" --set model.text.pooling=eos
+  expect 1 "train.device: cuda: the objective must be objective.clip alone" -- \
+    "$TS" train clip.yaml "${dev[@]}" --set objective.clip.weight=0.5
+  expect 1 "train.device: cuda: train.accum must be 1" -- \
+    "$TS" train clip.yaml "${dev[@]}" --set train.accum=2
+  if ! nvidia-smi -L > /dev/null 2>&1; then
+    expect 1 "train.device: cuda: no usable GPU" -- "$TS" train clip.yaml "${dev[@]}"
+  fi
+  [ ! -e dev ] || fail "a refused device run wrote its run folder"
+  pass "train.device: cuda refuses what its model is not, by name"
+else
+  expect 1 "train.device: cuda: this build has no CUDA backend" -- \
+    "$TS" train clip.yaml "${dev[@]}"
+  pass "train.device: cuda in a build without CUDA is refused"
+fi

@@ -10,6 +10,14 @@ cd "$WORK"
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 pass() { echo "ok: $*"; }
+# Run a command that must fail with exit status STATUS and a message containing NEEDLE.
+expect() { # expect STATUS NEEDLE -- command...
+  local want="$1" needle="$2"; shift 3
+  set +e; "$@" > out.txt 2>&1; local got=$?; set -e
+  [ "$got" -eq "$want" ] || { cat out.txt; fail "exit $got (wanted $want): $*"; }
+  grep -qF -- "$needle" out.txt || { cat out.txt; fail "message lacks '$needle': $*"; }
+  echo "ok ($got): $(grep -F -- "$needle" out.txt | head -1)"
+}
 
 # A recipe small enough for tests: the quickstart's model, few steps.
 tiny_recipe() {

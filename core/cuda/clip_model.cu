@@ -399,6 +399,29 @@ ts_status ts_cuda_clip_get(ts_cuda_clip *m, const char *name, int grad, float *h
     return ts_cuda_download(m->g, host, grad ? Gf(m, i) : Wf(m, i), (size_t)n * 4, err);
 }
 
+ts_status ts_cuda_clip_set_moment(ts_cuda_clip *m, const char *name, int slot,
+                                  const float *host, int64_t n, ts_err *err) {
+    int i = lookup(m, name, n, err);
+    if (i < 0) return TS_ERR_USAGE;
+    if (slot != 0 && slot != 1)
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda clip: moment slot %d", slot);
+    TRY(ts_cuda_upload(m->g, (slot ? m->V : m->M) + m->p[i].off, host, (size_t)n * 4, err));
+    return ts_cuda_sync(m->g, err);
+}
+
+ts_status ts_cuda_clip_get_moment(ts_cuda_clip *m, const char *name, int slot, float *host,
+                                  int64_t n, ts_err *err) {
+    int i = lookup(m, name, n, err);
+    if (i < 0) return TS_ERR_USAGE;
+    if (slot != 0 && slot != 1)
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda clip: moment slot %d", slot);
+    return ts_cuda_download(m->g, host, (slot ? m->V : m->M) + m->p[i].off, (size_t)n * 4, err);
+}
+
+int ts_cuda_clip_param_decayed(const ts_cuda_clip *m, int i) {
+    return i >= 0 && i < m->np ? m->p[i].decay : 0;
+}
+
 ts_status ts_cuda_clip_params_ready(ts_cuda_clip *m, ts_err *err) {
     if (m->dt == TS_CUDA_BF16) TRY(ts_cuda_to_bf16(m->g, m->P, m->Pb, m->total, err));
     return TS_OK;

@@ -31,6 +31,11 @@ ts_status ts_cuda_open(ts_cuda **out, int device, size_t arena_bytes, ts_err *er
     if (device < 0 || device >= n)
         return ts__cuda_fail(err, TS_ERR_USAGE, "cuda: device %d of %d", device, n);
     TS_CU(cudaSetDevice(device), "cudaSetDevice");
+    if (arena_bytes == 0) {
+        size_t free_b = 0, total_b = 0;
+        TS_CU(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
+        arena_bytes = free_b / 10 * 9;
+    }
     ts_cuda *g = (ts_cuda *)calloc(1, sizeof *g);
     if (!g) return ts__cuda_fail(err, TS_ERR_NOMEM, "out of memory");
     g->device = device;

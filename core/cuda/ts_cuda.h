@@ -32,7 +32,8 @@ extern "C" {
 typedef struct ts_cuda ts_cuda;
 
 /* Open device `device` with an arena of arena_bytes (one cudaMalloc, no managed memory) and a
- * cuBLASLt workspace. TS_ERR_UNSUPPORTED names the reason when there is no usable device. */
+ * cuBLASLt workspace; arena_bytes 0: nine tenths of the device memory free at that moment.
+ * TS_ERR_UNSUPPORTED names the reason when there is no usable device. */
 ts_status ts_cuda_open(ts_cuda **out, int device, size_t arena_bytes, ts_err *err);
 void ts_cuda_close(ts_cuda *g);
 /* "NVIDIA H100 80GB HBM3, compute capability 9.0, 132 SMs, 79.1 GiB" */
@@ -264,6 +265,14 @@ ts_status ts_cuda_clip_set(ts_cuda_clip *m, const char *name, const float *host,
 ts_status ts_cuda_clip_get(ts_cuda_clip *m, const char *name, int grad, float *host, int64_t n,
                            ts_err *err);
 ts_status ts_cuda_clip_params_ready(ts_cuda_clip *m, ts_err *err);
+/* AdamW's moments of parameter `name` (slot 0: first, 1: second), host <-> device, so that a
+ * run can be checkpointed and resumed */
+ts_status ts_cuda_clip_set_moment(ts_cuda_clip *m, const char *name, int slot,
+                                  const float *host, int64_t n, ts_err *err);
+ts_status ts_cuda_clip_get_moment(ts_cuda_clip *m, const char *name, int slot, float *host,
+                                  int64_t n, ts_err *err);
+/* 1 when parameter i is in the weight-decayed group (open_clip's rule), else 0 */
+int ts_cuda_clip_param_decayed(const ts_cuda_clip *m, int i);
 /* One forward and backward: images (B, 3, S, S) float32 on the device, ids (B, context) on
  * the host (each in [0, vocab); a row is pooled at its largest id). The gradients are
  * overwritten; loss (may be NULL, which skips the wait for it) gets ClipLoss. */
