@@ -1005,9 +1005,10 @@ static const char *device_mismatch(clip_task *s, ts_recipe *r, ts_cuda_clip_conf
         return why;
     }
     if (v.act != TS_ACT_GELU || v.pool != TS_VIT_POOL_TOKEN || v.ln_eps != 1e-5f ||
-        v.mlp_ratio != 4.0f || v.drop_path != 0.0f || v.flavour != TS_VIT_OPEN_CLIP)
-        return "model.vision must have act gelu, pool token, ln_eps 1e-5, mlp_ratio 4 and "
-               "drop_path 0";
+        v.mlp_ratio != 4.0f || v.drop_path != 0.0f || v.flavour != TS_VIT_OPEN_CLIP ||
+        v.out_dim < 1)
+        return "model.vision must have act gelu, pool token, ln_eps 1e-5, mlp_ratio 4, "
+               "drop_path 0 and a projection";
     if (tx.act != TS_ACT_GELU || tx.pool != TS_TEXT_POOL_ARGMAX || !tx.causal ||
         tx.ln_eps != 1e-5f || tx.mlp_ratio != 4.0f || tx.drop_path != 0.0f || tx.out_dim < 1)
         return "model.text must have act gelu, pooling argmax, causal true, ln_eps 1e-5, "
@@ -1016,7 +1017,7 @@ static const char *device_mismatch(clip_task *s, ts_recipe *r, ts_cuda_clip_conf
         .image_size = v.image_h, .patch = v.patch, .width = v.width, .layers = v.layers,
         .heads = v.heads, .context = tx.context_length, .vocab = tx.vocab_size,
         .text_width = tx.width, .text_layers = tx.layers, .text_heads = tx.heads,
-        .embed = s->mc.embed_dim, .flash_attention = 0,
+        .embed = v.out_dim, .flash_attention = 0, /* the towers' widths agree (task_new) */
     };
     return NULL;
 }
