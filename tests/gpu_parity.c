@@ -205,6 +205,51 @@ static void check_elementwise(void) {
     free(x), free(b), free(dy), free(dx0), free(db0), free(ref), free(rb);
 }
 
+/* QuickGELU, GELU (tanh) and Mish against their formulas in double, over normal values and the
+ * tails (the saturated sigmoid and tanh, Mish's cap at 20 and its zero below -87) */
+static void check_activations(void) {
+    ts_err err = { 0 };
+    const int64_t n = 100003;
+    float *x = randn(n, 3), *dy = randn(n, 1), *dx0 = randn(n, 1);
+    const float tails[] = { -200.0f, -90.0f, -87.5f, -30.0f, -12.0f, 0.0f, 12.0f, 19.5f, 20.5f,
+                            40.0f, 100.0f };
+    for (int i = 0; i < (int)(sizeof tails / sizeof tails[0]); i++) x[i * 97] = tails[i];
+    double *ry = dzeros(n), *rdx = dzeros(n);
+    float *d_x = dev(x, (size_t)n * 4), *d_dy = dev(dy, (size_t)n * 4);
+    const char *names[3] = { "quick_gelu", "gelu (tanh)", "mish" };
+    for (int a = 0; a < 3; a++) {
+        const double k = 0.7978845608028654, c = 0.044715;
+        for (int64_t i = 0; i < n; i++) {
+            double v = x[i], f, d;
+            if (a == 0) {
+                double s = 1.0 / (1.0 + exp(-1.702 * v));
+                f = v * s, d = s + 1.702 * v * s * (1.0 - s);
+            } else if (a == 1) {
+                double t = tanh(k * (v + c * v * v * v));
+                f = 0.5 * v * (1.0 + t);
+                d = 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * k * (1.0 + 3.0 * c * v * v);
+            } else {
+                double sp = v > 30 ? v : log1p(exp(v)), t = tanh(sp);
+                f = v * t, d = t + v * (1.0 - t * t) / (1.0 + exp(-v));
+            }
+            ry[i] = f, rdx[i] = dx0[i] + dy[i] * d;
+        }
+        float *d_y = dev(NULL, (size_t)n * 4), *d_dx = dev(dx0, (size_t)n * 4);
+        die(ts_cuda_activation(G, (ts_cuda_act)a, d_x, d_y, n, &err), &err);
+        die(ts_cuda_activation_backward(G, (ts_cuda_act)a, d_x, d_dy, d_dx, n, &err), &err);
+        char what[96];
+        snprintf(what, sizeof what, "%s", names[a]);
+        expect(what, d_y, ry, n);
+        snprintf(what, sizeof what, "%s backward (+=)", names[a]);
+        expect(what, d_dx, rdx, n);
+    }
+    /* an unknown kind is refused, not launched */
+    float *d_y = dev(NULL, (size_t)n * 4);
+    ts_status st = ts_cuda_activation(G, (ts_cuda_act)7, d_x, d_y, n, &err);
+    report("activation: unknown kind refused", st == TS_ERR_USAGE ? 0.0 : 1.0, 0.5);
+    free(x), free(dy), free(dx0), free(ry), free(rdx);
+}
+
 /* ---- rows ---- */
 
 static void check_layernorm(int64_t R, int64_t C) {
@@ -309,6 +354,33 @@ static void check_softmax(int64_t R, int64_t C) {
     snprintf(what, sizeof what, "softmax %lldx%lld", (long long)R, (long long)C);
     expect(what, d_y, ry, n);
     snprintf(what, sizeof what, "softmax backward (+=) %lldx%lld", (long long)R, (long long)C);
+    expect(what, d_dx, rdx, n);
+    free(x), free(dy), free(dx0), free(ry), free(rdx);
+}
+
+static void check_log_softmax(int64_t R, int64_t C) {
+    ts_err err = { 0 };
+    const int64_t n = R * C;
+    float *x = randn(n, 4), *dy = randn(n, 1), *dx0 = randn(n, 1);
+    double *ry = dzeros(n), *rdx = dzeros(n);
+    for (int64_t r = 0; r < R; r++) {
+        double m = -INFINITY, s = 0, sd = 0;
+        for (int64_t j = 0; j < C; j++) m = fmax(m, x[r * C + j]);
+        for (int64_t j = 0; j < C; j++) s += exp(x[r * C + j] - m);
+        for (int64_t j = 0; j < C; j++) ry[r * C + j] = x[r * C + j] - m - log(s);
+        for (int64_t j = 0; j < C; j++) sd += dy[r * C + j];
+        for (int64_t j = 0; j < C; j++)
+            rdx[r * C + j] = dx0[r * C + j] + dy[r * C + j] - exp(ry[r * C + j]) * sd;
+    }
+    float *d_x = dev(x, (size_t)n * 4), *d_y = dev(NULL, (size_t)n * 4);
+    float *d_dy = dev(dy, (size_t)n * 4), *d_dx = dev(dx0, (size_t)n * 4);
+    die(ts_cuda_log_softmax(G, d_x, d_y, R, C, &err), &err);
+    die(ts_cuda_log_softmax_backward(G, d_y, d_dy, d_dx, R, C, &err), &err);
+    char what[96];
+    snprintf(what, sizeof what, "log_softmax %lldx%lld", (long long)R, (long long)C);
+    expect(what, d_y, ry, n);
+    snprintf(what, sizeof what, "log_softmax backward (+=) %lldx%lld", (long long)R,
+             (long long)C);
     expect(what, d_dx, rdx, n);
     free(x), free(dy), free(dx0), free(ry), free(rdx);
 }
@@ -924,12 +996,15 @@ int main(int argc, char **argv) {
     check_matmul(197, 2304, 768, TS_TRANS_B, 1, 0.0f, 1);
     ts_cuda_reset(G);
     check_elementwise();
+    check_activations();
     ts_cuda_reset(G);
     check_layernorm(1000, 768);
     check_layernorm(7, 33);
     check_layernorm_plain(300, 100);
     check_softmax(4096, 197);
     check_softmax(3, 5000);
+    check_log_softmax(4096, 197);
+    check_log_softmax(3, 5000);
     ts_cuda_reset(G);
     check_cross_entropy(777, 1000, 0.0f);
     check_cross_entropy(64, 49408, 0.1f);

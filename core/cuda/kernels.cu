@@ -56,6 +56,69 @@ ts_status ts_cuda_gelu_backward(ts_cuda *g, const float *x, const float *dy, flo
     return TS_OK;
 }
 
+/* ---- QuickGELU, GELU (tanh), Mish ---- */
+
+#define QGELU_K 1.702f
+#define GELU_TANH_K 0.79788456080286536f
+#define GELU_TANH_A 0.044715f
+
+/* f(x) of activation a, and (with d) its slope */
+static __device__ float act_value(ts_cuda_act a, float x, float *d) {
+    if (a == TS_CUDA_QUICK_GELU) {
+        float s = 1.0f / (1.0f + expf(-QGELU_K * x));
+        if (d) *d = s + QGELU_K * x * s * (1.0f - s);
+        return x * s;
+    }
+    if (a == TS_CUDA_GELU_TANH) {
+        float x2 = x * x, t = tanhf(GELU_TANH_K * (x + GELU_TANH_A * x2 * x));
+        if (d) *d = 0.5f * (1.0f + t) +
+                    0.5f * x * (1.0f - t * t) * GELU_TANH_K * (1.0f + 3.0f * GELU_TANH_A * x2);
+        return 0.5f * x * (1.0f + t);
+    }
+    /* Mish: with e = exp(x) (capped at exp(20), where tanh(softplus) is 1 in float),
+     * tanh(softplus(x)) = n / (n + 2), n = e (e + 2); sigmoid(x) = e / (1 + e) */
+    float e = x <= -87.0f ? 0.0f : expf(fminf(x, 20.0f)), n = e * (e + 2.0f);
+    float t = n / (n + 2.0f);
+    if (d) *d = t + x * (1.0f - t * t) * (e / (1.0f + e));
+    return x * t;
+}
+
+static __global__ void activation_kernel(ts_cuda_act a, const float *x, float *y, int64_t n) {
+    FOR_EACH(i, n) y[i] = act_value(a, x[i], NULL);
+}
+
+static __global__ void activation_backward_kernel(ts_cuda_act a, const float *x,
+                                                  const float *dy, float *dx, int64_t n) {
+    FOR_EACH(i, n) {
+        float d;
+        act_value(a, x[i], &d);
+        dx[i] += dy[i] * d;
+    }
+}
+
+static ts_status act_check(ts_cuda_act a, ts_err *err) {
+    if (a == TS_CUDA_QUICK_GELU || a == TS_CUDA_GELU_TANH || a == TS_CUDA_MISH) return TS_OK;
+    return ts__cuda_fail(err, TS_ERR_USAGE, "cuda activation: unknown kind %d", (int)a);
+}
+
+ts_status ts_cuda_activation(ts_cuda *g, ts_cuda_act a, const float *x, float *y, int64_t n,
+                             ts_err *err) {
+    ts_status st = act_check(a, err);
+    if (st) return st;
+    activation_kernel<<<grid_for(n, 256), 256, 0, g->stream>>>(a, x, y, n);
+    TS_CU_LAUNCHED("activation");
+    return TS_OK;
+}
+
+ts_status ts_cuda_activation_backward(ts_cuda *g, ts_cuda_act a, const float *x,
+                                     const float *dy, float *dx, int64_t n, ts_err *err) {
+    ts_status st = act_check(a, err);
+    if (st) return st;
+    activation_backward_kernel<<<grid_for(n, 256), 256, 0, g->stream>>>(a, x, dy, dx, n);
+    TS_CU_LAUNCHED("activation backward");
+    return TS_OK;
+}
+
 static __global__ void bias_gelu_kernel(const float *x, const float *b, float *y, int64_t n,
                                         int64_t C) {
     FOR_EACH(i, n) {
@@ -322,6 +385,49 @@ static __global__ void softmax_backward_kernel(const float *y, const float *dy, 
     for (int64_t j = threadIdx.x; j < C; j += blockDim.x) s += dyr[j] * yr[j];
     s = block_sum(s, sh);
     for (int64_t j = threadIdx.x; j < C; j += blockDim.x) dxr[j] += yr[j] * (dyr[j] - s);
+}
+
+/* log-softmax: y = x - (m + log s) */
+static __global__ void log_softmax_kernel(const float *x, float *y, int64_t C) {
+    __shared__ float sh[32];
+    const float *xr = x + blockIdx.x * C;
+    float *yr = y + blockIdx.x * C;
+    float m, s;
+    row_max_sumexp(xr, C, sh, &m, &s);
+    float lse = m + logf(s);
+    for (int64_t j = threadIdx.x; j < C; j += blockDim.x) yr[j] = xr[j] - lse;
+}
+
+static __global__ void log_softmax_backward_kernel(const float *y, const float *dy, float *dx,
+                                                   int64_t C) {
+    __shared__ float sh[32];
+    const float *yr = y + blockIdx.x * C, *dyr = dy + blockIdx.x * C;
+    float *dxr = dx + blockIdx.x * C;
+    float s = 0.0f;
+    for (int64_t j = threadIdx.x; j < C; j += blockDim.x) s += dyr[j];
+    s = block_sum(s, sh);
+    for (int64_t j = threadIdx.x; j < C; j += blockDim.x) dxr[j] += dyr[j] - expf(yr[j]) * s;
+}
+
+ts_status ts_cuda_log_softmax(ts_cuda *g, const float *x, float *y, int64_t R, int64_t C,
+                              ts_err *err) {
+    if (R < 1 || C < 1) return TS_OK;
+    if (R > 0x7fffffff)
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda log_softmax: %lld rows", (long long)R);
+    log_softmax_kernel<<<(unsigned)R, RT, 0, g->stream>>>(x, y, C);
+    TS_CU_LAUNCHED("log_softmax");
+    return TS_OK;
+}
+
+ts_status ts_cuda_log_softmax_backward(ts_cuda *g, const float *y, const float *dy, float *dx,
+                                       int64_t R, int64_t C, ts_err *err) {
+    if (R < 1 || C < 1) return TS_OK;
+    if (R > 0x7fffffff)
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda log_softmax backward: %lld rows",
+                             (long long)R);
+    log_softmax_backward_kernel<<<(unsigned)R, RT, 0, g->stream>>>(y, dy, dx, C);
+    TS_CU_LAUNCHED("log_softmax backward");
+    return TS_OK;
 }
 
 ts_status ts_cuda_softmax(ts_cuda *g, const float *x, float *y, int64_t R, int64_t C,
