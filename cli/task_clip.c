@@ -1040,6 +1040,9 @@ static ts_status device_copy(clip_task *s, int to_device, ts_err *err) {
             return ts_fail(err, TS_ERR_UNSUPPORTED, "the device model's %s is not a parameter "
                            "of this model", name);
         ts_tensor *t = ts_params_get(p, h);
+        if (ts_params_flags(p, h) & (TS_PARAM_BUFFER | TS_PARAM_FROZEN))
+            return ts_fail(err, TS_ERR_UNSUPPORTED, "%s is trained on the device but not here "
+                           "(a buffer or frozen)", name);
         int decayed = !(ts_params_flags(p, h) & TS_PARAM_NO_DECAY);
         if (t->numel != numel || decayed != ts_cuda_clip_param_decayed(s->dm, i))
             return ts_fail(err, TS_ERR_UNSUPPORTED, "%s: %lld values here, %lld on the device; "
@@ -1106,10 +1109,13 @@ static ts_status clip_device_step(ts_task *t, int64_t step, float lr, float *los
     size_t rb = row_bytes(s);
     for (int64_t i = 0; i < B; i++)
         memcpy(s->ids + i * L, pb.extra + (size_t)i * rb, (size_t)L * sizeof(int32_t));
+    float ls;
     if ((st = ts_cuda_upload(s->gpu, s->d_images, pb.images,
                              (size_t)(B * 3 * S * S) * sizeof(float), err)) ||
-        (st = ts_cuda_clip_forward_backward(s->dm, s->d_images, s->ids, loss, err)))
+        (st = ts_cuda_clip_forward_backward(s->dm, s->d_images, s->ids, loss, err)) ||
+        (st = ts_cuda_clip_get(s->dm, "logit_scale", 0, &ls, 1, err)))
         return st;
+    if (m) ts_metrics_set(m, "logit_scale", exp(ls)); /* as the cpu objective logs it */
     return ts_cuda_clip_adamw(s->dm, step, lr, s->beta1, s->beta2, s->eps, s->weight_decay,
                               err);
 }

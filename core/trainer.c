@@ -476,6 +476,9 @@ static ts_status open_device(run *R, ts_recipe *r, const ts_optim_recipe *oc, ts
         return ts_fail(err, st, "%s: train.device: cuda: %s", where, m);
     }
     R->on_device = 1;
+    if (R->cfg->deterministic)
+        ts_log(TS_LOG_INFO, "train.deterministic: not on the device, where the token "
+               "embedding's gradient is summed with atomic adds in no fixed order");
     return TS_OK;
 }
 
@@ -645,7 +648,7 @@ ts_status ts_train(ts_recipe *r, const ts_train_cfg *cfg, const ts_optim_recipe 
         R.step++;
         loss_acc += step_loss;
         log_steps++;
-        if (R.step == step0 + 1)
+        if (R.step == step0 + 1 && !R.on_device)
             ts_log(TS_LOG_INFO, "step arena: peak %.1f MiB after the first step",
                    (double)ts_arena_high_water(R.c->step) / (1 << 20));
         double t = now_s();
