@@ -10,14 +10,6 @@ source "$(dirname "$0")/clilib.sh"
 source "$SRC/tests/cliplib.sh"
 PY=/usr/bin/python3
 
-expect() { # expect STATUS NEEDLE -- command...
-  local want="$1" needle="$2"; shift 3
-  set +e; "$@" > out.txt 2>&1; local got=$?; set -e
-  [ "$got" -eq "$want" ] || { cat out.txt; fail "exit $got (wanted $want): $*"; }
-  grep -qF -- "$needle" out.txt || { cat out.txt; fail "message lacks '$needle': $*"; }
-  echo "ok ($got): $(grep -F -- "$needle" out.txt | head -1)"
-}
-
 # usage: exit 2 (nothing is read)
 expect 0 "usage: tessera embed" -- "$TS" embed --help
 expect 0 "usage: tessera eval zeroshot" -- "$TS" eval --help

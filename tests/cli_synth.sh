@@ -5,14 +5,6 @@
 # folder, and usage errors with their exit codes.
 source "$(dirname "$0")/clilib.sh"
 
-expect() { # expect STATUS NEEDLE -- command...
-  local want="$1" needle="$2"; shift 3
-  set +e; "$@" > out.txt 2>&1; local got=$?; set -e
-  [ "$got" -eq "$want" ] || { cat out.txt; fail "exit $got (wanted $want): $*"; }
-  grep -qF -- "$needle" out.txt || { cat out.txt; fail "message lacks '$needle': $*"; }
-  echo "ok ($got): $(grep -F -- "$needle" out.txt | head -1)"
-}
-
 small=(--train-shards 2 --val-shards 1 --per-shard 25 --size 48)
 
 expect 0 "tessera data synth shapes --out DIR" -- "$TS" data --help

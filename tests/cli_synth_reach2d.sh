@@ -6,14 +6,6 @@
 # showing the named target's colour).
 source "$(dirname "$0")/clilib.sh"
 
-expect() { # expect STATUS NEEDLE -- command...
-  local want="$1" needle="$2"; shift 3
-  set +e; "$@" > out.txt 2>&1; local got=$?; set -e
-  [ "$got" -eq "$want" ] || { cat out.txt; fail "exit $got (wanted $want): $*"; }
-  grep -qF -- "$needle" out.txt || { cat out.txt; fail "message lacks '$needle': $*"; }
-  echo "ok ($got): $(grep -F -- "$needle" out.txt | head -1)"
-}
-
 expect 0 "tessera data synth reach2d --out FILE.hdf5 --demos N" -- "$TS" data --help
 expect 2 "--out FILE is required" -- "$TS" data synth reach2d --demos 3
 expect 2 "--demos N is required" -- "$TS" data synth reach2d --out x.hdf5

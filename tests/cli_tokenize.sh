@@ -4,14 +4,6 @@
 # folder (when it is there), the ids open_clip gives for a caption.
 source "$(dirname "$0")/clilib.sh"
 
-expect() { # expect STATUS NEEDLE -- command...
-  local want="$1" needle="$2"; shift 3
-  set +e; "$@" > out.txt 2>&1; local got=$?; set -e
-  [ "$got" -eq "$want" ] || { cat out.txt; fail "exit $got (wanted $want): $*"; }
-  grep -qF -- "$needle" out.txt || { cat out.txt; fail "message lacks '$needle': $*"; }
-  echo "ok ($got): $(grep -F -- "$needle" out.txt | head -1)"
-}
-
 for i in $(seq 1 40); do
   echo "A photo of a cat sitting on the table number $i."
   echo "Two dogs are playing fetch in the park; it's a sunny day!"

@@ -332,55 +332,39 @@ static void check_layernorm_plain(int64_t R, int64_t C) {
     free(x), free(dy), free(dx0), free(ry), free(rdx);
 }
 
-static void check_softmax(int64_t R, int64_t C) {
+/* softmax, or log-softmax (lg), over R rows of C, forward and backward */
+static void check_softmax(int64_t R, int64_t C, int lg) {
     ts_err err = { 0 };
     const int64_t n = R * C;
     float *x = randn(n, 4), *dy = randn(n, 1), *dx0 = randn(n, 1);
     double *ry = dzeros(n), *rdx = dzeros(n);
     for (int64_t r = 0; r < R; r++) {
         double m = -INFINITY, s = 0, sd = 0;
-        for (int64_t j = 0; j < C; j++) m = fmax(m, x[r * C + j]);
-        for (int64_t j = 0; j < C; j++) s += exp(x[r * C + j] - m);
-        for (int64_t j = 0; j < C; j++) ry[r * C + j] = exp(x[r * C + j] - m) / s;
-        for (int64_t j = 0; j < C; j++) sd += dy[r * C + j] * ry[r * C + j];
+        const float *xr = x + r * C, *dyr = dy + r * C;
+        double *yr = ry + r * C;
+        for (int64_t j = 0; j < C; j++) m = fmax(m, xr[j]);
+        for (int64_t j = 0; j < C; j++) s += exp(xr[j] - m);
+        for (int64_t j = 0; j < C; j++) yr[j] = lg ? xr[j] - m - log(s) : exp(xr[j] - m) / s;
+        /* softmax: dx = y (dy - sum dy y); log-softmax: dx = dy - exp(y) sum dy */
+        for (int64_t j = 0; j < C; j++) sd += lg ? dyr[j] : dyr[j] * yr[j];
         for (int64_t j = 0; j < C; j++)
-            rdx[r * C + j] = dx0[r * C + j] + ry[r * C + j] * (dy[r * C + j] - sd);
+            rdx[r * C + j] = dx0[r * C + j] + (lg ? dyr[j] - exp(yr[j]) * sd
+                                                  : yr[j] * (dyr[j] - sd));
     }
     float *d_x = dev(x, (size_t)n * 4), *d_y = dev(NULL, (size_t)n * 4);
     float *d_dy = dev(dy, (size_t)n * 4), *d_dx = dev(dx0, (size_t)n * 4);
-    die(ts_cuda_softmax(G, d_x, d_y, R, C, &err), &err);
-    die(ts_cuda_softmax_backward(G, d_y, d_dy, d_dx, R, C, &err), &err);
-    char what[96];
-    snprintf(what, sizeof what, "softmax %lldx%lld", (long long)R, (long long)C);
-    expect(what, d_y, ry, n);
-    snprintf(what, sizeof what, "softmax backward (+=) %lldx%lld", (long long)R, (long long)C);
-    expect(what, d_dx, rdx, n);
-    free(x), free(dy), free(dx0), free(ry), free(rdx);
-}
-
-static void check_log_softmax(int64_t R, int64_t C) {
-    ts_err err = { 0 };
-    const int64_t n = R * C;
-    float *x = randn(n, 4), *dy = randn(n, 1), *dx0 = randn(n, 1);
-    double *ry = dzeros(n), *rdx = dzeros(n);
-    for (int64_t r = 0; r < R; r++) {
-        double m = -INFINITY, s = 0, sd = 0;
-        for (int64_t j = 0; j < C; j++) m = fmax(m, x[r * C + j]);
-        for (int64_t j = 0; j < C; j++) s += exp(x[r * C + j] - m);
-        for (int64_t j = 0; j < C; j++) ry[r * C + j] = x[r * C + j] - m - log(s);
-        for (int64_t j = 0; j < C; j++) sd += dy[r * C + j];
-        for (int64_t j = 0; j < C; j++)
-            rdx[r * C + j] = dx0[r * C + j] + dy[r * C + j] - exp(ry[r * C + j]) * sd;
+    if (lg) {
+        die(ts_cuda_log_softmax(G, d_x, d_y, R, C, &err), &err);
+        die(ts_cuda_log_softmax_backward(G, d_y, d_dy, d_dx, R, C, &err), &err);
+    } else {
+        die(ts_cuda_softmax(G, d_x, d_y, R, C, &err), &err);
+        die(ts_cuda_softmax_backward(G, d_y, d_dy, d_dx, R, C, &err), &err);
     }
-    float *d_x = dev(x, (size_t)n * 4), *d_y = dev(NULL, (size_t)n * 4);
-    float *d_dy = dev(dy, (size_t)n * 4), *d_dx = dev(dx0, (size_t)n * 4);
-    die(ts_cuda_log_softmax(G, d_x, d_y, R, C, &err), &err);
-    die(ts_cuda_log_softmax_backward(G, d_y, d_dy, d_dx, R, C, &err), &err);
+    const char *name = lg ? "log_softmax" : "softmax";
     char what[96];
-    snprintf(what, sizeof what, "log_softmax %lldx%lld", (long long)R, (long long)C);
+    snprintf(what, sizeof what, "%s %lldx%lld", name, (long long)R, (long long)C);
     expect(what, d_y, ry, n);
-    snprintf(what, sizeof what, "log_softmax backward (+=) %lldx%lld", (long long)R,
-             (long long)C);
+    snprintf(what, sizeof what, "%s backward (+=) %lldx%lld", name, (long long)R, (long long)C);
     expect(what, d_dx, rdx, n);
     free(x), free(dy), free(dx0), free(ry), free(rdx);
 }
@@ -1001,10 +985,10 @@ int main(int argc, char **argv) {
     check_layernorm(1000, 768);
     check_layernorm(7, 33);
     check_layernorm_plain(300, 100);
-    check_softmax(4096, 197);
-    check_softmax(3, 5000);
-    check_log_softmax(4096, 197);
-    check_log_softmax(3, 5000);
+    for (int lg = 0; lg < 2; lg++) {
+        check_softmax(4096, 197, lg);
+        check_softmax(3, 5000, lg);
+    }
     ts_cuda_reset(G);
     check_cross_entropy(777, 1000, 0.0f);
     check_cross_entropy(64, 49408, 0.1f);

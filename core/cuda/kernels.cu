@@ -265,13 +265,24 @@ static __global__ void layernorm_kernel(const float *x, const float *w, const fl
     }
 }
 
+/* The grid of a one-block-per-row kernel over R rows of C: 0 when there is nothing to do; an
+ * error for more rows than a grid holds. */
+static ts_status row_grid(int64_t R, int64_t C, const char *what, unsigned *rows, ts_err *err) {
+    *rows = 0;
+    if (R < 1 || C < 1) return TS_OK;
+    if (R > 0x7fffffff)
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda %s: %lld rows", what, (long long)R);
+    *rows = (unsigned)R;
+    return TS_OK;
+}
+
 ts_status ts_cuda_layernorm(ts_cuda *g, const float *x, const float *w, const float *b,
                             float *y, float *mean, float *rstd, int64_t R, int64_t C, float eps,
                             ts_err *err) {
-    if (R < 1 || C < 1) return TS_OK;
-    if (R > 0x7fffffff)
-        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda layernorm: %lld rows", (long long)R);
-    layernorm_kernel<<<(unsigned)R, RT, 0, g->stream>>>(x, w, b, y, mean, rstd, C, eps);
+    unsigned rows;
+    ts_status st = row_grid(R, C, "layernorm", &rows, err);
+    if (st || !rows) return st;
+    layernorm_kernel<<<rows, RT, 0, g->stream>>>(x, w, b, y, mean, rstd, C, eps);
     TS_CU_LAUNCHED("layernorm");
     return TS_OK;
 }
@@ -279,10 +290,10 @@ ts_status ts_cuda_layernorm(ts_cuda *g, const float *x, const float *w, const fl
 ts_status ts_cuda_layernorm_bf16(ts_cuda *g, const float *x, const float *w, const float *b,
                                  uint16_t *y, float *mean, float *rstd, int64_t R, int64_t C,
                                  float eps, ts_err *err) {
-    if (R < 1 || C < 1) return TS_OK;
-    if (R > 0x7fffffff)
-        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda layernorm: %lld rows", (long long)R);
-    layernorm_kernel<<<(unsigned)R, RT, 0, g->stream>>>(x, w, b, y, mean, rstd, C, eps);
+    unsigned rows;
+    ts_status st = row_grid(R, C, "layernorm", &rows, err);
+    if (st || !rows) return st;
+    layernorm_kernel<<<rows, RT, 0, g->stream>>>(x, w, b, y, mean, rstd, C, eps);
     TS_CU_LAUNCHED("layernorm (bf16)");
     return TS_OK;
 }
@@ -411,42 +422,40 @@ static __global__ void log_softmax_backward_kernel(const float *y, const float *
 
 ts_status ts_cuda_log_softmax(ts_cuda *g, const float *x, float *y, int64_t R, int64_t C,
                               ts_err *err) {
-    if (R < 1 || C < 1) return TS_OK;
-    if (R > 0x7fffffff)
-        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda log_softmax: %lld rows", (long long)R);
-    log_softmax_kernel<<<(unsigned)R, RT, 0, g->stream>>>(x, y, C);
+    unsigned rows;
+    ts_status st = row_grid(R, C, "log_softmax", &rows, err);
+    if (st || !rows) return st;
+    log_softmax_kernel<<<rows, RT, 0, g->stream>>>(x, y, C);
     TS_CU_LAUNCHED("log_softmax");
     return TS_OK;
 }
 
 ts_status ts_cuda_log_softmax_backward(ts_cuda *g, const float *y, const float *dy, float *dx,
                                        int64_t R, int64_t C, ts_err *err) {
-    if (R < 1 || C < 1) return TS_OK;
-    if (R > 0x7fffffff)
-        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda log_softmax backward: %lld rows",
-                             (long long)R);
-    log_softmax_backward_kernel<<<(unsigned)R, RT, 0, g->stream>>>(y, dy, dx, C);
+    unsigned rows;
+    ts_status st = row_grid(R, C, "log_softmax backward", &rows, err);
+    if (st || !rows) return st;
+    log_softmax_backward_kernel<<<rows, RT, 0, g->stream>>>(y, dy, dx, C);
     TS_CU_LAUNCHED("log_softmax backward");
     return TS_OK;
 }
 
 ts_status ts_cuda_softmax(ts_cuda *g, const float *x, float *y, int64_t R, int64_t C,
                           ts_err *err) {
-    if (R < 1 || C < 1) return TS_OK;
-    if (R > 0x7fffffff)
-        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda softmax: %lld rows", (long long)R);
-    softmax_kernel<<<(unsigned)R, RT, 0, g->stream>>>(x, y, C);
+    unsigned rows;
+    ts_status st = row_grid(R, C, "softmax", &rows, err);
+    if (st || !rows) return st;
+    softmax_kernel<<<rows, RT, 0, g->stream>>>(x, y, C);
     TS_CU_LAUNCHED("softmax");
     return TS_OK;
 }
 
 ts_status ts_cuda_softmax_backward(ts_cuda *g, const float *y, const float *dy, float *dx,
                                    int64_t R, int64_t C, ts_err *err) {
-    if (R < 1 || C < 1) return TS_OK;
-    if (R > 0x7fffffff)
-        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda softmax backward: %lld rows",
-                             (long long)R);
-    softmax_backward_kernel<<<(unsigned)R, RT, 0, g->stream>>>(y, dy, dx, C);
+    unsigned rows;
+    ts_status st = row_grid(R, C, "softmax backward", &rows, err);
+    if (st || !rows) return st;
+    softmax_backward_kernel<<<rows, RT, 0, g->stream>>>(y, dy, dx, C);
     TS_CU_LAUNCHED("softmax backward");
     return TS_OK;
 }
