@@ -18,7 +18,9 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#ifdef TS_HAVE_HDF5
 #include <hdf5.h>
+#endif
 #include <limits.h>
 #include <math.h>
 #include <omp.h>
@@ -264,7 +266,9 @@ typedef struct out_file {
     char tmp[4300];
     char base[4100];      /* npy: FILE without .npy, for the sidecars */
     int64_t n, D;
+#ifdef TS_HAVE_HDF5
     hid_t file, emb;      /* HDF5 */
+#endif
     FILE *f;              /* npy */
 } out_file;
 
@@ -283,11 +287,24 @@ static int npy_header(FILE *f, int64_t n, int64_t D) {
                    fwrite(dict, 1, sizeof dict, f) != sizeof dict ? -1 : 0;
 }
 
-static ts_status out_open(out_file *o, const char *path, int npy, int64_t D, ts_err *err) {
+/* Nothing open: out_abort may be called on it. */
+static void out_init(out_file *o) {
     memset(o, 0, sizeof *o);
+#ifdef TS_HAVE_HDF5
+    o->file = o->emb = -1;
+#endif
+}
+
+static ts_status out_open(out_file *o, const char *path, int npy, int64_t D, ts_err *err) {
+    out_init(o);
     o->npy = npy;
     o->D = D;
-    o->file = o->emb = -1;
+#ifndef TS_HAVE_HDF5
+    if (!npy)
+        return ts_fail(err, TS_ERR_UNSUPPORTED, "%s: this build of tessera has no HDF5 (libhdf5 "
+                       "was not found when it was configured): write .npy (--format npy)",
+                       path);
+#endif
     if (npy) {
         size_t n = strlen(path);
         snprintf(o->base, sizeof o->base, "%.*s", (int)(has_suffix(path, ".npy") ? n - 4 : n),
@@ -303,6 +320,7 @@ static ts_status out_open(out_file *o, const char *path, int npy, int64_t D, ts_
                            strerror(errno));
         return TS_OK;
     }
+#ifdef TS_HAVE_HDF5
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     if ((o->file = H5Fcreate(o->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT)) < 0)
         return ts_fail(err, TS_ERR_IO, "%s: cannot create the HDF5 file (as %s)", o->path,
@@ -315,6 +333,7 @@ static ts_status out_open(out_file *o, const char *path, int npy, int64_t D, ts_
     H5Pclose(pl);
     H5Sclose(sp);
     if (o->emb < 0) return ts_fail(err, TS_ERR_IO, "%s: cannot create dataset embeddings", o->tmp);
+#endif
     return TS_OK;
 }
 
@@ -327,6 +346,7 @@ static ts_status out_append(out_file *o, const float *rows, int64_t m, ts_err *e
         o->n += m;
         return TS_OK;
     }
+#ifdef TS_HAVE_HDF5
     hsize_t size[2] = { (hsize_t)(o->n + m), (hsize_t)o->D };
     hsize_t start[2] = { (hsize_t)o->n, 0 }, count[2] = { (hsize_t)m, (hsize_t)o->D };
     herr_t r = H5Dset_extent(o->emb, size);
@@ -337,9 +357,11 @@ static ts_status out_append(out_file *o, const float *rows, int64_t m, ts_err *e
     H5Sclose(fs);
     if (r < 0) return ts_fail(err, TS_ERR_IO, "%s: cannot write embeddings", o->tmp);
     o->n += m;
+#endif
     return TS_OK;
 }
 
+#ifdef TS_HAVE_HDF5
 static hid_t vlen_str(void) {
     hid_t t = H5Tcopy(H5T_C_S1);
     H5Tset_size(t, H5T_VARIABLE);
@@ -390,6 +412,7 @@ static herr_t write_rows(hid_t file, const char *name, hid_t t, int64_t n, const
     H5Sclose(sp);
     return r;
 }
+#endif
 
 typedef struct out_meta {
     const char *model, *recipe, *checkpoint, *modality, *source;
@@ -461,6 +484,7 @@ static ts_status out_finish(out_file *o, char *const *ids, const skip_list *sk,
         }
         return st ? st : commit(o->tmp, o->path, err);
     }
+#ifdef TS_HAVE_HDF5
     hid_t t = vlen_str();
     herr_t r = write_rows(o->file, "ids", t, o->n, ids);
     typedef struct skip_row { const char *id, *reason; } skip_row;
@@ -491,15 +515,21 @@ static ts_status out_finish(out_file *o, char *const *ids, const skip_list *sk,
     o->file = -1;
     if (r < 0) return ts_fail(err, TS_ERR_IO, "%s: cannot write the ids and attributes", o->tmp);
     return commit(o->tmp, o->path, err);
+#else
+    (void)meta;
+    return ts_fail(err, TS_ERR_UNSUPPORTED, "%s: no HDF5 in this build", o->path);
+#endif
 }
 
 /* Close and remove the temporary file (after a failure). */
 static void out_abort(out_file *o) {
     if (o->f) fclose(o->f);
+#ifdef TS_HAVE_HDF5
     if (o->emb >= 0) H5Dclose(o->emb);
     if (o->file >= 0) H5Fclose(o->file);
-    o->f = NULL;
     o->emb = o->file = -1;
+#endif
+    o->f = NULL;
     if (o->tmp[0]) unlink(o->tmp);
 }
 
@@ -619,8 +649,7 @@ static int embed_trajectories(const common_opts *co, const char *path, const cha
     char **ids = NULL;
     int64_t n = 0;
     out_file of;
-    memset(&of, 0, sizeof of);
-    of.file = of.emb = -1;
+    out_init(&of);
     skip_list sk = { 0 };
     ts_ctx *c = ts_ctx_new(TS_CPU, 16u << 20, 1);
     if (co->threads > 0) c->nthreads = co->threads;
@@ -725,8 +754,7 @@ int ts_cmd_embed(int argc, char **argv) {
     ts_source *src = NULL;
     progress pr;
     ts_status st;
-    memset(&of, 0, sizeof of);
-    of.file = of.emb = -1;
+    out_init(&of);
     if (images) st = open_images(images, csv_key, &src, &total, &err);
     else st = ts_clip_read_lines(texts, &lines, &nlines, &err);
     if (st) goto done;
