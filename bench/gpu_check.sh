@@ -18,11 +18,14 @@
 #      then the ViT-B/16 training step at batch 256 with bf16 products, tessera beside PyTorch
 #      eager (autocast) in one run: ms/step, samples/s, TFLOP/s, MFU against the bf16 product
 #      rate measured there, and a per-call breakdown of tessera's step;
-#   6. ends with a short table.
-# Not yet here: the quickstart through `tessera train` with `train.device: cuda` beside its CPU
-# run (the tessera binary needs the library's CPU dependencies, which the GPU image lacks:
-# docs/gpu.md), the CPU-vs-GPU parity through ts_ctx, and NCCL over MPI ranks
-# (bench/nccl_smoke links the whole library too).
+#   6. the quickstart through `tessera train` on the CPU and with `train.device: cuda`
+#      (bench/gpu_quickstart.sh): tessera built there against the Debian packages that
+#      bench/gpu_debs.sh downloads here into .deb (carry it), without FFmpeg and HDF5; the two
+#      loss curves side by side;
+#   7. ends with a short table.
+# A device call: carry .whl and .deb; `bash bench/gpu_check.sh $OUT`.
+# Not yet here: the CPU-vs-GPU parity op by op through ts_ctx, and NCCL over MPI ranks
+# (bench/nccl_smoke links MPI too).
 # Usage: bash bench/gpu_check.sh [OUT_DIR]   (default $OUT, else /tmp/tessera-gpu-check; the
 # objects go to $TS_GPU_BUILD, default /tmp/tessera-gpu-build)
 set -uo pipefail
@@ -177,7 +180,25 @@ else
   done
 fi
 
+echo "== the quickstart through tessera train, CPU and GPU (bench/gpu_quickstart.sh)"
+# needs the Debian packages of bench/gpu_debs.sh, carried in .deb
+qs_rc=0
+if ls "${TS_DEBS:-.deb}"/*.deb > /dev/null 2>&1; then
+  timeout 420 bash bench/gpu_quickstart.sh "$OUT/quickstart" "${TS_QS_STEPS:-150}" 2>&1 \
+    | tee "$OUT/quickstart.txt"
+  qs_rc=${PIPESTATUS[0]}
+  line="$(grep '^RESULT quickstart' "$OUT/quickstart.txt" | sed 's/^RESULT quickstart //')"
+  status "quickstart cpu vs gpu (train)" "${line:-failed (exit $qs_rc)}"
+  while read -r line; do
+    status "quickstart $(echo "$line" | cut -d' ' -f1)" "$(echo "$line" | cut -d' ' -f2- | \
+      sed 's/ *(median of the logged intervals)//')"
+  done < <(grep -E "^(cpu|gpu_f32|gpu_bf16) +[0-9]+ samples/s" "$OUT/quickstart.txt")
+else
+  status "quickstart cpu vs gpu (train)" "not run: no .deb (bash bench/gpu_debs.sh, carry .deb)"
+  qs_rc=1
+fi
+
 echo
 echo "== gpu_check summary"
 cat "$OUT/summary.txt"
-exit $((rc != 0 || nccl_rc != 0 || clip_rc != 0))
+exit $((rc != 0 || nccl_rc != 0 || clip_rc != 0 || qs_rc != 0))

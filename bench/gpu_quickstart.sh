@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# bench/gpu_quickstart.sh: the quickstart (recipes/quickstart-clip.yaml) through `tessera train`
+# on the CPU and on the GPU (train.device: cuda), from the same initial weights and the same
+# batches, and their loss curves side by side. bench/gpu_check.sh calls it.
+#
+# The GPU machine has no package registry and no tessera dependencies. The packages of
+# bench/gpu_debs.sh (carried in .deb) are unpacked with dpkg-deb into a prefix under the build
+# folder; tessera is built against it without FFmpeg, HDF5, MPI or the tests, which the
+# quickstart does not need. The prefix's libraries are on LD_LIBRARY_PATH for tessera's runs
+# only. Then:
+#   1. tessera data synth shapes (the quickstart's shards);
+#   2. STEPS steps on the CPU, float32;
+#   3. STEPS steps on the GPU with float32 products (cuBLASLt without TF32): the same sums in
+#      other orders, so the two curves should agree closely; then with bf16 products;
+#   4. a table of the logged losses (every 10 steps), the largest difference between the
+#      float32 curves (pass: below 0.05), samples/s of each run, and the zero-shot accuracy
+#      each reaches on the held-out shards.
+# Usage: bash bench/gpu_quickstart.sh OUT_DIR [STEPS]   (STEPS default 150)
+# Environment: TS_DEBS (default .deb), TS_QS_BUILD (default /tmp/tessera-qs-build),
+#   TS_QS_CPU_ONLY=1: the GPU runs on the CPU too, with a build without CUDA. This checks the
+#   script and the prefix build on a machine without a GPU (both curves are then identical).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+SRC="$PWD"
+OUT="${1:?usage: gpu_quickstart.sh OUT_DIR [STEPS]}"
+STEPS="${2:-150}"
+DEBS="${TS_DEBS:-.deb}"
+B="${TS_QS_BUILD:-/tmp/tessera-qs-build}"
+CPU_ONLY="${TS_QS_CPU_ONLY:-0}"
+mkdir -p "$OUT" "$B"
+log="$OUT/quickstart.log"
+: > "$log"
+fail() { echo "gpu_quickstart: $*" | tee -a "$log"; echo "RESULT quickstart FAILED: $*"; exit 1; }
+
+# ---- the prefix ----
+P="$B/prefix"
+A="$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)"
+L="$P/usr/lib/$A"
+rm -rf "$P"
+mkdir -p "$P"
+n=0
+for f in "$DEBS"/*.deb; do
+  [ -e "$f" ] || break
+  if command -v dpkg-deb > /dev/null; then
+    dpkg-deb -x "$f" "$P" || fail "dpkg-deb -x $f"
+  else # a .deb is an ar archive holding data.tar.*
+    d="$(ar t "$f" | grep '^data\.tar')" || fail "$f: no data.tar inside"
+    ar p "$f" "$d" | tar -x -a -f - -C "$P" 2>/dev/null || \
+      ar p "$f" "$d" | tar -x --zstd -f - -C "$P" || fail "unpacking $f"
+  fi
+  n=$((n + 1))
+done
+echo "prefix: $n packages from $DEBS unpacked into $P" | tee -a "$log"
+# pkg-config that sees only the prefix's .pc files, with its paths moved under the prefix
+cat > "$B/pkg-config" <<SH
+#!/bin/sh
+export PKG_CONFIG_LIBDIR="$L/pkgconfig:$P/usr/share/pkgconfig"
+export PKG_CONFIG_SYSROOT_DIR="$P" PKG_CONFIG_ALLOW_SYSTEM_CFLAGS=1 PKG_CONFIG_ALLOW_SYSTEM_LIBS=1
+if [ -x "$P/usr/bin/pkgconf" ]; then LD_LIBRARY_PATH="$L" exec "$P/usr/bin/pkgconf" "\$@"; fi
+exec pkg-config "\$@"
+SH
+chmod +x "$B/pkg-config"
+
+# ---- the build ----
+cuda=ON
+[ "$CPU_ONLY" = 1 ] && cuda=OFF
+[ $cuda = ON ] && export CUDACXX="${CUDACXX:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}"
+cmake -S "$SRC" -B "$B/build" -DCMAKE_BUILD_TYPE=Release -DTESSERA_VIDEO=OFF -DTESSERA_HDF5=OFF \
+  -DTESSERA_MPI=OFF -DTESSERA_TESTS=OFF -DTESSERA_CUDA=$cuda \
+  -DPKG_CONFIG_EXECUTABLE="$B/pkg-config" -DCMAKE_PREFIX_PATH="$P/usr" \
+  -DCMAKE_C_FLAGS="-I$P/usr/include -I$P/usr/include/$A" \
+  -DCMAKE_EXE_LINKER_FLAGS="-L$L -Wl,-rpath-link,$L" >> "$log" 2>&1 || {
+  tail -30 "$log"; fail "cmake configure (log: $log)"; }
+cmake --build "$B/build" -j"$(nproc)" --target tessera_cli >> "$log" 2>&1 || {
+  grep -E "error|Error" "$log" | head -20; fail "build (log: $log)"; }
+TS="$B/build/tessera"
+export LD_LIBRARY_PATH="$L${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+"$TS" version | tee -a "$log" || fail "the tessera binary does not run: $(ldd "$TS" | grep 'not found')"
+
+# ---- the runs ----
+W="$B/work"
+rm -rf "$W"
+mkdir -p "$W"
+cd "$W"
+"$TS" data synth shapes --out data/shapes >> "$log" 2>&1 || fail "data synth shapes"
+common=(--set train.steps="$STEPS" --set train.log_every=10 --set train.eval_every=0
+        --set train.ckpt_every=0)
+gpu=(--set train.device=cuda)
+[ "$CPU_ONLY" = 1 ] && gpu=()
+run() { # name, extra args...
+  local name="$1"
+  shift
+  local t0
+  t0=$(date +%s.%N)
+  "$TS" train "$SRC/recipes/quickstart-clip.yaml" "${common[@]}" --set train.out_dir="$W/$name" \
+    "$@" > "$OUT/$name.log" 2>&1 || { tail -5 "$OUT/$name.log"; return 1; }
+  echo "$name: $(python3 -c "print(round($(date +%s.%N) - $t0, 1))") s" | tee -a "$log"
+  cp "$W/$name/metrics.jsonl" "$OUT/$name.metrics.jsonl"
+}
+run cpu || fail "the CPU run (log: $OUT/cpu.log)"
+run gpu_f32 "${gpu[@]}" || fail "the GPU run, float32 (log: $OUT/gpu_f32.log)"
+run gpu_bf16 "${gpu[@]}" --set train.precision=bf16 || \
+  echo "the GPU run with bf16 products failed (log: $OUT/gpu_bf16.log)" | tee -a "$log"
+grep -h "training on\|refuse\|error" "$OUT"/gpu_*.log | head -4
+
+# ---- the curves ----
+python3 - "$OUT" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+def read(name):
+    p = os.path.join(out, name + ".metrics.jsonl")
+    if not os.path.exists(p):
+        return None
+    rows = [json.loads(l) for l in open(p)]
+    train = {r["step"]: r for r in rows if r.get("kind") == "train"}
+    ev = [r for r in rows if r.get("kind") == "eval"]
+    return train, (ev[-1] if ev else {})
+runs = {n: read(n) for n in ("cpu", "gpu_f32", "gpu_bf16")}
+cpu, f32, bf = runs["cpu"], runs["gpu_f32"], runs["gpu_bf16"]
+steps = sorted(cpu[0])
+print("step   cpu loss   gpu f32    gpu bf16")
+worst = 0.0
+for s in steps:
+    a = cpu[0][s]["loss"]
+    b = f32[0].get(s, {}).get("loss", float("nan"))
+    c = bf[0].get(s, {}).get("loss", float("nan")) if bf else float("nan")
+    worst = max(worst, abs(a - b)) if b == b else float("inf")
+    print(f"{s:5d}  {a:9.4f}  {b:9.4f}  {c:9.4f}")
+def sps(r):
+    v = [x.get("samples_per_s") for x in r[0].values() if x.get("samples_per_s")]
+    return sorted(v)[len(v) // 2] if v else float("nan")
+for n, r in runs.items():
+    if r:
+        e = r[1]
+        print(f"{n:9s} {sps(r):8.0f} samples/s (median of the logged intervals), zero-shot "
+              f"shape {e.get('zeroshot_shape_top1', float('nan')):.3f} colour "
+              f"{e.get('zeroshot_colour_top1', float('nan')):.3f}")
+ok = worst < 0.05
+print(f"RESULT quickstart {'ok' if ok else 'FAILED'}: largest |cpu - gpu f32| loss "
+      f"difference {worst:.2e} over {len(steps)} logged steps (limit 5e-2)")
+sys.exit(0 if ok else 1)
+PY
