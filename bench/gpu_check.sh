@@ -189,6 +189,9 @@ if ls "${TS_DEBS:-.deb}"/*.deb > /dev/null 2>&1; then
   qs_rc=${PIPESTATUS[0]}
   line="$(grep '^RESULT quickstart' "$OUT/quickstart.txt" | sed 's/^RESULT quickstart //')"
   status "quickstart cpu vs gpu (train)" "${line:-failed (exit $qs_rc)}"
+  line="$(grep '^RESULT gpu_cpu_parity' "$OUT/quickstart.txt" | sed 's/^RESULT gpu_cpu_parity: //')"
+  status "kernels vs the CPU backend's ops" "${line:-not run}"
+  echo "$line" | grep -qE '^[1-9][0-9]* ok, 0 failed \(exit 0\)' || qs_rc=1
   while read -r line; do
     status "quickstart $(echo "$line" | cut -d' ' -f1)" "$(echo "$line" | cut -d' ' -f2- | \
       sed 's/ *(median of the logged intervals)//')"

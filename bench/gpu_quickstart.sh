@@ -12,6 +12,8 @@
 #   2. STEPS steps on the CPU, float32;
 #   3. STEPS steps on the GPU with float32 products (cuBLASLt without TF32): the same sums in
 #      other orders, so the two curves should agree closely; then with bf16 products;
+#   0. (before the runs) tests/gpu_cpu_parity: every CUDA kernel against the CPU backend's op,
+#      forward and backward;
 #   4. a table of the logged losses (every 10 steps), the largest difference between the
 #      float32 curves (pass: below 0.05), samples/s of each run, and the zero-shot accuracy
 #      each reaches on the held-out shards.
@@ -76,6 +78,18 @@ cmake --build "$B/build" -j"$(nproc)" --target tessera_cli >> "$log" 2>&1 || {
 TS="$B/build/tessera"
 export LD_LIBRARY_PATH="$L${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 "$TS" version | tee -a "$log" || fail "the tessera binary does not run: $(ldd "$TS" | grep 'not found')"
+
+# ---- the CUDA kernels against the CPU backend's ops (tests/gpu_cpu_parity.c) ----
+if [ "$CPU_ONLY" != 1 ]; then
+  if cmake --build "$B/build" -j"$(nproc)" --target gpu_cpu_parity >> "$log" 2>&1; then
+    timeout 300 "$B/build/gpu_cpu_parity" 2>&1 | tee "$OUT/gpu_cpu_parity.txt"
+    prc=${PIPESTATUS[0]}
+    echo "RESULT gpu_cpu_parity: $(grep -c ' ok$' "$OUT/gpu_cpu_parity.txt") ok, $(grep -c \
+      'FAIL' "$OUT/gpu_cpu_parity.txt") failed (exit $prc)"
+  else
+    echo "RESULT gpu_cpu_parity: build FAILED (log: $log)"
+  fi
+fi
 
 # ---- the runs ----
 W="$B/work"

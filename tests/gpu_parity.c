@@ -10,84 +10,11 @@
  * GPU; bench/gpu_check.sh builds and runs it (it needs only CUDA).
  * Usage: gpu_parity [--no-timing]; the exit status is the number of failed checks.
  */
-#include "../core/cuda/ts_cuda.h"
+#define GPU_PROG "gpu_parity"
+#include "gpu_common.h"
 
-#include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static ts_cuda *G;
-static int failures;
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-
-static double uniform(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return ((double)(rng >> 11) + 0.5) / 9007199254740992.0;
-}
-
-static float *randn(int64_t n, float scale) {
-    float *x = malloc((size_t)n * sizeof *x);
-    for (int64_t i = 0; i < n; i++)
-        x[i] = scale * (float)(sqrt(-2.0 * log(uniform())) * cos(6.283185307179586 * uniform()));
-    return x;
-}
-
-static void die(ts_status st, const ts_err *err) {
-    if (st) {
-        fprintf(stderr, "gpu_parity: %s\n", err->msg);
-        exit(100);
-    }
-}
-
-/* device copies of host data, and fresh NaN-poisoned outputs */
-static void *dev(const void *h, size_t bytes) {
-    ts_err err = { 0 };
-    void *d = ts_cuda_alloc(G, bytes);
-    if (!d) {
-        fprintf(stderr, "gpu_parity: the arena is full\n");
-        exit(100);
-    }
-    if (h) die(ts_cuda_upload(G, d, h, bytes, &err), &err);
-    else die(ts_cuda_fill_bytes(G, d, 0xff, bytes, &err), &err);
-    return d;
-}
-
-static float *get(const float *d, int64_t n) {
-    ts_err err = { 0 };
-    float *h = malloc((size_t)n * sizeof *h);
-    die(ts_cuda_download(G, h, d, (size_t)n * sizeof *h, &err), &err);
-    return h;
-}
-
-/* ||a - ref|| / ||ref||, NaN when a holds a NaN */
-static double rel(const float *a, const double *ref, int64_t n) {
-    double d = 0, r = 0;
-    for (int64_t i = 0; i < n; i++) {
-        if (a[i] != a[i]) return NAN;
-        d += ((double)a[i] - ref[i]) * ((double)a[i] - ref[i]);
-        r += ref[i] * ref[i];
-    }
-    return r > 0 ? sqrt(d / r) : sqrt(d);
-}
-
-static void report(const char *what, double e, double tol) {
-    int ok = e == e && e < tol;
-    failures += !ok;
-    printf("  %-44s rel %.2e  %s\n", what, e, ok ? "ok" : "FAIL");
-}
-
-static double *dzeros(int64_t n) { return calloc((size_t)n, sizeof(double)); }
-
-/* Download the n floats at d and report their relative error against ref (limit 1e-5). */
-static void expect(const char *what, const float *d, const double *ref, int64_t n) {
-    float *h = get(d, n);
-    report(what, rel(h, ref, n), 1e-5);
-    free(h);
-}
 
 /* ---- products ---- */
 
@@ -549,12 +476,6 @@ static void check_attention(int64_t B, int64_t H, int64_t Tq, int64_t Tk, int64_
 }
 
 /* ---- the CLIP model's kernels (clip_kernels.cu, and the bf16-writing variants) ---- */
-
-static double *dcopy(const float *h, int64_t n) {
-    double *d = dzeros(n);
-    for (int64_t i = 0; i < n; i++) d[i] = h[i];
-    return d;
-}
 
 /* Download n bf16 values and check them against ref rounded to bf16: each must be that value
  * or one bf16 step from it (float32 arithmetic may land across a rounding boundary), all but 1%

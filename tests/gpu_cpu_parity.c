@@ -1,0 +1,280 @@
+/* gpu_cpu_parity.c: the CUDA kernels against the CPU backend's ops, forward and backward.
+ *
+ * For each op that both backends have: the same seeded inputs go through the CPU op on a ts_ctx
+ * (its gradients from ts_backward_with and a random upstream gradient, or from the scalar loss)
+ * and through the CUDA kernels, whose outputs are poisoned with NaN first and whose gradients
+ * start at zero. The CPU results are the reference (the CPU backend is itself checked against
+ * PyTorch by test_parity): relative error ||gpu - cpu|| / ||cpu|| under 1e-5 in float32 and
+ * under 1e-2 for bf16 products; a NaN never passes. tests/gpu_parity.c checks the same kernels
+ * against float64 formulas; this program checks that the two backends agree as tessera runs
+ * them. Needs a GPU and the whole library; bench/gpu_quickstart.sh builds and runs it there.
+ * The exit status is the number of failed checks.
+ */
+#define GPU_PROG "gpu_cpu_parity"
+#include "gpu_common.h"
+
+#include <string.h>
+
+static ts_ctx *C;
+
+/* a CPU leaf tensor holding host data, with a gradient */
+static ts_tensor *leaf(const float *h, int ndim, const int64_t *shape) {
+    ts_tensor *t = ts_from_f32(C, ndim, shape, h);
+    t->requires_grad = 1;
+    return t;
+}
+
+/* report the device values at d against the CPU tensor t (or its gradient) */
+static void against(const char *what, const float *d, const ts_tensor *t, double tol) {
+    double *ref = dcopy(ts_f32(t), t->numel);
+    float *h = get(d, t->numel);
+    report(what, rel(h, ref, t->numel), tol);
+    free(ref), free(h);
+}
+
+static float *dzero(int64_t n) {
+    ts_err err = { 0 };
+    float *d = dev(NULL, (size_t)n * 4);
+    die(ts_cuda_zero(G, d, (size_t)n * 4, &err), &err);
+    return d;
+}
+
+static void check_activations(void) {
+    ts_err err = { 0 };
+    const int64_t R = 311, Cn = 257, n = R * Cn;
+    float *x = randn(n, 3), *dy = randn(n, 1);
+    const char *names[4] = { "gelu", "quick_gelu", "gelu_tanh", "mish" };
+    for (int a = 0; a < 4; a++) {
+        ts_tensor *tx = leaf(x, 2, TS_SHAPE(R, Cn));
+        ts_tensor *y = a == 0 ? ts_gelu(C, tx) : a == 1 ? ts_quick_gelu(C, tx)
+                     : a == 2 ? ts_gelu_tanh(C, tx) : ts_mish(C, tx);
+        ts_backward_with(C, y, ts_from_f32(C, 2, TS_SHAPE(R, Cn), dy));
+        float *d_x = dev(x, (size_t)n * 4), *d_dy = dev(dy, (size_t)n * 4);
+        float *d_y = dev(NULL, (size_t)n * 4), *d_dx = dzero(n);
+        if (a == 0) {
+            die(ts_cuda_gelu(G, d_x, d_y, n, &err), &err);
+            die(ts_cuda_gelu_backward(G, d_x, d_dy, d_dx, n, &err), &err);
+        } else {
+            ts_cuda_act k = a == 1 ? TS_CUDA_QUICK_GELU : a == 2 ? TS_CUDA_GELU_TANH : TS_CUDA_MISH;
+            die(ts_cuda_activation(G, k, d_x, d_y, n, &err), &err);
+            die(ts_cuda_activation_backward(G, k, d_x, d_dy, d_dx, n, &err), &err);
+        }
+        char what[96];
+        snprintf(what, sizeof what, "%s", names[a]);
+        against(what, d_y, y, 1e-5);
+        snprintf(what, sizeof what, "%s backward", names[a]);
+        against(what, d_dx, tx->grad, 1e-5);
+        ts_ctx_reset(C);
+    }
+    free(x), free(dy);
+}
+
+static void check_bias_gelu_add(void) {
+    ts_err err = { 0 };
+    const int64_t R = 300, Cn = 384, n = R * Cn;
+    float *x = randn(n, 2), *b = randn(Cn, 1), *dy = randn(n, 1);
+    ts_tensor *tx = leaf(x, 2, TS_SHAPE(R, Cn)), *tb = leaf(b, 1, TS_SHAPE(Cn));
+    ts_tensor *y = ts_bias_gelu(C, tx, tb);
+    ts_backward_with(C, y, ts_from_f32(C, 2, TS_SHAPE(R, Cn), dy));
+    float *d_x = dev(x, (size_t)n * 4), *d_b = dev(b, (size_t)Cn * 4);
+    float *d_dy = dev(dy, (size_t)n * 4), *d_y = dev(NULL, (size_t)n * 4);
+    float *d_dx = dzero(n), *d_db = dzero(Cn);
+    die(ts_cuda_bias_gelu(G, d_x, d_b, d_y, R, Cn, &err), &err);
+    die(ts_cuda_bias_gelu_backward(G, d_x, d_b, d_dy, d_dx, d_db, R, Cn, &err), &err);
+    against("bias_gelu", d_y, y, 1e-5);
+    against("bias_gelu backward dx", d_dx, tx->grad, 1e-5);
+    against("bias_gelu backward db", d_db, tb->grad, 1e-5);
+    ts_ctx_reset(C);
+    /* add with the second operand broadcast over rows */
+    ts_tensor *sum = ts_add(C, ts_from_f32(C, 2, TS_SHAPE(R, Cn), x),
+                            ts_from_f32(C, 1, TS_SHAPE(Cn), b));
+    float *d_s = dev(NULL, (size_t)n * 4);
+    die(ts_cuda_add(G, d_x, d_b, d_s, n, Cn, &err), &err);
+    against("add (broadcast over rows)", d_s, sum, 1e-6);
+    ts_ctx_reset(C);
+    free(x), free(b), free(dy);
+}
+
+static void check_rows(int64_t R, int64_t Cn) {
+    ts_err err = { 0 };
+    const int64_t n = R * Cn;
+    float *x = randn(n, 3), *w = randn(Cn, 1), *b = randn(Cn, 1), *dy = randn(n, 1);
+    char what[96];
+    /* layernorm */
+    ts_tensor *tx = leaf(x, 2, TS_SHAPE(R, Cn)), *tw = leaf(w, 1, TS_SHAPE(Cn));
+    ts_tensor *tb = leaf(b, 1, TS_SHAPE(Cn));
+    ts_tensor *y = ts_layernorm(C, tx, tw, tb, 1e-5f);
+    ts_backward_with(C, y, ts_from_f32(C, 2, TS_SHAPE(R, Cn), dy));
+    float *d_x = dev(x, (size_t)n * 4), *d_w = dev(w, (size_t)Cn * 4);
+    float *d_b = dev(b, (size_t)Cn * 4);
+    float *d_dy = dev(dy, (size_t)n * 4), *d_y = dev(NULL, (size_t)n * 4);
+    float *d_mean = dev(NULL, (size_t)R * 4), *d_rstd = dev(NULL, (size_t)R * 4);
+    float *d_dx = dzero(n), *d_dw = dzero(Cn), *d_db = dzero(Cn);
+    die(ts_cuda_layernorm(G, d_x, d_w, d_b, d_y, d_mean, d_rstd, R, Cn, 1e-5f, &err), &err);
+    die(ts_cuda_layernorm_backward(G, d_x, d_w, d_mean, d_rstd, d_dy, d_dx, d_dw, d_db, R, Cn,
+                                   &err), &err);
+    snprintf(what, sizeof what, "layernorm %lldx%lld", (long long)R, (long long)Cn);
+    against(what, d_y, y, 1e-5);
+    snprintf(what, sizeof what, "layernorm backward dx, dw, db %lldx%lld", (long long)R,
+             (long long)Cn);
+    against(what, d_dx, tx->grad, 1e-5);
+    against("  dw", d_dw, tw->grad, 1e-5);
+    against("  db", d_db, tb->grad, 1e-5);
+    ts_ctx_reset(C);
+    /* softmax and log-softmax */
+    for (int lg = 0; lg < 2; lg++) {
+        tx = leaf(x, 2, TS_SHAPE(R, Cn));
+        y = lg ? ts_log_softmax(C, tx) : ts_softmax(C, tx);
+        ts_backward_with(C, y, ts_from_f32(C, 2, TS_SHAPE(R, Cn), dy));
+        d_y = dev(NULL, (size_t)n * 4), d_dx = dzero(n);
+        if (lg) {
+            die(ts_cuda_log_softmax(G, d_x, d_y, R, Cn, &err), &err);
+            die(ts_cuda_log_softmax_backward(G, d_y, d_dy, d_dx, R, Cn, &err), &err);
+        } else {
+            die(ts_cuda_softmax(G, d_x, d_y, R, Cn, &err), &err);
+            die(ts_cuda_softmax_backward(G, d_y, d_dy, d_dx, R, Cn, &err), &err);
+        }
+        snprintf(what, sizeof what, "%s %lldx%lld", lg ? "log_softmax" : "softmax", (long long)R,
+                 (long long)Cn);
+        against(what, d_y, y, 1e-5);
+        snprintf(what, sizeof what, "%s backward", lg ? "log_softmax" : "softmax");
+        against(what, d_dx, tx->grad, 1e-5);
+        ts_ctx_reset(C);
+    }
+    /* L2 normalisation of the rows */
+    tx = leaf(x, 2, TS_SHAPE(R, Cn));
+    y = ts_l2_normalize(C, tx, 1e-12f);
+    ts_backward_with(C, y, ts_from_f32(C, 2, TS_SHAPE(R, Cn), dy));
+    d_y = dev(NULL, (size_t)n * 4), d_dx = dzero(n);
+    float *d_norm = dev(NULL, (size_t)R * 4);
+    die(ts_cuda_l2_normalize(G, d_x, d_y, d_norm, R, Cn, &err), &err);
+    die(ts_cuda_l2_normalize_backward(G, d_y, d_norm, d_dy, d_dx, R, Cn, &err), &err);
+    against("l2_normalize", d_y, y, 1e-5);
+    against("l2_normalize backward", d_dx, tx->grad, 1e-5);
+    ts_ctx_reset(C);
+    free(x), free(w), free(b), free(dy);
+}
+
+static void check_cross_entropy(int64_t N, int64_t K, float smoothing) {
+    ts_err err = { 0 };
+    float *x = randn(N * K, 3);
+    int32_t *t = malloc((size_t)N * sizeof *t);
+    for (int64_t i = 0; i < N; i++) t[i] = i % 7 == 3 ? -100 : (int32_t)(uniform() * (double)K);
+    ts_tensor *tx = leaf(x, 2, TS_SHAPE(N, K));
+    ts_tensor *tt = ts_new(C, TS_I32, 1, TS_SHAPE(N));
+    memcpy(ts_i32(tt), t, (size_t)N * sizeof *t);
+    ts_tensor *loss = ts_cross_entropy(C, tx, tt, -100, smoothing);
+    ts_backward(C, loss);
+    float one = 1.0f;
+    float *d_x = dev(x, (size_t)(N * K) * 4), *d_loss = dev(NULL, 4), *d_one = dev(&one, 4);
+    int32_t *d_t = dev(t, (size_t)N * sizeof *t);
+    float *d_dx = dzero(N * K);
+    die(ts_cuda_cross_entropy(G, d_x, d_t, d_loss, N, K, -100, smoothing, &err), &err);
+    die(ts_cuda_cross_entropy_backward(G, d_x, d_t, d_one, d_dx, N, K, -100, smoothing, &err),
+        &err);
+    char what[96];
+    snprintf(what, sizeof what, "cross_entropy %lldx%lld, smoothing %g", (long long)N,
+             (long long)K, (double)smoothing);
+    against(what, d_loss, loss, 1e-5);
+    against("cross_entropy backward", d_dx, tx->grad, 1e-5);
+    ts_ctx_reset(C);
+    free(x), free(t);
+}
+
+static void check_attention(int64_t B, int64_t H, int64_t T, int64_t D, int causal, int pad) {
+    ts_err err = { 0 };
+    const int64_t n = B * H * T * D;
+    float *q = randn(n, 1), *k = randn(n, 1), *v = randn(n, 1), *dy = randn(n, 1);
+    uint8_t *kp = NULL;
+    ts_tensor *tkp = NULL;
+    if (pad) { /* the last b + 1 keys of batch row b are padding */
+        kp = calloc((size_t)(B * T), 1);
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t j = T - 1 - b; j < T; j++) kp[b * T + j] = 1;
+        tkp = ts_new(C, TS_U8, 2, TS_SHAPE(B, T));
+        memcpy(tkp->data, kp, (size_t)(B * T));
+    }
+    ts_tensor *tq = leaf(q, 4, TS_SHAPE(B, H, T, D)), *tk = leaf(k, 4, TS_SHAPE(B, H, T, D));
+    ts_tensor *tv = leaf(v, 4, TS_SHAPE(B, H, T, D));
+    ts_tensor *y = ts_attention(C, tq, tk, tv, causal, tkp, 0.0f);
+    ts_backward_with(C, y, ts_from_f32(C, 4, TS_SHAPE(B, H, T, D), dy));
+    float *d_q = dev(q, (size_t)n * 4), *d_k = dev(k, (size_t)n * 4), *d_v = dev(v, (size_t)n * 4);
+    float *d_dy = dev(dy, (size_t)n * 4), *d_y = dev(NULL, (size_t)n * 4);
+    float *d_lse = dev(NULL, (size_t)(B * H * T) * 4);
+    float *d_dq = dzero(n), *d_dk = dzero(n), *d_dv = dzero(n);
+    uint8_t *d_kp = kp ? dev(kp, (size_t)(B * T)) : NULL;
+    die(ts_cuda_attention(G, d_q, d_k, d_v, d_kp, d_y, d_lse, B, H, T, T, D, causal, 0.0f, &err),
+        &err);
+    die(ts_cuda_attention_backward(G, d_q, d_k, d_v, d_kp, d_y, d_lse, d_dy, d_dq, d_dk, d_dv, B,
+                                   H, T, T, D, causal, 0.0f, &err), &err);
+    char what[96];
+    snprintf(what, sizeof what, "attention %lldx%lldx%lldx%lld%s%s", (long long)B, (long long)H,
+             (long long)T, (long long)D, causal ? " causal" : "", pad ? " key padding" : "");
+    against(what, d_y, y, 1e-5);
+    against("  backward dq", d_dq, tq->grad, 1e-5);
+    against("  backward dk", d_dk, tk->grad, 1e-5);
+    against("  backward dv", d_dv, tv->grad, 1e-5);
+    ts_ctx_reset(C);
+    free(q), free(k), free(v), free(dy), free(kp);
+}
+
+/* y = a @ b and its gradients; bf16: the CPU at TS_PREC_BF16 against bf16 operands */
+static void check_matmul(int64_t M, int64_t N, int64_t K, int bf16) {
+    ts_err err = { 0 };
+    float *a = randn(M * K, 1), *b = randn(K * N, 1), *dy = randn(M * N, 1);
+    C->precision = bf16 ? TS_PREC_BF16 : TS_PREC_F32;
+    ts_tensor *ta = leaf(a, 2, TS_SHAPE(M, K)), *tb = leaf(b, 2, TS_SHAPE(K, N));
+    ts_tensor *y = ts_matmul(C, ta, tb, 0);
+    ts_backward_with(C, y, ts_from_f32(C, 2, TS_SHAPE(M, N), dy));
+    ts_cuda_dtype dt = bf16 ? TS_CUDA_BF16 : TS_CUDA_F32;
+    float *d_a = dev(a, (size_t)(M * K) * 4), *d_b = dev(b, (size_t)(K * N) * 4);
+    float *d_dy = dev(dy, (size_t)(M * N) * 4);
+    const void *pa = d_a, *pb = d_b, *pdy = d_dy;
+    if (bf16) {
+        uint16_t *ha = dev(NULL, (size_t)(M * K) * 2), *hb = dev(NULL, (size_t)(K * N) * 2);
+        uint16_t *hdy = dev(NULL, (size_t)(M * N) * 2);
+        die(ts_cuda_to_bf16(G, d_a, ha, M * K, &err), &err);
+        die(ts_cuda_to_bf16(G, d_b, hb, K * N, &err), &err);
+        die(ts_cuda_to_bf16(G, d_dy, hdy, M * N, &err), &err);
+        pa = ha, pb = hb, pdy = hdy;
+    }
+    float *d_y = dev(NULL, (size_t)(M * N) * 4), *d_da = dev(NULL, (size_t)(M * K) * 4);
+    float *d_db = dev(NULL, (size_t)(K * N) * 4);
+    die(ts_cuda_matmul(G, dt, pa, pb, NULL, d_y, M, N, K, 0, 0.0f, &err), &err);
+    /* da = dy b^T (M, K); db = a^T dy (K, N) */
+    die(ts_cuda_matmul(G, dt, pdy, pb, NULL, d_da, M, K, N, TS_TRANS_B, 0.0f, &err), &err);
+    die(ts_cuda_matmul(G, dt, pa, pdy, NULL, d_db, K, N, M, TS_TRANS_A, 0.0f, &err), &err);
+    double tol = bf16 ? 1e-2 : 1e-5;
+    char what[96];
+    snprintf(what, sizeof what, "matmul %s %lldx%lldx%lld", bf16 ? "bf16" : "f32", (long long)M,
+             (long long)N, (long long)K);
+    against(what, d_y, y, tol);
+    against("  backward da", d_da, ta->grad, tol);
+    against("  backward db", d_db, tb->grad, tol);
+    ts_ctx_reset(C);
+    C->precision = TS_PREC_F32;
+    free(a), free(b), free(dy);
+}
+
+int main(void) {
+    ts_err err = { 0 };
+    die(ts_cuda_open(&G, 0, (size_t)4 << 30, &err), &err);
+    C = ts_ctx_new(TS_CPU, 64u << 20, 1);
+    printf("gpu_cpu_parity: %s against the CPU backend\n", ts_cuda_describe(G));
+    check_activations();
+    check_bias_gelu_add();
+    check_rows(1000, 768);
+    check_rows(7, 5001);
+    check_cross_entropy(512, 1000, 0.0f);
+    check_cross_entropy(300, 49408, 0.1f);
+    check_attention(2, 4, 77, 64, 1, 0);
+    check_attention(3, 2, 50, 32, 0, 1);
+    check_attention(2, 3, 197, 64, 0, 0);
+    check_matmul(512, 768, 384, 0);
+    check_matmul(333, 257, 129, 0);
+    check_matmul(512, 768, 384, 1);
+    printf("gpu_cpu_parity: %d failed\n", failures);
+    ts_ctx_free(C);
+    ts_cuda_close(G);
+    return failures;
+}
