@@ -527,6 +527,14 @@ ts_status ts_pipe_open(ts_pipe **out, ts_source *src, const ts_pipe_cfg *cfg,
         ts_source_free(src);
         return ts_fail(err, TS_ERR_USAGE, "data pipeline: %s", bad);
     }
+#ifndef TS_HAVE_VIDEO
+    if (c.xform.frames > 0) { /* refused here, not skipped sample by sample as corrupt */
+        ts_source_free(src);
+        return ts_fail(err, TS_ERR_UNSUPPORTED, "data pipeline: video clips (%d frames each), "
+                       "but this build of tessera has no video decoding (FFmpeg's libraries "
+                       "were not found when it was configured)", c.xform.frames);
+    }
+#endif
     ts_pipe *p = calloc(1, sizeof *p);
     if (!p) {
         ts_source_free(src);
