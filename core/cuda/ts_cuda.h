@@ -79,6 +79,8 @@ ts_status ts_cuda_add(ts_cuda *g, const float *a, const float *b, float *y, int6
                       int64_t nb, ts_err *err);
 /* GELU, the exact erf form: y = x Phi(x); dx += dy (Phi(x) + x phi(x)) */
 ts_status ts_cuda_gelu(ts_cuda *g, const float *x, float *y, int64_t n, ts_err *err);
+ts_status ts_cuda_gelu_backward(ts_cuda *g, const float *x, const float *dy, float *dx,
+                                int64_t n, ts_err *err);
 /* The other activations of the CPU backend, with its formulas: QuickGELU x sigmoid(1.702 x)
  * (op_quick_gelu.c), GELU's tanh approximation (op_gelu_tanh.c), Mish x tanh(softplus(x))
  * (op_mish.c); the backward adds dy * f'(x) to dx. */
@@ -87,8 +89,6 @@ ts_status ts_cuda_activation(ts_cuda *g, ts_cuda_act a, const float *x, float *y
                              ts_err *err);
 ts_status ts_cuda_activation_backward(ts_cuda *g, ts_cuda_act a, const float *x,
                                      const float *dy, float *dx, int64_t n, ts_err *err);
-ts_status ts_cuda_gelu_backward(ts_cuda *g, const float *x, const float *dy, float *dx,
-                                int64_t n, ts_err *err);
 /* y = gelu(x + b) over R rows of C; dx += g, db += sum over rows of g (either may be NULL) */
 ts_status ts_cuda_bias_gelu(ts_cuda *g, const float *x, const float *b, float *y, int64_t R,
                             int64_t C, ts_err *err);
@@ -122,14 +122,14 @@ ts_status ts_cuda_layernorm_backward(ts_cuda *g, const float *x, const float *w,
 /* softmax over the last dim; backward dx += y (dy - sum(dy y)) */
 ts_status ts_cuda_softmax(ts_cuda *g, const float *x, float *y, int64_t R, int64_t C,
                           ts_err *err);
+ts_status ts_cuda_softmax_backward(ts_cuda *g, const float *y, const float *dy, float *dx,
+                                   int64_t R, int64_t C, ts_err *err);
 /* log-softmax over R rows of C (op_log_softmax.c): y = x - max - log(sum exp(x - max)); the
  * backward adds dy - exp(y) sum(dy) to dx, from y */
 ts_status ts_cuda_log_softmax(ts_cuda *g, const float *x, float *y, int64_t R, int64_t C,
                               ts_err *err);
 ts_status ts_cuda_log_softmax_backward(ts_cuda *g, const float *y, const float *dy, float *dx,
                                        int64_t R, int64_t C, ts_err *err);
-ts_status ts_cuda_softmax_backward(ts_cuda *g, const float *y, const float *dy, float *dx,
-                                   int64_t R, int64_t C, ts_err *err);
 /* Mean softmax cross-entropy of logits (N, K) against targets (N) with torch's ignore_index
  * and label_smoothing: loss (1 float) is written (NaN when a target other than ignore_index
  * lies outside [0, K), where the CPU op stops with an error); the backward adds
