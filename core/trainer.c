@@ -152,6 +152,7 @@ typedef struct run {
     ts_err *err;
     int *running;             /* indices of the TS_PARAM_RUNNING buffers, averaged every step */
     int on_device;            /* train.device: cuda: the task's device model trains */
+    int host_stale;           /* on_device: steps taken since params were last copied back */
     int nrunning;
     double *stats;            /* [stop, loss, metrics..., running buffers...] summed over ranks */
 } run;
@@ -241,12 +242,19 @@ static ts_status save_rank0(run *R, ts_err *err) {
     return s;
 }
 
+/* train.device: cuda: the parameters and moments copied back from the device, once after any
+ * number of steps (an evaluation and a checkpoint at the same step share the copy). */
+static ts_status host_current(run *R, ts_err *err) {
+    if (!R->on_device || !R->host_stale) return TS_OK;
+    ts_status s = R->task->device_sync(R->task, err);
+    if (!s) R->host_stale = 0;
+    return s;
+}
+
 /* Rank 0 writes the checkpoint; every rank leaves only when it is complete. */
 static ts_status save(run *R, ts_err *err) {
-    if (R->on_device) {
-        ts_status s = R->task->device_sync(R->task, err);
-        if (s) return s;
-    }
+    ts_status s0 = host_current(R, err);
+    if (s0) return s0;
     if (R->rank == 0) {
         ts_status s = save_rank0(R, err);
         if (s) return s;
@@ -295,10 +303,8 @@ static void fmt_metrics(char *buf, size_t n, const ts_metrics *m) {
 
 static ts_status evaluate(run *R, ts_err *err) {
     if (!R->task->eval) return TS_OK;
-    if (R->on_device) {
-        ts_status s = R->task->device_sync(R->task, err);
-        if (s) return s;
-    }
+    ts_status s0 = host_current(R, err);
+    if (s0) return s0;
     if (R->rank != 0) return ts_dist_barrier(R->dist, "rank 0 evaluates", err);
     ts_ctx *c = R->c;
     ts_rng keep = c->rng; /* evaluation must not shift the training stream */
@@ -595,6 +601,7 @@ ts_status ts_train(ts_recipe *r, const ts_train_cfg *cfg, const ts_optim_recipe 
             float lv = 0.0f;
             if ((st = task->device_step(task, R.opt.t + 1, lr, &lv, &m, err))) goto done;
             R.opt.t++;
+            R.host_stale = 1;
             R.data_pos++;
             if (!isfinite(lv)) {
                 st = ts_fail(err, TS_ERR_DATA, "loss is %g at step %lld (micro-batch %lld): "

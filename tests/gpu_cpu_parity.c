@@ -60,8 +60,7 @@ static void check_activations(void) {
             die(ts_cuda_activation_backward(G, k, d_x, d_dy, d_dx, n, &err), &err);
         }
         char what[96];
-        snprintf(what, sizeof what, "%s", names[a]);
-        against(what, d_y, y, 1e-5);
+        against(names[a], d_y, y, 1e-5);
         snprintf(what, sizeof what, "%s backward", names[a]);
         against(what, d_dx, tx->grad, 1e-5);
         ts_ctx_reset(C);
