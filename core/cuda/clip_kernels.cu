@@ -211,6 +211,98 @@ static __global__ void attn_softmax_backward_kernel(const float *p, const float 
         put(&ds[r * ld + j], j < T ? scale * y[j] * (dy[j] - dot) : 0.0f);
 }
 
+/* The same two for rows of up to 1024 (32 V) in the pitch: one warp a row, the row in
+ * registers, 8 rows a block */
+#define SM_WARPS 8
+template <int V>
+static __global__ void __launch_bounds__(32 * SM_WARPS)
+attn_softmax_warp_kernel(const float *s, float *p, uint16_t *p16, int64_t R, int64_t T, int ld,
+                         float scale, int causal) {
+    int64_t r = (int64_t)blockIdx.x * SM_WARPS + (threadIdx.x >> 5);
+    int lane = threadIdx.x & 31;
+    if (r >= R) return;
+    int64_t n = causal ? r % T + 1 : T;
+    const float *x = s + r * ld;
+    float v[V], m = -INFINITY, sum = 0.0f;
+#pragma unroll
+    for (int i = 0; i < V; i++) {
+        int j = lane + 32 * i;
+        v[i] = j < n ? scale * x[j] : -INFINITY;
+        m = fmaxf(m, v[i]);
+    }
+    m = warp_max(m);
+#pragma unroll
+    for (int i = 0; i < V; i++) {
+        v[i] = lane + 32 * i < n ? expf(v[i] - m) : 0.0f;
+        sum += v[i];
+    }
+    float inv = 1.0f / warp_sum(sum);
+#pragma unroll
+    for (int i = 0; i < V; i++) {
+        int j = lane + 32 * i;
+        if (j >= ld) continue;
+        p[r * ld + j] = v[i] * inv;
+        if (p16) put(&p16[r * ld + j], v[i] * inv);
+    }
+}
+
+template <typename T_, int V>
+static __global__ void __launch_bounds__(32 * SM_WARPS)
+attn_softmax_backward_warp_kernel(const float *p, const float *dp, T_ *ds, int64_t R, int64_t T,
+                                  int ld, float scale) {
+    int64_t r = (int64_t)blockIdx.x * SM_WARPS + (threadIdx.x >> 5);
+    int lane = threadIdx.x & 31;
+    if (r >= R) return;
+    float y[V], dy[V], dot = 0.0f;
+#pragma unroll
+    for (int i = 0; i < V; i++) {
+        int j = lane + 32 * i;
+        y[i] = j < T ? p[r * ld + j] : 0.0f;
+        dy[i] = j < T ? dp[r * ld + j] : 0.0f;
+        dot += y[i] * dy[i];
+    }
+    dot = warp_sum(dot);
+#pragma unroll
+    for (int i = 0; i < V; i++) {
+        int j = lane + 32 * i;
+        if (j < ld) put(&ds[r * ld + j], j < T ? scale * y[i] * (dy[i] - dot) : 0.0f);
+    }
+}
+
+/* launch the warp kernels where the pitch allows: 0 when it is over 1024 */
+static int softmax_warp(ts_cuda *g, const float *scores, float *p, uint16_t *p16, int64_t R,
+                        int64_t T, int64_t ld, float scale, int causal) {
+    unsigned blocks = (unsigned)((R + SM_WARPS - 1) / SM_WARPS);
+    int l = (int)ld;
+#define SM_FWD(V)                                                                            \
+    attn_softmax_warp_kernel<V><<<blocks, 32 * SM_WARPS, 0, g->stream>>>(scores, p, p16, R, T, \
+                                                                         l, scale, causal)
+    if (ld <= 128) SM_FWD(4);
+    else if (ld <= 256) SM_FWD(8);
+    else if (ld <= 512) SM_FWD(16);
+    else if (ld <= 1024) SM_FWD(32);
+    else return 0;
+#undef SM_FWD
+    return 1;
+}
+
+template <typename T_>
+static int softmax_backward_warp(ts_cuda *g, const float *p, const float *dp, T_ *ds, int64_t R,
+                                 int64_t T, int64_t ld, float scale) {
+    unsigned blocks = (unsigned)((R + SM_WARPS - 1) / SM_WARPS);
+    int l = (int)ld;
+#define SM_BWD(V)                                                                            \
+    attn_softmax_backward_warp_kernel<T_, V><<<blocks, 32 * SM_WARPS, 0, g->stream>>>(       \
+        p, dp, ds, R, T, l, scale)
+    if (ld <= 128) SM_BWD(4);
+    else if (ld <= 256) SM_BWD(8);
+    else if (ld <= 512) SM_BWD(16);
+    else if (ld <= 1024) SM_BWD(32);
+    else return 0;
+#undef SM_BWD
+    return 1;
+}
+
 /* a launch a row: R fits the grid, and the pitch holds the row */
 static ts_status softmax_args(int64_t R, int64_t T, int64_t ld, ts_err *err) {
     if (R > 0x7fffffff || ld < T)
@@ -223,8 +315,9 @@ ts_status ts_cuda_attn_softmax(ts_cuda *g, const float *scores, float *p, int64_
                                int64_t ld, float scale, int causal, ts_err *err) {
     ts_status st = softmax_args(R, T, ld, err);
     if (st) return st;
-    attn_softmax_kernel<<<(unsigned)R, 128, 0, g->stream>>>(scores, p, NULL, T, ld, scale,
-                                                            causal);
+    if (!softmax_warp(g, scores, p, NULL, R, T, ld, scale, causal))
+        attn_softmax_kernel<<<(unsigned)R, 128, 0, g->stream>>>(scores, p, NULL, T, ld, scale,
+                                                                causal);
     TS_CU_LAUNCHED("attention softmax");
     return TS_OK;
 }
@@ -234,8 +327,9 @@ ts_status ts_cuda_attn_softmax_bf16(ts_cuda *g, const float *scores, float *p, u
                                     ts_err *err) {
     ts_status st = softmax_args(R, T, ld, err);
     if (st) return st;
-    attn_softmax_kernel<<<(unsigned)R, 128, 0, g->stream>>>(scores, p, p16, T, ld, scale,
-                                                            causal);
+    if (!softmax_warp(g, scores, p, p16, R, T, ld, scale, causal))
+        attn_softmax_kernel<<<(unsigned)R, 128, 0, g->stream>>>(scores, p, p16, T, ld, scale,
+                                                                causal);
     TS_CU_LAUNCHED("attention softmax (bf16)");
     return TS_OK;
 }
@@ -245,7 +339,9 @@ ts_status ts_cuda_attn_softmax_backward(ts_cuda *g, const float *p, const float 
                                         ts_err *err) {
     ts_status st = softmax_args(R, T, ld, err);
     if (st) return st;
-    attn_softmax_backward_kernel<<<(unsigned)R, 128, 0, g->stream>>>(p, dp, ds, T, ld, scale);
+    if (!softmax_backward_warp(g, p, dp, ds, R, T, ld, scale))
+        attn_softmax_backward_kernel<<<(unsigned)R, 128, 0, g->stream>>>(p, dp, ds, T, ld,
+                                                                          scale);
     TS_CU_LAUNCHED("attention softmax backward");
     return TS_OK;
 }
@@ -255,7 +351,9 @@ ts_status ts_cuda_attn_softmax_backward_bf16(ts_cuda *g, const float *p, const f
                                              float scale, ts_err *err) {
     ts_status st = softmax_args(R, T, ld, err);
     if (st) return st;
-    attn_softmax_backward_kernel<<<(unsigned)R, 128, 0, g->stream>>>(p, dp, ds, T, ld, scale);
+    if (!softmax_backward_warp(g, p, dp, ds, R, T, ld, scale))
+        attn_softmax_backward_kernel<<<(unsigned)R, 128, 0, g->stream>>>(p, dp, ds, T, ld,
+                                                                          scale);
     TS_CU_LAUNCHED("attention softmax backward (bf16)");
     return TS_OK;
 }

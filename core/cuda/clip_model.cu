@@ -6,9 +6,13 @@
  * class embedding and logit scale, as open_clip's main.py groups them), their gradients, AdamW
  * moments and, in bf16 mode, a bf16 copy of all of them refreshed after each step, in buffers of
  * the same layout. The products of the towers take bf16 (or float32) operands with float32
- * accumulation; everything else (layernorm, softmax, GELU, residuals, the loss) is float32.
- * Attention is per head through cuBLASLt's batched products around a row softmax, the scores
- * kept for the backward, or (flash_attention) by the tensor-core kernels of flash.cu.
+ * accumulation. A product whose result only feeds other products writes it in the operand type
+ * (in_proj's q, k, v, the attention output, the MLP's pre-activation, and their gradients); the
+ * residual stream, layernorm, softmax rows and the loss are float32, and the products that end
+ * a residual branch add the stream in their epilogue. Attention runs one cuBLASLt product per
+ * head, batched over the batch, that reads q, k and v where in_proj wrote them and writes the
+ * output (and the gradients of q, k, v) in packed rows, around a row softmax whose rows are
+ * kept for the backward; or (flash_attention) by the tensor-core kernels of flash.cu.
  *
  * Activations are kept per layer for the backward (the float32 residual stream, layernorm
  * statistics, the products' operands, the softmax rows, the MLP's pre-activation); temporaries
@@ -34,10 +38,10 @@ typedef struct {
 enum { LN1W, LN1B, QKVW, QKVB, OUTW, OUTB, LN2W, LN2B, FCW, FCB, PROJW, PROJB, NLAYERP };
 
 typedef struct {
-    float *xin, *mean1, *rstd1, *xmid, *mean2, *rstd2, *h;
+    float *xin, *mean1, *rstd1, *xmid, *mean2, *rstd2;
     float *pf;       /* batched attention: the softmax rows */
     float *o, *lse;  /* flash attention: its output (B, H, T, D) and row logsumexps */
-    void *ln1, *qkv, *pop, *attn, *ln2, *g; /* operands */
+    void *ln1, *qkv, *pop, *attn, *ln2, *h, *g; /* operands (h: the MLP's pre-activation) */
 } layer_acts;
 
 typedef struct {
@@ -72,7 +76,7 @@ struct ts_cuda_clip {
     float *raw_i, *raw_t, *logit_i, *logit_t, *loss, *dhalf;
     /* shared temporaries */
     float *tA, *tB, *tC, *tD, *dres, *d1, *d2;
-    void *o1, *o2;
+    void *o1, *o2, *o3, *odres; /* bf16 temporaries (bf16 mode) */
     size_t esz; /* bytes of an operand element */
     /* profiling (ts_cuda_clip_profile): a wait for the device after each call, its time
      * booked to the phase and the function called */
@@ -208,7 +212,7 @@ static ts_status alloc_tower(ts_cuda_clip *m, tower *t, ts_err *err) {
         a->xin = FA(N * W);
         a->mean1 = FA(N), a->rstd1 = FA(N), a->mean2 = FA(N), a->rstd2 = FA(N);
         a->xmid = FA(N * W);
-        a->h = FA(N * 4 * W);
+        a->h = OA(N * 4 * W);
         if (t->flash) {
             a->o = FA(N * W);
             a->lse = FA(m->B * t->H * t->T);
@@ -324,6 +328,8 @@ ts_status ts_cuda_clip_new(ts_cuda *g, const ts_cuda_clip_config *c, int64_t bat
     m->d2 = FA(batch * E + 2 * batch * max64(W, TW));
     m->o1 = dt == TS_CUDA_BF16 ? OA(4 * NW) : NULL;
     m->o2 = dt == TS_CUDA_BF16 ? OA(S) : NULL;
+    m->o3 = dt == TS_CUDA_BF16 ? OA(NW) : NULL;
+    m->odres = dt == TS_CUDA_BF16 ? OA(NW) : NULL;
     if (full) {
         ts_cuda_clip_free(m);
         return ts__cuda_fail(err, TS_ERR_NOMEM, "cuda clip: the arena (%zu MiB) is too small "
@@ -456,9 +462,83 @@ static ts_status heads_op(ts_cuda_clip *m, const float *src, void *dst, int64_t 
     return ts_cuda_heads(m->g, src, (float *)dst, B, T, G, H, D, to_heads, 0, err);
 }
 
-static ts_status gelu_op(ts_cuda_clip *m, const float *x, void *y, int64_t n, ts_err *err) {
-    if (m->dt == TS_CUDA_BF16) return ts_cuda_gelu_bf16(m->g, x, (uint16_t *)y, n, err);
-    return ts_cuda_gelu(m->g, x, (float *)y, n, err);
+/* y = gelu(x), both in the operand type (the MLP's pre-activation is written by a product) */
+static ts_status gelu_op(ts_cuda_clip *m, const void *x, void *y, int64_t n, ts_err *err) {
+    if (m->dt == TS_CUDA_BF16)
+        return ts_cuda_gelu_bf16io(m->g, (const uint16_t *)x, (uint16_t *)y, n, err);
+    return ts_cuda_gelu(m->g, (const float *)x, (float *)y, n, err);
+}
+
+/* y = op(a) op(b) (+ parameter `bias`; -1: none), written in the operand type: a product whose
+ * result is only ever the operand of other products */
+static ts_status mm_to_op(ts_cuda_clip *m, const void *a, const void *b, int bias, void *y,
+                          int64_t M, int64_t N, int64_t K, int flags, ts_err *err) {
+    ts_cuda_mm o;
+    memset(&o, 0, sizeof o);
+    o.out = m->dt;
+    o.bias = bias >= 0 ? Wo(m, bias) : NULL;
+    return ts_cuda_matmul_ex(m->g, m->dt, a, b, y, M, N, K, flags, &o, err);
+}
+
+/* y (float32) = op(a) op(b) + parameter `bias` + c: a residual branch and its sum in one */
+static ts_status mm_residual(ts_cuda_clip *m, const void *a, const void *b, int bias,
+                             const float *c, float *y, int64_t M, int64_t N, int64_t K,
+                             int flags, ts_err *err) {
+    ts_cuda_mm o;
+    memset(&o, 0, sizeof o);
+    o.out = TS_CUDA_F32;
+    o.bias = Wf(m, bias);
+    o.c = c;
+    o.beta = 1.0f;
+    return ts_cuda_matmul_ex(m->g, m->dt, a, b, y, M, N, K, flags, &o, err);
+}
+
+/* Where one head's matrix of attention lies: from p (bytes), head h at element h * head, batch
+ * row b at b * stride, rows ld apart. q, k and v are read in place from in_proj's packed
+ * (B T, 3 W) rows, the output and its gradient are written into packed (B T, W) rows, and the
+ * scores and probabilities are (B, H, T, Tp) blocks. */
+typedef struct {
+    const void *p;
+    int64_t ld, stride, head;
+} view;
+
+/* op(a_h) op(b_h) for every head h, each one product batched over the B rows of the batch,
+ * into y_h in type `out` (a and b are operands) */
+static ts_status per_head(ts_cuda_clip *m, const tower *t, view a, view b, view y,
+                          ts_cuda_dtype out, int64_t M, int64_t N, int64_t K, int flags,
+                          ts_err *err) {
+    size_t eo = out == TS_CUDA_BF16 ? 2 : 4;
+    ts_cuda_mm o;
+    memset(&o, 0, sizeof o);
+    o.out = out;
+    o.count = (int)m->B;
+    o.stride_a = a.stride, o.stride_b = b.stride, o.stride_y = y.stride;
+    o.ld_a = a.ld, o.ld_b = b.ld, o.ld_y = y.ld;
+    for (int64_t h = 0; h < t->H; h++)
+        TRY(ts_cuda_matmul_ex(m->g, m->dt, (const char *)a.p + (size_t)(h * a.head) * m->esz,
+                              (const char *)b.p + (size_t)(h * b.head) * m->esz,
+                              (char *)y.p + (size_t)(h * y.head) * eo, M, N, K, flags, &o,
+                              err));
+    return TS_OK;
+}
+
+/* the views of a tower's packed q, k, v (in_proj's rows, or their gradient's) and of a
+ * (B, H, T, Tp) block of scores */
+static view qkv_view(const ts_cuda_clip *m, const tower *t, const void *base, int part) {
+    int64_t W = t->W;
+    view v = { (const char *)base + (size_t)(part * W) * m->esz, 3 * W, t->T * 3 * W, W / t->H };
+    return v;
+}
+
+static view score_view(const tower *t, const void *base) {
+    int64_t Tp = pitch(t->T);
+    view v = { base, Tp, t->H * t->T * Tp, t->T * Tp };
+    return v;
+}
+
+static view rows_view(const tower *t, const void *base) {
+    view v = { base, t->W, t->T * t->W, t->W / t->H };
+    return v;
 }
 
 /* the blocks, from t->a[0].xin (written by the caller) to t->x_last */
@@ -474,95 +554,106 @@ static ts_status tower_forward(ts_cuda_clip *m, tower *t, ts_err *err) {
         float *xout = l + 1 < t->L ? t->a[l + 1].xin : t->x_last;
         /* x + attn(ln_1(x)) */
         TRYP(ln_op(m, a->xin, p[LN1W], p[LN1B], a->ln1, a->mean1, a->rstd1, N, W, err));
-        TRYP(mm(m, a->ln1, Wo(m, p[QKVW]), Wf(m, p[QKVB]), m->tA, N, 3 * W, W, TS_TRANS_B, 0.0f,
-               err));
-        TRYP(heads_op(m, m->tA, a->qkv, B, T, 3, H, D, 1, err));
-        const char *q = (const char *)a->qkv, *k = q + (size_t)(N * W) * m->esz,
-                   *v = k + (size_t)(N * W) * m->esz;
         if (t->flash) {
-            TRYP(ts_cuda_flash_attention(g, (const uint16_t *)q, (const uint16_t *)k,
-                                         (const uint16_t *)v, NULL, a->o, a->lse, B, H, T, T, D,
+            /* flash.cu reads (B, H, T, D) blocks */
+            TRYP(mm(m, a->ln1, Wo(m, p[QKVW]), Wf(m, p[QKVB]), m->tA, N, 3 * W, W, TS_TRANS_B,
+                   0.0f, err));
+            TRYP(heads_op(m, m->tA, a->qkv, B, T, 3, H, D, 1, err));
+            const uint16_t *q = (const uint16_t *)a->qkv, *k = q + N * W, *v = k + N * W;
+            TRYP(ts_cuda_flash_attention(g, q, k, v, NULL, a->o, a->lse, B, H, T, T, D,
                                          t->causal, scale, err));
             TRYP(heads_op(m, a->o, a->attn, B, T, 1, H, D, 0, err));
         } else {
-            TRYP(ts_cuda_matmul_batched(g, m->dt, q, k, m->tA, T, T, D, TS_TRANS_B, 1.0f, 0.0f,
-                                        (int)BH, T * D, T * D, T * Tp, 0, 0, Tp, err));
+            TRYP(mm_to_op(m, a->ln1, Wo(m, p[QKVW]), p[QKVB], a->qkv, N, 3 * W, W, TS_TRANS_B,
+                          err));
+            /* scores_h = q_h k_h^T, softmax, out_h = p_h v_h */
+            TRYP(per_head(m, t, qkv_view(m, t, a->qkv, 0), qkv_view(m, t, a->qkv, 1),
+                          score_view(t, m->tA), TS_CUDA_F32, T, T, D, TS_TRANS_B, err));
             if (m->dt == TS_CUDA_BF16)
                 TRYP(ts_cuda_attn_softmax_bf16(g, m->tA, a->pf, (uint16_t *)a->pop, BH * T, T,
                                                Tp, scale, t->causal, err));
             else
                 TRYP(ts_cuda_attn_softmax(g, m->tA, a->pf, BH * T, T, Tp, scale, t->causal,
                                           err));
-            TRYP(ts_cuda_matmul_batched(g, m->dt, a->pop, v, m->tC, T, D, T, 0, 1.0f, 0.0f,
-                                        (int)BH, T * Tp, T * D, T * D, Tp, 0, 0, err));
-            TRYP(heads_op(m, m->tC, a->attn, B, T, 1, H, D, 0, err));
+            TRYP(per_head(m, t, score_view(t, a->pop), qkv_view(m, t, a->qkv, 2),
+                          rows_view(t, a->attn), m->dt, T, D, T, 0, err));
         }
-        TRYP(mm(m, a->attn, Wo(m, p[OUTW]), Wf(m, p[OUTB]), m->tC, N, W, W, TS_TRANS_B, 0.0f,
-               err));
-        TRYP(ts_cuda_add(g, a->xin, m->tC, a->xmid, N * W, N * W, err));
+        TRYP(mm_residual(m, a->attn, Wo(m, p[OUTW]), p[OUTB], a->xin, a->xmid, N, W, W,
+                         TS_TRANS_B, err));
         /* + mlp(ln_2(x)) */
         TRYP(ln_op(m, a->xmid, p[LN2W], p[LN2B], a->ln2, a->mean2, a->rstd2, N, W, err));
-        TRYP(mm(m, a->ln2, Wo(m, p[FCW]), Wf(m, p[FCB]), a->h, N, 4 * W, W, TS_TRANS_B, 0.0f,
-               err));
+        TRYP(mm_to_op(m, a->ln2, Wo(m, p[FCW]), p[FCB], a->h, N, 4 * W, W, TS_TRANS_B, err));
         TRYP(gelu_op(m, a->h, a->g, N * 4 * W, err));
-        TRYP(mm(m, a->g, Wo(m, p[PROJW]), Wf(m, p[PROJB]), m->tC, N, W, 4 * W, TS_TRANS_B, 0.0f,
-               err));
-        TRYP(ts_cuda_add(g, a->xmid, m->tC, xout, N * W, N * W, err));
+        TRYP(mm_residual(m, a->g, Wo(m, p[PROJW]), p[PROJB], a->xmid, xout, N, W, 4 * W,
+                         TS_TRANS_B, err));
     }
     return TS_OK;
 }
 
 /* the backward of the blocks: m->dres holds d(output of the last block) and ends as
- * d(t->a[0].xin) */
+ * d(t->a[0].xin). In bf16 mode m->odres follows it as the bf16 operand of the products, written
+ * by the layernorm backward that last added to it. */
 static ts_status tower_backward(ts_cuda_clip *m, tower *t, ts_err *err) {
     ts_cuda *g = m->g;
     int64_t B = m->B, T = t->T, W = t->W, H = t->H, D = W / H, N = t->N;
     int64_t BH = B * H, Tp = pitch(T);
     float scale = 1.0f / sqrtf((float)D);
-    const void *o;
+    int bf = m->dt == TS_CUDA_BF16;
+    uint16_t *odres = bf ? (uint16_t *)m->odres : NULL;
+    const void *dro = bf ? (const void *)m->odres : (const void *)m->dres;
     m->phase = t->causal ? "text bwd" : "image bwd";
+    if (bf) TRYP(ts_cuda_to_bf16(g, m->dres, odres, N * W, err));
     for (int64_t l = t->L - 1; l >= 0; l--) {
         layer_acts *a = &t->a[l];
         const int *p = t->lp + l * NLAYERP;
-        /* the MLP */
-        TRYP(op_of(m, m->dres, m->o1, N * W, &o, err));
-        TRYP(mm(m, o, Wo(m, p[PROJW]), NULL, m->tA, N, 4 * W, W, 0, 0.0f, err));
-        TRYP(mm(m, o, a->g, NULL, Gf(m, p[PROJW]), W, 4 * W, N, TS_TRANS_A, 1.0f, err));
+        /* the MLP: dg = dres proj_w, then in place d(pre-activation) = dg gelu'(h) */
+        void *dg = bf ? m->o1 : (void *)m->tA;
+        TRYP(mm_to_op(m, dro, Wo(m, p[PROJW]), -1, dg, N, 4 * W, W, 0, err));
+        TRYP(mm(m, dro, a->g, NULL, Gf(m, p[PROJW]), W, 4 * W, N, TS_TRANS_A, 1.0f, err));
         TRYP(ts_cuda_bias_grad(g, m->dres, Gf(m, p[PROJB]), N, W, err));
-        TRYP(ts_cuda_gelu_backward_set(g, a->h, m->tA, m->tB,
-                                      m->dt == TS_CUDA_BF16 ? (uint16_t *)m->o1 : NULL,
-                                      N * 4 * W, err));
-        o = m->dt == TS_CUDA_BF16 ? (const void *)m->o1 : (const void *)m->tB;
-        TRYP(mm(m, o, Wo(m, p[FCW]), NULL, m->tC, N, W, 4 * W, 0, 0.0f, err));
-        TRYP(mm(m, o, a->ln2, NULL, Gf(m, p[FCW]), 4 * W, W, N, TS_TRANS_A, 1.0f, err));
-        TRYP(ts_cuda_bias_grad(g, m->tB, Gf(m, p[FCB]), N, 4 * W, err));
-        TRYP(ts_cuda_layernorm_backward(g, a->xmid, Wf(m, p[LN2W]), a->mean2, a->rstd2, m->tC,
-                                       m->dres, Gf(m, p[LN2W]), Gf(m, p[LN2B]), N, W, err));
+        if (bf) {
+            TRYP(ts_cuda_gelu_backward_bf16io(g, (const uint16_t *)a->h, (const uint16_t *)dg,
+                                              (uint16_t *)dg, N * 4 * W, err));
+            TRYP(ts_cuda_bias_grad_bf16(g, (const uint16_t *)dg, Gf(m, p[FCB]), N, 4 * W, err));
+        } else {
+            TRYP(ts_cuda_gelu_backward_set(g, (const float *)a->h, (const float *)dg,
+                                           (float *)dg, NULL, N * 4 * W, err));
+            TRYP(ts_cuda_bias_grad(g, (const float *)dg, Gf(m, p[FCB]), N, 4 * W, err));
+        }
+        TRYP(mm(m, dg, Wo(m, p[FCW]), NULL, m->tC, N, W, 4 * W, 0, 0.0f, err));
+        TRYP(mm(m, dg, a->ln2, NULL, Gf(m, p[FCW]), 4 * W, W, N, TS_TRANS_A, 1.0f, err));
+        TRYP(ts_cuda_layernorm_backward_bf16(g, a->xmid, Wf(m, p[LN2W]), a->mean2, a->rstd2,
+                                             m->tC, m->dres, odres, Gf(m, p[LN2W]),
+                                             Gf(m, p[LN2B]), N, W, err));
         /* attention */
-        TRYP(op_of(m, m->dres, m->o1, N * W, &o, err));
-        TRYP(mm(m, o, Wo(m, p[OUTW]), NULL, m->tC, N, W, W, 0, 0.0f, err));
-        TRYP(mm(m, o, a->attn, NULL, Gf(m, p[OUTW]), W, W, N, TS_TRANS_A, 1.0f, err));
+        TRYP(mm(m, dro, a->attn, NULL, Gf(m, p[OUTW]), W, W, N, TS_TRANS_A, 1.0f, err));
         TRYP(ts_cuda_bias_grad(g, m->dres, Gf(m, p[OUTB]), N, W, err));
-        const char *q = (const char *)a->qkv, *k = q + (size_t)(N * W) * m->esz,
-                   *v = k + (size_t)(N * W) * m->esz;
-        float *dq = m->tD, *dk = dq + N * W, *dv = dk + N * W;
+        const void *dqkv; /* d(in_proj's output), an operand */
         if (t->flash) {
+            TRYP(mm(m, dro, Wo(m, p[OUTW]), NULL, m->tC, N, W, W, 0, 0.0f, err));
+            const uint16_t *q = (const uint16_t *)a->qkv, *k = q + N * W, *v = k + N * W;
+            float *dq = m->tD, *dk = dq + N * W, *dv = dk + N * W;
             TRYP(ts_cuda_heads_bf16(g, m->tC, (uint16_t *)m->o1, B, T, 1, H, D, 1, err));
             TRYP(ts_cuda_zero(g, m->tD, (size_t)(3 * N * W) * 4, err));
-            TRYP(ts_cuda_flash_attention_backward(g, (const uint16_t *)q, (const uint16_t *)k,
-                                                  (const uint16_t *)v, NULL, a->o, a->lse,
+            TRYP(ts_cuda_flash_attention_backward(g, q, k, v, NULL, a->o, a->lse,
                                                   (const uint16_t *)m->o1, dq, dk, dv, B, H, T,
                                                   T, D, t->causal, scale, err));
+            TRYP(ts_cuda_heads(g, m->tD, m->tA, B, T, 3, H, D, 0, 0, err));
+            TRYP(ts_cuda_bias_grad(g, m->tA, Gf(m, p[QKVB]), N, 3 * W, err));
+            TRYP(op_of(m, m->tA, m->o1, 3 * N * W, &dqkv, err));
         } else {
-            TRYP(ts_cuda_heads(g, m->tC, m->tA, B, T, 1, H, D, 1, 0, err));
-            const void *dy;
-            TRYP(op_of(m, m->tA, m->o1, N * W, &dy, err));
-            TRYP(ts_cuda_matmul_batched(g, m->dt, dy, v, m->tB, T, T, D, TS_TRANS_B, 1.0f,
-                                        0.0f, (int)BH, T * D, T * D, T * Tp, 0, 0, Tp, err));
-            TRYP(ts_cuda_matmul_batched(g, m->dt, a->pop, dy, dv, T, D, T, TS_TRANS_A, 1.0f,
-                                        0.0f, (int)BH, T * Tp, T * D, T * D, Tp, 0, 0, err));
+            /* d(out) packed, then per head: dp = dout v^T, dv = p^T dout, ds = softmax's
+             * backward (scaled), dq = ds k, dk = ds^T q, each written where in_proj's
+             * gradient has it */
+            void *dattn = bf ? m->o3 : (void *)m->tC;
+            void *dx = bf ? m->o1 : (void *)m->tD;
+            TRYP(mm_to_op(m, dro, Wo(m, p[OUTW]), -1, dattn, N, W, W, 0, err));
+            TRYP(per_head(m, t, rows_view(t, dattn), qkv_view(m, t, a->qkv, 2),
+                          score_view(t, m->tB), TS_CUDA_F32, T, T, D, TS_TRANS_B, err));
+            TRYP(per_head(m, t, score_view(t, a->pop), rows_view(t, dattn),
+                          qkv_view(m, t, dx, 2), m->dt, T, D, T, TS_TRANS_A, err));
             const void *ds = m->tB;
-            if (m->dt == TS_CUDA_BF16) {
+            if (bf) {
                 TRYP(ts_cuda_attn_softmax_backward_bf16(g, a->pf, m->tB, (uint16_t *)m->o2,
                                                         BH * T, T, Tp, scale, err));
                 ds = m->o2;
@@ -570,18 +661,22 @@ static ts_status tower_backward(ts_cuda_clip *m, tower *t, ts_err *err) {
                 TRYP(ts_cuda_attn_softmax_backward(g, a->pf, m->tB, m->tB, BH * T, T, Tp,
                                                    scale, err));
             }
-            TRYP(ts_cuda_matmul_batched(g, m->dt, ds, k, dq, T, D, T, 0, 1.0f, 0.0f, (int)BH,
-                                        T * Tp, T * D, T * D, Tp, 0, 0, err));
-            TRYP(ts_cuda_matmul_batched(g, m->dt, ds, q, dk, T, D, T, TS_TRANS_A, 1.0f, 0.0f,
-                                        (int)BH, T * Tp, T * D, T * D, Tp, 0, 0, err));
+            TRYP(per_head(m, t, score_view(t, ds), qkv_view(m, t, a->qkv, 1),
+                          qkv_view(m, t, dx, 0), m->dt, T, D, T, 0, err));
+            TRYP(per_head(m, t, score_view(t, ds), qkv_view(m, t, a->qkv, 0),
+                          qkv_view(m, t, dx, 1), m->dt, T, D, T, TS_TRANS_A, err));
+            if (bf)
+                TRYP(ts_cuda_bias_grad_bf16(g, (const uint16_t *)dx, Gf(m, p[QKVB]), N, 3 * W,
+                                            err));
+            else
+                TRYP(ts_cuda_bias_grad(g, (const float *)dx, Gf(m, p[QKVB]), N, 3 * W, err));
+            dqkv = dx;
         }
-        TRYP(ts_cuda_heads(g, m->tD, m->tA, B, T, 3, H, D, 0, 0, err));
-        TRYP(op_of(m, m->tA, m->o1, 3 * N * W, &o, err));
-        TRYP(mm(m, o, Wo(m, p[QKVW]), NULL, m->tC, N, W, 3 * W, 0, 0.0f, err));
-        TRYP(mm(m, o, a->ln1, NULL, Gf(m, p[QKVW]), 3 * W, W, N, TS_TRANS_A, 1.0f, err));
-        TRYP(ts_cuda_bias_grad(g, m->tA, Gf(m, p[QKVB]), N, 3 * W, err));
-        TRYP(ts_cuda_layernorm_backward(g, a->xin, Wf(m, p[LN1W]), a->mean1, a->rstd1, m->tC,
-                                       m->dres, Gf(m, p[LN1W]), Gf(m, p[LN1B]), N, W, err));
+        TRYP(mm(m, dqkv, Wo(m, p[QKVW]), NULL, m->tC, N, W, 3 * W, 0, 0.0f, err));
+        TRYP(mm(m, dqkv, a->ln1, NULL, Gf(m, p[QKVW]), 3 * W, W, N, TS_TRANS_A, 1.0f, err));
+        TRYP(ts_cuda_layernorm_backward_bf16(g, a->xin, Wf(m, p[LN1W]), a->mean1, a->rstd1,
+                                             m->tC, m->dres, odres, Gf(m, p[LN1W]),
+                                             Gf(m, p[LN1B]), N, W, err));
     }
     return TS_OK;
 }

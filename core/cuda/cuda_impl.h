@@ -19,7 +19,12 @@ struct ts_cuda {
                                losses, attention's per-row delta (one stream: one at a time) */
     size_t scratch_floats;
     char describe[256];
+    struct ts__cuda_plan *plans; /* cuBLASLt's algorithm per product shape (matmul.cu) */
+    int nplans, cap_plans;
 };
+
+/* matmul.cu: the cached algorithms go with the device */
+void ts__cuda_plans_free(ts_cuda *g);
 
 /* Record a failure in err (may be NULL) and return code. */
 ts_status ts__cuda_fail(ts_err *err, ts_status code, const char *fmt, ...);
@@ -55,6 +60,21 @@ static inline unsigned grid_for(int64_t n, int threads) {
 static __device__ __forceinline__ void put(float *p, float v) { *p = v; }
 static __device__ __forceinline__ void put(uint16_t *p, float v) {
     *p = __bfloat16_as_ushort(__float2bfloat16_rn(v));
+}
+/* Load a float32, or a bf16 as float32. */
+static __device__ __forceinline__ float get(const float *p) { return *p; }
+static __device__ __forceinline__ float get(const uint16_t *p) {
+    return __bfloat162float(__ushort_as_bfloat16(*p));
+}
+
+/* The sum and the maximum of v over the warp, returned to every lane. */
+static __device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+static __device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
 }
 
 /* The sum of v over the block, returned to every thread. sh: 32 floats of shared memory. */

@@ -150,14 +150,28 @@ static int64_t chunk_rows(const ts_cuda *g, int64_t R, int64_t width) {
     return (R + chunks - 1) / chunks;
 }
 
-/* out[j] += sum over chunks k of part[k * W + j], k in order */
+/* out[j] += sum over chunks k of part[k * W + j]: thread (x, y) of a block of 32 columns sums
+ * the chunks k = y mod 8 in order, then the 8 sums are added in order (a fixed order for a
+ * given nchunk) */
 static __global__ void add_parts_kernel(const float *part, int64_t nchunk, int64_t W,
                                         float *out) {
-    FOR_EACH(j, W) {
-        float s = 0.0f;
-        for (int64_t k = 0; k < nchunk; k++) s += part[k * W + j];
-        out[j] += s;
+    __shared__ float sh[8][33];
+    int64_t j = blockIdx.x * 32 + threadIdx.x;
+    float s = 0.0f;
+    if (j < W)
+        for (int64_t k = threadIdx.y; k < nchunk; k += 8) s += part[k * W + j];
+    sh[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && j < W) {
+        float t = 0.0f;
+        for (int i = 0; i < 8; i++) t += sh[i][threadIdx.x];
+        out[j] += t;
     }
+}
+
+static void add_parts(ts_cuda *g, const float *part, int64_t nchunk, int64_t W, float *out) {
+    add_parts_kernel<<<(unsigned)((W + 31) / 32), dim3(32, 8), 0, g->stream>>>(part, nchunk, W,
+                                                                                out);
 }
 
 /* bias_gelu backward: thread j of chunk k walks rows [k * rows, ...) of column j */
@@ -189,25 +203,27 @@ ts_status ts_cuda_bias_gelu_backward(ts_cuda *g, const float *x, const float *b,
                                                           R, C, rows);
     TS_CU_LAUNCHED("bias_gelu backward");
     if (db) {
-        add_parts_kernel<<<grid_for(C, 256), 256, 0, g->stream>>>(g->scratch, nchunk, C, db);
+        add_parts(g, g->scratch, nchunk, C, db);
         TS_CU_LAUNCHED("bias_gelu backward (bias)");
     }
     return TS_OK;
 }
 
 /* db (C) += the column sums of dy (R, C): thread j of chunk k walks its rows of column j */
-static __global__ void colsum_kernel(const float *dy, float *part, int64_t R, int64_t C,
+template <typename T>
+static __global__ void colsum_kernel(const T *dy, float *part, int64_t R, int64_t C,
                                      int64_t rows) {
     int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, k = blockIdx.y;
     if (j >= C) return;
     int64_t r0 = k * rows, r1 = r0 + rows < R ? r0 + rows : R;
     float s = 0.0f;
-    for (int64_t r = r0; r < r1; r++) s += dy[r * C + j];
+    for (int64_t r = r0; r < r1; r++) s += get(&dy[r * C + j]);
     part[k * C + j] = s;
 }
 
-ts_status ts_cuda_bias_grad(ts_cuda *g, const float *dy, float *db, int64_t R, int64_t C,
-                            ts_err *err) {
+template <typename T>
+static ts_status bias_grad(ts_cuda *g, const T *dy, float *db, int64_t R, int64_t C,
+                           ts_err *err) {
     if (R < 1 || C < 1) return TS_OK;
     if (!fits_scratch(g, C) || R > 0x7fffffff)
         return ts__cuda_fail(err, TS_ERR_USAGE, "cuda bias grad: %lld x %lld", (long long)R,
@@ -216,9 +232,19 @@ ts_status ts_cuda_bias_grad(ts_cuda *g, const float *dy, float *db, int64_t R, i
     dim3 grid((unsigned)((C + 127) / 128), (unsigned)nchunk);
     colsum_kernel<<<grid, 128, 0, g->stream>>>(dy, g->scratch, R, C, rows);
     TS_CU_LAUNCHED("bias grad");
-    add_parts_kernel<<<grid_for(C, 256), 256, 0, g->stream>>>(g->scratch, nchunk, C, db);
+    add_parts(g, g->scratch, nchunk, C, db);
     TS_CU_LAUNCHED("bias grad (sum)");
     return TS_OK;
+}
+
+ts_status ts_cuda_bias_grad(ts_cuda *g, const float *dy, float *db, int64_t R, int64_t C,
+                            ts_err *err) {
+    return bias_grad(g, dy, db, R, C, err);
+}
+
+ts_status ts_cuda_bias_grad_bf16(ts_cuda *g, const uint16_t *dy, float *db, int64_t R,
+                                 int64_t C, ts_err *err) {
+    return bias_grad(g, dy, db, R, C, err);
 }
 
 /* dx = dy gelu'(x), overwritten, and its bf16 copy (dx16, may be NULL) */
@@ -236,6 +262,67 @@ ts_status ts_cuda_gelu_backward_set(ts_cuda *g, const float *x, const float *dy,
     gelu_backward_set_kernel<<<grid_for(n, 256), 256, 0, g->stream>>>(x, dy, dx, dx16, n);
     TS_CU_LAUNCHED("gelu backward");
     return TS_OK;
+}
+
+/* Eight bf16 values as one 16-byte word (element 2i in the low half of word i) */
+static __device__ __forceinline__ void unpack8(uint4 u, float *f) {
+    const uint32_t w[4] = { u.x, u.y, u.z, u.w };
+    for (int i = 0; i < 4; i++) {
+        f[2 * i] = __uint_as_float(w[i] << 16);
+        f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+    }
+}
+
+static __device__ __forceinline__ uint4 pack8(const float *f) {
+    uint32_t w[4];
+    for (int i = 0; i < 4; i++)
+        w[i] = (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(f[2 * i])) |
+               (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(f[2 * i + 1])) << 16;
+    return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+/* y = gelu(x) (back: 0) or y = dy gelu'(x) (back: 1), bf16 throughout: the first n8 groups of
+ * eight by 16-byte words, the rest one by one */
+static __global__ void gelu_bf16io_kernel(const uint16_t *x, const uint16_t *dy, uint16_t *y,
+                                          int64_t n, int64_t n8, int back) {
+    FOR_EACH(i, n8) {
+        float f[8], d[8];
+        unpack8(((const uint4 *)x)[i], f);
+        if (back) {
+            unpack8(((const uint4 *)dy)[i], d);
+            for (int k = 0; k < 8; k++) f[k] = d[k] * dgelu(f[k]);
+        } else {
+            for (int k = 0; k < 8; k++) f[k] = f[k] * normcdff(f[k]);
+        }
+        ((uint4 *)y)[i] = pack8(f);
+    }
+    FOR_EACH(i, n - 8 * n8) {
+        int64_t j = 8 * n8 + i;
+        float v = get(&x[j]);
+        put(&y[j], back ? get(&dy[j]) * dgelu(v) : v * normcdff(v));
+    }
+}
+
+static ts_status gelu_bf16io(ts_cuda *g, const uint16_t *x, const uint16_t *dy, uint16_t *y,
+                             int64_t n, ts_err *err) {
+    if (n < 1) return TS_OK;
+    uintptr_t at = (uintptr_t)x | (uintptr_t)y | (uintptr_t)dy;
+    int64_t n8 = at % 16 ? 0 : n / 8;
+    gelu_bf16io_kernel<<<grid_for(n8 > 0 ? n8 : n, 256), 256, 0, g->stream>>>(x, dy, y, n, n8,
+                                                                              dy != NULL);
+    TS_CU_LAUNCHED(dy ? "gelu backward (bf16)" : "gelu (bf16 to bf16)");
+    return TS_OK;
+}
+
+ts_status ts_cuda_gelu_bf16io(ts_cuda *g, const uint16_t *x, uint16_t *y, int64_t n,
+                              ts_err *err) {
+    return gelu_bf16io(g, x, NULL, y, n, err);
+}
+
+ts_status ts_cuda_gelu_backward_bf16io(ts_cuda *g, const uint16_t *x, const uint16_t *dy,
+                                       uint16_t *dx, int64_t n, ts_err *err) {
+    if (!dy) return ts__cuda_fail(err, TS_ERR_USAGE, "cuda gelu backward: no dy");
+    return gelu_bf16io(g, x, dy, dx, n, err);
 }
 
 /* ---- layernorm ---- */
@@ -265,6 +352,61 @@ static __global__ void layernorm_kernel(const float *x, const float *w, const fl
     }
 }
 
+/* Rows of up to 1024 (32 V) values: one warp a row, lane l holding columns l + 32 i in
+ * registers, so x is read once; 8 rows a block */
+#define LN_WARPS 8
+template <typename T, int V>
+static __global__ void __launch_bounds__(32 * LN_WARPS)
+layernorm_warp_kernel(const float *x, const float *w, const float *b, T *y, float *mean,
+                      float *rstd, int64_t R, int C, float eps) {
+    int64_t r = (int64_t)blockIdx.x * LN_WARPS + (threadIdx.x >> 5);
+    int lane = threadIdx.x & 31;
+    if (r >= R) return;
+    const float *xr = x + r * C;
+    float v[V], s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < V; i++) {
+        int j = lane + 32 * i;
+        v[i] = j < C ? xr[j] : 0.0f;
+        s += v[i];
+    }
+    float mu = warp_sum(s) / (float)C, q = 0.0f;
+#pragma unroll
+    for (int i = 0; i < V; i++) {
+        float d = lane + 32 * i < C ? v[i] - mu : 0.0f;
+        q += d * d;
+    }
+    float rs = rsqrtf(warp_sum(q) / (float)C + eps);
+    T *yr = y + r * C;
+#pragma unroll
+    for (int i = 0; i < V; i++) {
+        int j = lane + 32 * i;
+        if (j < C) put(&yr[j], (v[i] - mu) * rs * (w ? w[j] : 1.0f) + (b ? b[j] : 0.0f));
+    }
+    if (lane == 0) {
+        mean[r] = mu;
+        rstd[r] = rs;
+    }
+}
+
+/* the warp kernel for C <= 1024 (0 launched: C is larger) */
+template <typename T>
+static int layernorm_warp(ts_cuda *g, const float *x, const float *w, const float *b, T *y,
+                          float *mean, float *rstd, int64_t R, int64_t C, float eps) {
+    unsigned blocks = (unsigned)((R + LN_WARPS - 1) / LN_WARPS);
+    int c = (int)C;
+#define LN_FWD(V)                                                                            \
+    layernorm_warp_kernel<T, V><<<blocks, 32 * LN_WARPS, 0, g->stream>>>(x, w, b, y, mean, \
+                                                                         rstd, R, c, eps)
+    if (C <= 256) LN_FWD(8);
+    else if (C <= 512) LN_FWD(16);
+    else if (C <= 768) LN_FWD(24);
+    else if (C <= 1024) LN_FWD(32);
+    else return 0;
+#undef LN_FWD
+    return 1;
+}
+
 /* The grid of a one-block-per-row kernel over R rows of C: 0 when there is nothing to do; an
  * error for more rows than a grid holds. */
 static ts_status row_grid(int64_t R, int64_t C, const char *what, unsigned *rows, ts_err *err) {
@@ -282,7 +424,8 @@ ts_status ts_cuda_layernorm(ts_cuda *g, const float *x, const float *w, const fl
     unsigned rows;
     ts_status st = row_grid(R, C, "layernorm", &rows, err);
     if (st || !rows) return st;
-    layernorm_kernel<<<rows, RT, 0, g->stream>>>(x, w, b, y, mean, rstd, C, eps);
+    if (!layernorm_warp(g, x, w, b, y, mean, rstd, R, C, eps))
+        layernorm_kernel<<<rows, RT, 0, g->stream>>>(x, w, b, y, mean, rstd, C, eps);
     TS_CU_LAUNCHED("layernorm");
     return TS_OK;
 }
@@ -293,7 +436,8 @@ ts_status ts_cuda_layernorm_bf16(ts_cuda *g, const float *x, const float *w, con
     unsigned rows;
     ts_status st = row_grid(R, C, "layernorm", &rows, err);
     if (st || !rows) return st;
-    layernorm_kernel<<<rows, RT, 0, g->stream>>>(x, w, b, y, mean, rstd, C, eps);
+    if (!layernorm_warp(g, x, w, b, y, mean, rstd, R, C, eps))
+        layernorm_kernel<<<rows, RT, 0, g->stream>>>(x, w, b, y, mean, rstd, C, eps);
     TS_CU_LAUNCHED("layernorm (bf16)");
     return TS_OK;
 }
@@ -301,7 +445,7 @@ ts_status ts_cuda_layernorm_bf16(ts_cuda *g, const float *x, const float *w, con
 /* dx = rstd (dxh - mean(dxh) - xh mean(dxh xh)), dxh = dy w, xh = (x - mean) rstd */
 static __global__ void layernorm_dx_kernel(const float *x, const float *w, const float *mean,
                                            const float *rstd, const float *dy, float *dx,
-                                           int64_t C) {
+                                           uint16_t *dx16, int64_t C) {
     __shared__ float sh[32];
     const float *xr = x + blockIdx.x * C, *dyr = dy + blockIdx.x * C;
     float *dxr = dx + blockIdx.x * C;
@@ -314,7 +458,9 @@ static __global__ void layernorm_dx_kernel(const float *x, const float *w, const
     float m1 = block_sum(s1, sh) / (float)C, m2 = block_sum(s2, sh) / (float)C;
     for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
         float dxh = dyr[j] * (w ? w[j] : 1.0f), xh = (xr[j] - mu) * rs;
-        dxr[j] += rs * (dxh - m1 - xh * m2);
+        float v = dxr[j] + rs * (dxh - m1 - xh * m2);
+        dxr[j] = v;
+        if (dx16) put(&dx16[blockIdx.x * C + j], v);
     }
 }
 
@@ -336,16 +482,120 @@ static __global__ void layernorm_dwdb_kernel(const float *x, const float *mean,
     part[(nchunk + k) * C + j] = sb;
 }
 
+/* The backward for rows of up to 1024 (32 V) values, one warp a row as the forward: dx (and
+ * its bf16 copy), and when part is set each block's sums of dy xh (dw) and dy (db) over its rows
+ * into part[blockIdx.x] and part[nblk + blockIdx.x]: warp k of the block takes rows
+ * blockIdx.x * LN_WARPS + k, then every gridDim.x * LN_WARPS further, and the warps' sums are
+ * added in warp order (a fixed order for a given grid) */
+template <int V>
+static __global__ void __launch_bounds__(32 * LN_WARPS)
+layernorm_backward_warp_kernel(const float *x, const float *w, const float *mean,
+                               const float *rstd, const float *dy, float *dx, uint16_t *dx16,
+                               float *part, int64_t R, int C) {
+    extern __shared__ float sh[]; /* LN_WARPS C floats when part */
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float aw[V], ab[V];
+#pragma unroll
+    for (int i = 0; i < V; i++) aw[i] = ab[i] = 0.0f;
+    for (int64_t r = (int64_t)blockIdx.x * LN_WARPS + warp; r < R;
+         r += (int64_t)gridDim.x * LN_WARPS) {
+        const float *xr = x + r * C, *dyr = dy + r * C;
+        float mu = mean[r], rs = rstd[r], xh[V], d[V], s1 = 0.0f, s2 = 0.0f;
+#pragma unroll
+        for (int i = 0; i < V; i++) {
+            int j = lane + 32 * i;
+            xh[i] = j < C ? (xr[j] - mu) * rs : 0.0f;
+            d[i] = j < C ? dyr[j] : 0.0f;
+            aw[i] += d[i] * xh[i];
+            ab[i] += d[i];
+            float dxh = d[i] * (w && j < C ? w[j] : 1.0f);
+            s1 += dxh;
+            s2 += dxh * xh[i];
+        }
+        if (!dx) continue;
+        float m1 = warp_sum(s1) / (float)C, m2 = warp_sum(s2) / (float)C;
+        float *dxr = dx + r * C;
+#pragma unroll
+        for (int i = 0; i < V; i++) {
+            int j = lane + 32 * i;
+            if (j >= C) continue;
+            float v = dxr[j] + rs * (d[i] * (w ? w[j] : 1.0f) - m1 - xh[i] * m2);
+            dxr[j] = v;
+            if (dx16) put(&dx16[r * C + j], v);
+        }
+    }
+    if (!part) return;
+    for (int pass = 0; pass < 2; pass++) {
+#pragma unroll
+        for (int i = 0; i < V; i++) {
+            int j = lane + 32 * i;
+            if (j < C) sh[warp * C + j] = pass ? ab[i] : aw[i];
+        }
+        __syncthreads();
+        for (int j = threadIdx.x; j < C; j += blockDim.x) {
+            float t = 0.0f;
+            for (int k = 0; k < LN_WARPS; k++) t += sh[k * C + j];
+            part[((int64_t)pass * gridDim.x + blockIdx.x) * C + j] = t;
+        }
+        __syncthreads();
+    }
+}
+
+/* the fused warp backward for C <= 1024; 0 when C is larger */
+static int layernorm_backward_warp(ts_cuda *g, const float *x, const float *w,
+                                   const float *mean, const float *rstd, const float *dy,
+                                   float *dx, uint16_t *dx16, float *dw, float *db, int64_t R,
+                                   int64_t C) {
+    if (C > 1024) return 0;
+    int64_t blocks = (R + LN_WARPS - 1) / LN_WARPS;
+    int sums = dw || db;
+    if (sums) {
+        /* a few rows a warp, so that the partial sums stay few */
+        int64_t fit = (int64_t)g->scratch_floats / (2 * C);
+        if (blocks > 512) blocks = 512;
+        if (blocks > fit) blocks = fit;
+    } else if (blocks > 0x7fffffff) {
+        blocks = 0x7fffffff;
+    }
+    float *part = sums ? g->scratch : NULL;
+    size_t shm = sums ? (size_t)LN_WARPS * (size_t)C * sizeof(float) : 0;
+    int c = (int)C;
+#define LN_BWD(V)                                                                            \
+    layernorm_backward_warp_kernel<V><<<(unsigned)blocks, 32 * LN_WARPS, shm, g->stream>>>(  \
+        x, w, mean, rstd, dy, dx, dx16, part, R, c)
+    if (C <= 256) LN_BWD(8);
+    else if (C <= 512) LN_BWD(16);
+    else if (C <= 768) LN_BWD(24);
+    else LN_BWD(32);
+#undef LN_BWD
+    if (dw) add_parts(g, g->scratch, blocks, C, dw);
+    if (db) add_parts(g, g->scratch + blocks * C, blocks, C, db);
+    return 1;
+}
+
 ts_status ts_cuda_layernorm_backward(ts_cuda *g, const float *x, const float *w,
                                      const float *mean, const float *rstd, const float *dy,
                                      float *dx, float *dw, float *db, int64_t R, int64_t C,
                                      ts_err *err) {
+    return ts_cuda_layernorm_backward_bf16(g, x, w, mean, rstd, dy, dx, NULL, dw, db, R, C,
+                                           err);
+}
+
+ts_status ts_cuda_layernorm_backward_bf16(ts_cuda *g, const float *x, const float *w,
+                                          const float *mean, const float *rstd,
+                                          const float *dy, float *dx, uint16_t *dx16, float *dw,
+                                          float *db, int64_t R, int64_t C, ts_err *err) {
     if (R < 1 || C < 1) return TS_OK;
     if (R > 0x7fffffff || ((dw || db) && !fits_scratch(g, 2 * C)))
         return ts__cuda_fail(err, TS_ERR_USAGE, "cuda layernorm backward: %lld x %lld",
                              (long long)R, (long long)C);
+    if (layernorm_backward_warp(g, x, w, mean, rstd, dy, dx, dx16, dw, db, R, C)) {
+        TS_CU_LAUNCHED("layernorm backward");
+        return TS_OK;
+    }
     if (dx) {
-        layernorm_dx_kernel<<<(unsigned)R, RT, 0, g->stream>>>(x, w, mean, rstd, dy, dx, C);
+        layernorm_dx_kernel<<<(unsigned)R, RT, 0, g->stream>>>(x, w, mean, rstd, dy, dx, dx16,
+                                                              C);
         TS_CU_LAUNCHED("layernorm backward");
     }
     if (dw || db) {
@@ -354,10 +604,8 @@ ts_status ts_cuda_layernorm_backward(ts_cuda *g, const float *x, const float *w,
         layernorm_dwdb_kernel<<<grid, 128, 0, g->stream>>>(x, mean, rstd, dy, g->scratch, R, C,
                                                           rows, nchunk);
         TS_CU_LAUNCHED("layernorm backward (weights)");
-        if (dw) add_parts_kernel<<<grid_for(C, 256), 256, 0, g->stream>>>(g->scratch, nchunk,
-                                                                          C, dw);
-        if (db) add_parts_kernel<<<grid_for(C, 256), 256, 0, g->stream>>>(
-            g->scratch + nchunk * C, nchunk, C, db);
+        if (dw) add_parts(g, g->scratch, nchunk, C, dw);
+        if (db) add_parts(g, g->scratch + nchunk * C, nchunk, C, db);
         TS_CU_LAUNCHED("layernorm backward (sums)");
     }
     return TS_OK;

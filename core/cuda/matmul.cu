@@ -3,12 +3,15 @@
  * A row-major (R, C) matrix is the column-major (C, R) one, its transpose, so the row-major
  * y = op(a) @ op(b) is the column-major y^T = op(b)^T @ op(a)^T: cuBLASLt is called with b
  * first and a second, y^T of N rows and M columns, and the bias (N) is the epilogue's bias per
- * row of y^T. Descriptors are made per call (microseconds); a plan cache belongs with the
- * trainer's device path.
+ * row of y^T. Descriptors are made per call (microseconds); the algorithm cuBLASLt's heuristic
+ * picks, the costly part, is kept per shape in the device's plan list.
  */
 #include "cuda_impl.h"
 
 #include <cuda_bf16.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 /* The largest power of two up to 256 that divides the address: cuBLASLt assumes 256-byte
  * alignment unless told otherwise, and a view into a larger tensor (a slice of packed q, k, v)
@@ -41,11 +44,70 @@ static cublasStatus_t batch_layout(cublasLtMatrixLayout_t l, int count, int64_t 
                                             &stride, sizeof stride);
 }
 
-static ts_status matmul(ts_cuda *g, ts_cuda_dtype dt, const void *a, const void *b,
-                        const float *bias, float *y, int64_t M, int64_t N, int64_t K, int flags,
-                        float alpha, float beta, int count, int64_t sa, int64_t sb, int64_t sy,
-                        int64_t lda, int64_t ldb, int64_t ldy, ts_err *err) {
-    if (M < 1 || N < 1 || K < 1 || count < 1 || (count > 1 && bias))
+/* What cuBLASLt's choice of algorithm depends on: everything but the addresses (beyond their
+ * alignment) and alpha, beta. Zeroed before it is filled, so that memcmp compares it. */
+typedef struct {
+    int in, out, ta, tb, count, bias;
+    int64_t M, N, K, sa, sb, sy, lda, ldb, ldy;
+    uint32_t al[4];
+} plan_key;
+
+struct ts__cuda_plan {
+    plan_key k;
+    cublasLtMatmulAlgo_t algo;
+};
+
+void ts__cuda_plans_free(ts_cuda *g) {
+    free(g->plans);
+    g->plans = NULL;
+    g->nplans = g->cap_plans = 0;
+}
+
+#define TUNE_CANDIDATES 8
+
+/* The index of the fastest of n candidate algorithms for this product (y overwritten, so
+ * running it changes nothing the call would not): each run 3 times after one warm-up, timed
+ * with events on the stream; a candidate that fails is passed over. */
+static int fastest(ts_cuda *g, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t lb,
+                   cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t ly, const void *a,
+                   const void *b, void *y, const float *alpha, const float *beta,
+                   const cublasLtMatmulHeuristicResult_t *heur, int n) {
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    int best = 0;
+    float best_ms = INFINITY;
+    if (cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess) goto done;
+    for (int i = 0; i < n; i++) {
+        if (heur[i].state != CUBLAS_STATUS_SUCCESS) continue;
+        int ok = 1;
+        for (int rep = 0; rep < 4 && ok; rep++) {
+            if (rep == 1) ok = cudaEventRecord(e0, g->stream) == cudaSuccess;
+            ok = ok && cublasLtMatmul(g->lt, op, alpha, b, lb, a, la, beta, y, ly, y, ly,
+                                      &heur[i].algo, g->workspace, g->workspace_bytes,
+                                      g->stream) == CUBLAS_STATUS_SUCCESS;
+        }
+        float ms = 0.0f;
+        ok = ok && cudaEventRecord(e1, g->stream) == cudaSuccess &&
+             cudaEventSynchronize(e1) == cudaSuccess &&
+             cudaEventElapsedTime(&ms, e0, e1) == cudaSuccess;
+        if (ok && ms < best_ms) {
+            best_ms = ms;
+            best = i;
+        }
+    }
+done:
+    if (e0) cudaEventDestroy(e0);
+    if (e1) cudaEventDestroy(e1);
+    cudaGetLastError(); /* a failed candidate leaves nothing behind for the next launch */
+    return best;
+}
+
+static ts_status matmul(ts_cuda *g, ts_cuda_dtype dt, const void *a, const void *b, void *y,
+                        int64_t M, int64_t N, int64_t K, int flags, const ts_cuda_mm *o,
+                        ts_err *err) {
+    const void *bias = o->bias, *c = o->c ? o->c : y;
+    int count = o->count > 0 ? o->count : 1;
+    float alpha = o->alpha != 0.0f ? o->alpha : 1.0f, beta = o->beta;
+    if (M < 1 || N < 1 || K < 1 || (count > 1 && bias))
         return ts__cuda_fail(err, TS_ERR_USAGE, "cuda matmul: %lld x %lld x %lld, %d batched%s",
                              (long long)M, (long long)N, (long long)K, count,
                              count > 1 && bias ? " with a bias" : "");
@@ -54,11 +116,23 @@ static ts_status matmul(ts_cuda *g, ts_cuda_dtype dt, const void *a, const void 
     cublasLtMatrixLayout_t la = NULL, lb = NULL, ly = NULL;
     cublasLtMatmulPreference_t pref = NULL;
     cudaDataType_t in = dt == TS_CUDA_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    cudaDataType_t out = o->out == TS_CUDA_BF16 ? CUDA_R_16BF : CUDA_R_32F;
     int ta = (flags & TS_TRANS_A) != 0, tb = (flags & TS_TRANS_B) != 0;
     /* the column-major operands: first b (op T when b is stored (N, K)), then a */
     cublasOperation_t opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
-    int returned = 0;
-    cublasLtMatmulHeuristicResult_t heur;
+    /* b stored row-major: (K, N) is column-major (N, K) with ld N; (N, K) is (K, N), ld K;
+     * a stored row-major: (M, K) is column-major (K, M), ld K; (K, M) is (M, K), ld M */
+    int64_t ldb = o->ld_b ? o->ld_b : tb ? K : N, lda = o->ld_a ? o->ld_a : ta ? M : K;
+    int64_t ldy = o->ld_y ? o->ld_y : N;
+    plan_key key;
+    int at = 0; /* the plan's index */
+    memset(&key, 0, sizeof key);
+    key.in = (int)dt, key.out = (int)o->out, key.ta = ta, key.tb = tb, key.count = count;
+    key.bias = bias != NULL, key.M = M, key.N = N, key.K = K;
+    if (count > 1) key.sa = o->stride_a, key.sb = o->stride_b, key.sy = o->stride_y;
+    key.lda = lda, key.ldb = ldb, key.ldy = ldy;
+    key.al[0] = alignment(b), key.al[1] = alignment(a), key.al[2] = alignment(c);
+    key.al[3] = alignment(y);
     LT(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "descriptor");
     LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opb, sizeof opb),
        "transa");
@@ -66,48 +140,64 @@ static ts_status matmul(ts_cuda *g, ts_cuda_dtype dt, const void *a, const void 
        "transb");
     if (bias) {
         cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
-        cudaDataType_t bt = CUDA_R_32F;
         LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep),
            "epilogue");
         LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
                                           sizeof bias), "bias");
-        LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt,
-                                          sizeof bt), "bias type");
+        LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &out,
+                                          sizeof out), "bias type");
     }
-    /* b stored row-major: (K, N) is column-major (N, K) with ld N; (N, K) is (K, N), ld K */
-    if (!ldb) ldb = tb ? K : N;
-    if (!lda) lda = ta ? M : K;
-    if (!ldy) ldy = N;
     LT(cublasLtMatrixLayoutCreate(&lb, in, tb ? K : N, tb ? N : K, ldb), "layout b");
-    /* a stored row-major: (M, K) is column-major (K, M), ld K; (K, M) is (M, K), ld M */
     LT(cublasLtMatrixLayoutCreate(&la, in, ta ? M : K, ta ? K : M, lda), "layout a");
-    LT(cublasLtMatrixLayoutCreate(&ly, CUDA_R_32F, N, M, ldy), "layout y");
-    LT(batch_layout(lb, count, sb), "batch b");
-    LT(batch_layout(la, count, sa), "batch a");
-    LT(batch_layout(ly, count, sy), "batch y");
-    LT(cublasLtMatmulPreferenceCreate(&pref), "preference");
-    LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                            &g->workspace_bytes, sizeof g->workspace_bytes),
-       "workspace");
-    {
-        uint32_t al[3] = { alignment(b), alignment(a), alignment(y) };
-        LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
-                                                &al[0], sizeof al[0]), "alignment");
-        LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-                                                &al[1], sizeof al[1]), "alignment");
-        LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
-                                                &al[2], sizeof al[2]), "alignment");
-        LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
-                                                &al[2], sizeof al[2]), "alignment");
+    LT(cublasLtMatrixLayoutCreate(&ly, out, N, M, ldy), "layout y");
+    LT(batch_layout(lb, count, o->stride_b), "batch b");
+    LT(batch_layout(la, count, o->stride_a), "batch a");
+    LT(batch_layout(ly, count, o->stride_y), "batch y");
+    while (at < g->nplans && memcmp(&g->plans[at].k, &key, sizeof key)) at++;
+    if (at == g->nplans) {
+        int returned = 0, best = 0;
+        cublasLtMatmulHeuristicResult_t heur[TUNE_CANDIDATES];
+        LT(cublasLtMatmulPreferenceCreate(&pref), "preference");
+        LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                &g->workspace_bytes, sizeof g->workspace_bytes),
+           "workspace");
+        static const cublasLtMatmulPreferenceAttributes_t which[4] = {
+            CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+            CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES
+        };
+        for (int i = 0; i < 4; i++)
+            LT(cublasLtMatmulPreferenceSetAttribute(pref, which[i], &key.al[i], sizeof key.al[i]),
+               "alignment");
+        /* batched products that overwrite y (attention's small per-head ones, where the
+         * heuristic's first choice can be far from the best) time the candidates on this
+         * very call's operands, once per shape */
+        int tune = count > 1 && beta == 0.0f && c == y;
+        LT(cublasLtMatmulAlgoGetHeuristic(g->lt, op, lb, la, ly, ly, pref,
+                                          tune ? TUNE_CANDIDATES : 1, heur, &returned),
+           "heuristic");
+        if (returned < 1) {
+            st = ts__cuda_fail(err, TS_ERR_UNSUPPORTED, "cuda: cuBLASLt has no algorithm for "
+                               "%lld x %lld x %lld", (long long)M, (long long)N, (long long)K);
+            goto out;
+        }
+        if (tune && returned > 1)
+            best = fastest(g, op, lb, la, ly, a, b, y, &alpha, &beta, heur, returned);
+        if (g->nplans == g->cap_plans) {
+            int cap = g->cap_plans ? 2 * g->cap_plans : 64;
+            struct ts__cuda_plan *p = (struct ts__cuda_plan *)realloc(g->plans,
+                                                                      (size_t)cap * sizeof *p);
+            if (!p) {
+                st = ts__cuda_fail(err, TS_ERR_NOMEM, "cuda matmul: out of host memory");
+                goto out;
+            }
+            g->plans = p;
+            g->cap_plans = cap;
+        }
+        g->plans[at].k = key;
+        g->plans[at].algo = heur[best].algo;
+        g->nplans++;
     }
-    LT(cublasLtMatmulAlgoGetHeuristic(g->lt, op, lb, la, ly, ly, pref, 1, &heur, &returned),
-       "heuristic");
-    if (returned < 1) {
-        st = ts__cuda_fail(err, TS_ERR_UNSUPPORTED, "cuda: cuBLASLt has no algorithm for %lld "
-                           "x %lld x %lld", (long long)M, (long long)N, (long long)K);
-        goto out;
-    }
-    LT(cublasLtMatmul(g->lt, op, &alpha, b, lb, a, la, &beta, y, ly, y, ly, &heur.algo,
+    LT(cublasLtMatmul(g->lt, op, &alpha, b, lb, a, la, &beta, c, ly, y, ly, &g->plans[at].algo,
                       g->workspace, g->workspace_bytes, g->stream), "matmul");
 out:
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
@@ -121,7 +211,10 @@ out:
 ts_status ts_cuda_matmul(ts_cuda *g, ts_cuda_dtype dt, const void *a, const void *b,
                          const float *bias, float *y, int64_t M, int64_t N, int64_t K,
                          int flags, float beta, ts_err *err) {
-    return matmul(g, dt, a, b, bias, y, M, N, K, flags, 1.0f, beta, 1, 0, 0, 0, 0, 0, 0, err);
+    ts_cuda_mm o;
+    memset(&o, 0, sizeof o);
+    o.out = TS_CUDA_F32, o.bias = bias, o.beta = beta;
+    return matmul(g, dt, a, b, y, M, N, K, flags, &o, err);
 }
 
 ts_status ts_cuda_matmul_batched(ts_cuda *g, ts_cuda_dtype dt, const void *a, const void *b,
@@ -129,8 +222,21 @@ ts_status ts_cuda_matmul_batched(ts_cuda *g, ts_cuda_dtype dt, const void *a, co
                                  float alpha, float beta, int count, int64_t stride_a,
                                  int64_t stride_b, int64_t stride_y, int64_t ld_a, int64_t ld_b,
                                  int64_t ld_y, ts_err *err) {
-    return matmul(g, dt, a, b, NULL, y, M, N, K, flags, alpha, beta, count, stride_a, stride_b,
-                  stride_y, ld_a, ld_b, ld_y, err);
+    if (count < 1 || alpha == 0.0f)
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda matmul: %d batched, alpha %g", count,
+                             (double)alpha);
+    ts_cuda_mm o;
+    memset(&o, 0, sizeof o);
+    o.out = TS_CUDA_F32, o.alpha = alpha, o.beta = beta, o.count = count;
+    o.stride_a = stride_a, o.stride_b = stride_b, o.stride_y = stride_y;
+    o.ld_a = ld_a, o.ld_b = ld_b, o.ld_y = ld_y;
+    return matmul(g, dt, a, b, y, M, N, K, flags, &o, err);
+}
+
+ts_status ts_cuda_matmul_ex(ts_cuda *g, ts_cuda_dtype dt, const void *a, const void *b, void *y,
+                            int64_t M, int64_t N, int64_t K, int flags, const ts_cuda_mm *o,
+                            ts_err *err) {
+    return matmul(g, dt, a, b, y, M, N, K, flags, o, err);
 }
 
 static __global__ void to_bf16_kernel(const float *x, uint16_t *y, int64_t n) {

@@ -69,6 +69,7 @@ ts_status ts_cuda_open(ts_cuda **out, int device, size_t arena_bytes, ts_err *er
 void ts_cuda_close(ts_cuda *g) {
     if (!g) return;
     if (g->lt) cublasLtDestroy(g->lt);
+    ts__cuda_plans_free(g);
     cudaFree(g->scratch);
     cudaFree(g->workspace);
     cudaFree(g->arena);

@@ -69,6 +69,24 @@ ts_status ts_cuda_matmul_batched(ts_cuda *g, ts_cuda_dtype dt, const void *a, co
                                  float alpha, float beta, int count, int64_t stride_a,
                                  int64_t stride_b, int64_t stride_y, int64_t ld_a, int64_t ld_b,
                                  int64_t ld_y, ts_err *err);
+/* The general product: y (M, N) = alpha op(a) @ op(b) + bias + beta c, with y (and c and the
+ * bias) in `out`'s type: bf16 is rounded to nearest even once, from the float32 sums. `count`
+ * products are strided as ts_cuda_matmul_batched's (a bias only with count 1); c is stored as
+ * y is, with y's pitch and stride. Zero fields take their defaults: alpha 0 is read as 1,
+ * count 0 as 1, a pitch 0 as packed, c NULL as y itself. Where many products share a shape
+ * (attention's per-head products) the algorithm cuBLASLt chose is kept per shape. */
+typedef struct {
+    ts_cuda_dtype out;
+    const void *bias; /* N values of out's type, or NULL */
+    const void *c;
+    float alpha, beta;
+    int count;
+    int64_t stride_a, stride_b, stride_y;
+    int64_t ld_a, ld_b, ld_y;
+} ts_cuda_mm;
+ts_status ts_cuda_matmul_ex(ts_cuda *g, ts_cuda_dtype dt, const void *a, const void *b, void *y,
+                            int64_t M, int64_t N, int64_t K, int flags, const ts_cuda_mm *o,
+                            ts_err *err);
 /* bf16 (round to nearest even) copy of n floats, for the bf16 products */
 ts_status ts_cuda_to_bf16(ts_cuda *g, const float *x, uint16_t *y, int64_t n, ts_err *err);
 
@@ -99,9 +117,19 @@ ts_status ts_cuda_bias_gelu_backward(ts_cuda *g, const float *x, const float *b,
 /* db (C) += the column sums of dy (R, C), in a fixed order (a bias's gradient) */
 ts_status ts_cuda_bias_grad(ts_cuda *g, const float *dy, float *db, int64_t R, int64_t C,
                             ts_err *err);
+/* the same from bf16 dy (a gradient written by a bf16 product) */
+ts_status ts_cuda_bias_grad_bf16(ts_cuda *g, const uint16_t *dy, float *db, int64_t R,
+                                 int64_t C, ts_err *err);
 /* dx = dy gelu'(x) (overwritten), and a bf16 copy into dx16 when not NULL */
 ts_status ts_cuda_gelu_backward_set(ts_cuda *g, const float *x, const float *dy, float *dx,
                                     uint16_t *dx16, int64_t n, ts_err *err);
+/* GELU (exact) from bf16 to bf16, and its backward dx = dy gelu'(x) with x, dy and dx bf16
+ * (dx overwritten; dx == dy allowed): the MLP's pre-activation and gradients as bf16 products
+ * write them */
+ts_status ts_cuda_gelu_bf16io(ts_cuda *g, const uint16_t *x, uint16_t *y, int64_t n,
+                              ts_err *err);
+ts_status ts_cuda_gelu_backward_bf16io(ts_cuda *g, const uint16_t *x, const uint16_t *dy,
+                                       uint16_t *dx, int64_t n, ts_err *err);
 
 /* ---- rows ---- */
 
@@ -119,6 +147,12 @@ ts_status ts_cuda_layernorm_backward(ts_cuda *g, const float *x, const float *w,
                                      const float *mean, const float *rstd, const float *dy,
                                      float *dx, float *dw, float *db, int64_t R, int64_t C,
                                      ts_err *err);
+/* the same, and dx16 (may be NULL) gets a bf16 copy of dx after the addition (the operand of
+ * the products that the gradient flows into next) */
+ts_status ts_cuda_layernorm_backward_bf16(ts_cuda *g, const float *x, const float *w,
+                                          const float *mean, const float *rstd,
+                                          const float *dy, float *dx, uint16_t *dx16, float *dw,
+                                          float *db, int64_t R, int64_t C, ts_err *err);
 /* softmax over the last dim; backward dx += y (dy - sum(dy y)) */
 ts_status ts_cuda_softmax(ts_cuda *g, const float *x, float *y, int64_t R, int64_t C,
                           ts_err *err);
