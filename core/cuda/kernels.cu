@@ -1,9 +1,10 @@
 /* kernels.cu: the elementwise, row and optimizer kernels of ts_cuda.h.
  *
- * Row kernels give one block of TS_CU_ROW_THREADS threads to a row; their sums go through
- * cuda_impl.h's block_sum (warp shuffles, then one warp over the warps' sums), so a row's result
- * depends only on the block size. Sums over rows (weight, bias gradients) are per-column partial sums over
- * fixed chunks of rows into the device's scratch, then added chunk by chunk in order.
+ * Row kernels give one block of TS_CU_ROW_THREADS threads to a row, their sums through
+ * cuda_impl.h's block_sum (warp shuffles, then one warp over the warps' sums); layernorm gives
+ * rows of up to 1024 one warp each, the row held in registers. Either way a row's result depends
+ * only on its length. Sums over rows (weight, bias gradients) are per-column partial sums over
+ * fixed chunks of rows into the device's scratch, then added in a fixed order (add_parts).
  */
 #include "cuda_impl.h"
 
@@ -482,94 +483,52 @@ static __global__ void layernorm_dwdb_kernel(const float *x, const float *mean,
     part[(nchunk + k) * C + j] = sb;
 }
 
-/* The backward for rows of up to 1024 (32 V) values, one warp a row as the forward: dx (and
- * its bf16 copy), and when part is set each block's sums of dy xh (dw) and dy (db) over its rows
- * into part[blockIdx.x] and part[nblk + blockIdx.x]: warp k of the block takes rows
- * blockIdx.x * LN_WARPS + k, then every gridDim.x * LN_WARPS further, and the warps' sums are
- * added in warp order (a fixed order for a given grid) */
+/* dx (and its bf16 copy) for rows of up to 1024 (32 V) values, one warp a row as the
+ * forward, the row's x and dy held in registers between the two sums and the update */
 template <int V>
 static __global__ void __launch_bounds__(32 * LN_WARPS)
-layernorm_backward_warp_kernel(const float *x, const float *w, const float *mean,
-                               const float *rstd, const float *dy, float *dx, uint16_t *dx16,
-                               float *part, int64_t R, int C) {
-    extern __shared__ float sh[]; /* LN_WARPS C floats when part */
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    float aw[V], ab[V];
+layernorm_dx_warp_kernel(const float *x, const float *w, const float *mean, const float *rstd,
+                         const float *dy, float *dx, uint16_t *dx16, int64_t R, int C) {
+    int64_t r = (int64_t)blockIdx.x * LN_WARPS + (threadIdx.x >> 5);
+    int lane = threadIdx.x & 31;
+    if (r >= R) return;
+    const float *xr = x + r * C, *dyr = dy + r * C;
+    float mu = mean[r], rs = rstd[r], xh[V], g[V], s1 = 0.0f, s2 = 0.0f;
 #pragma unroll
-    for (int i = 0; i < V; i++) aw[i] = ab[i] = 0.0f;
-    for (int64_t r = (int64_t)blockIdx.x * LN_WARPS + warp; r < R;
-         r += (int64_t)gridDim.x * LN_WARPS) {
-        const float *xr = x + r * C, *dyr = dy + r * C;
-        float mu = mean[r], rs = rstd[r], xh[V], d[V], s1 = 0.0f, s2 = 0.0f;
-#pragma unroll
-        for (int i = 0; i < V; i++) {
-            int j = lane + 32 * i;
-            xh[i] = j < C ? (xr[j] - mu) * rs : 0.0f;
-            d[i] = j < C ? dyr[j] : 0.0f;
-            aw[i] += d[i] * xh[i];
-            ab[i] += d[i];
-            float dxh = d[i] * (w && j < C ? w[j] : 1.0f);
-            s1 += dxh;
-            s2 += dxh * xh[i];
-        }
-        if (!dx) continue;
-        float m1 = warp_sum(s1) / (float)C, m2 = warp_sum(s2) / (float)C;
-        float *dxr = dx + r * C;
-#pragma unroll
-        for (int i = 0; i < V; i++) {
-            int j = lane + 32 * i;
-            if (j >= C) continue;
-            float v = dxr[j] + rs * (d[i] * (w ? w[j] : 1.0f) - m1 - xh[i] * m2);
-            dxr[j] = v;
-            if (dx16) put(&dx16[r * C + j], v);
-        }
+    for (int i = 0; i < V; i++) {
+        int j = lane + 32 * i;
+        xh[i] = j < C ? (xr[j] - mu) * rs : 0.0f;
+        g[i] = j < C ? dyr[j] * (w ? w[j] : 1.0f) : 0.0f;
+        s1 += g[i];
+        s2 += g[i] * xh[i];
     }
-    if (!part) return;
-    for (int pass = 0; pass < 2; pass++) {
+    float m1 = warp_sum(s1) / (float)C, m2 = warp_sum(s2) / (float)C;
+    float *dxr = dx + r * C;
 #pragma unroll
-        for (int i = 0; i < V; i++) {
-            int j = lane + 32 * i;
-            if (j < C) sh[warp * C + j] = pass ? ab[i] : aw[i];
-        }
-        __syncthreads();
-        for (int j = threadIdx.x; j < C; j += blockDim.x) {
-            float t = 0.0f;
-            for (int k = 0; k < LN_WARPS; k++) t += sh[k * C + j];
-            part[((int64_t)pass * gridDim.x + blockIdx.x) * C + j] = t;
-        }
-        __syncthreads();
+    for (int i = 0; i < V; i++) {
+        int j = lane + 32 * i;
+        if (j >= C) continue;
+        float v = dxr[j] + rs * (g[i] - m1 - xh[i] * m2);
+        dxr[j] = v;
+        if (dx16) put(&dx16[r * C + j], v);
     }
 }
 
-/* the fused warp backward for C <= 1024; 0 when C is larger */
-static int layernorm_backward_warp(ts_cuda *g, const float *x, const float *w,
-                                   const float *mean, const float *rstd, const float *dy,
-                                   float *dx, uint16_t *dx16, float *dw, float *db, int64_t R,
-                                   int64_t C) {
-    if (C > 1024) return 0;
-    int64_t blocks = (R + LN_WARPS - 1) / LN_WARPS;
-    int sums = dw || db;
-    if (sums) {
-        /* a few rows a warp, so that the partial sums stay few */
-        int64_t fit = (int64_t)g->scratch_floats / (2 * C);
-        if (blocks > 512) blocks = 512;
-        if (blocks > fit) blocks = fit;
-    } else if (blocks > 0x7fffffff) {
-        blocks = 0x7fffffff;
-    }
-    float *part = sums ? g->scratch : NULL;
-    size_t shm = sums ? (size_t)LN_WARPS * (size_t)C * sizeof(float) : 0;
+/* the warp kernel for dx where C <= 1024; 0 when C is larger */
+static int layernorm_dx_warp(ts_cuda *g, const float *x, const float *w, const float *mean,
+                             const float *rstd, const float *dy, float *dx, uint16_t *dx16,
+                             int64_t R, int64_t C) {
+    unsigned blocks = (unsigned)((R + LN_WARPS - 1) / LN_WARPS);
     int c = (int)C;
 #define LN_BWD(V)                                                                            \
-    layernorm_backward_warp_kernel<V><<<(unsigned)blocks, 32 * LN_WARPS, shm, g->stream>>>(  \
-        x, w, mean, rstd, dy, dx, dx16, part, R, c)
+    layernorm_dx_warp_kernel<V><<<blocks, 32 * LN_WARPS, 0, g->stream>>>(x, w, mean, rstd, dy, \
+                                                                         dx, dx16, R, c)
     if (C <= 256) LN_BWD(8);
     else if (C <= 512) LN_BWD(16);
     else if (C <= 768) LN_BWD(24);
-    else LN_BWD(32);
+    else if (C <= 1024) LN_BWD(32);
+    else return 0;
 #undef LN_BWD
-    if (dw) add_parts(g, g->scratch, blocks, C, dw);
-    if (db) add_parts(g, g->scratch + blocks * C, blocks, C, db);
     return 1;
 }
 
@@ -589,13 +548,10 @@ ts_status ts_cuda_layernorm_backward_bf16(ts_cuda *g, const float *x, const floa
     if (R > 0x7fffffff || ((dw || db) && !fits_scratch(g, 2 * C)))
         return ts__cuda_fail(err, TS_ERR_USAGE, "cuda layernorm backward: %lld x %lld",
                              (long long)R, (long long)C);
-    if (layernorm_backward_warp(g, x, w, mean, rstd, dy, dx, dx16, dw, db, R, C)) {
-        TS_CU_LAUNCHED("layernorm backward");
-        return TS_OK;
-    }
     if (dx) {
-        layernorm_dx_kernel<<<(unsigned)R, RT, 0, g->stream>>>(x, w, mean, rstd, dy, dx, dx16,
-                                                              C);
+        if (!layernorm_dx_warp(g, x, w, mean, rstd, dy, dx, dx16, R, C))
+            layernorm_dx_kernel<<<(unsigned)R, RT, 0, g->stream>>>(x, w, mean, rstd, dy, dx,
+                                                                  dx16, C);
         TS_CU_LAUNCHED("layernorm backward");
     }
     if (dw || db) {
