@@ -283,19 +283,37 @@ static __device__ __forceinline__ uint4 pack8(const float *f) {
 }
 
 /* y = gelu(x) (back: 0) or y = dy gelu'(x) (back: 1), bf16 throughout: the first n8 groups of
- * eight by 16-byte words, the rest one by one */
+ * eight by 16-byte words, two words a thread with both loads issued before the arithmetic,
+ * the rest one by one */
 static __global__ void gelu_bf16io_kernel(const uint16_t *x, const uint16_t *dy, uint16_t *y,
                                           int64_t n, int64_t n8, int back) {
-    FOR_EACH(i, n8) {
-        float f[8], d[8];
-        unpack8(((const uint4 *)x)[i], f);
+    const uint4 *x8 = (const uint4 *)x, *dy8 = (const uint4 *)dy;
+    int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n8; i += 2 * stride) {
+        int64_t at[2] = { i, i + stride };
+        int two = at[1] < n8;
+        uint4 zero = make_uint4(0, 0, 0, 0), xw[2], dw[2];
+        xw[0] = x8[at[0]];
+        xw[1] = two ? x8[at[1]] : zero;
         if (back) {
-            unpack8(((const uint4 *)dy)[i], d);
-            for (int k = 0; k < 8; k++) f[k] = d[k] * dgelu(f[k]);
-        } else {
-            for (int k = 0; k < 8; k++) f[k] = f[k] * normcdff(f[k]);
+            dw[0] = dy8[at[0]];
+            dw[1] = two ? dy8[at[1]] : zero;
         }
-        ((uint4 *)y)[i] = pack8(f);
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            if (h == 1 && !two) break;
+            float f[8], d[8];
+            unpack8(xw[h], f);
+            if (back) {
+                unpack8(dw[h], d);
+#pragma unroll
+                for (int k = 0; k < 8; k++) f[k] = d[k] * dgelu(f[k]);
+            } else {
+#pragma unroll
+                for (int k = 0; k < 8; k++) f[k] = f[k] * normcdff(f[k]);
+            }
+            ((uint4 *)y)[at[h]] = pack8(f);
+        }
     }
     FOR_EACH(i, n - 8 * n8) {
         int64_t j = 8 * n8 + i;
@@ -309,8 +327,8 @@ static ts_status gelu_bf16io(ts_cuda *g, const uint16_t *x, const uint16_t *dy, 
     if (n < 1) return TS_OK;
     uintptr_t at = (uintptr_t)x | (uintptr_t)y | (uintptr_t)dy;
     int64_t n8 = at % 16 ? 0 : n / 8;
-    gelu_bf16io_kernel<<<grid_for(n8 > 0 ? n8 : n, 256), 256, 0, g->stream>>>(x, dy, y, n, n8,
-                                                                              dy != NULL);
+    gelu_bf16io_kernel<<<grid_for(n8 > 0 ? (n8 + 1) / 2 : n, 256), 256, 0, g->stream>>>(
+        x, dy, y, n, n8, dy != NULL);
     TS_CU_LAUNCHED(dy ? "gelu backward (bf16)" : "gelu (bf16 to bf16)");
     return TS_OK;
 }
