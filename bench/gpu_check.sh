@@ -93,7 +93,7 @@ while read -r line; do
 done < <(grep "matmul .*\^3" "$OUT/parity.txt" | sed 's/^ *//')
 while read -r line; do
   status "$(echo "$line" | sed 's/: forward.*//')" "$(echo "$line" | sed 's/.*: forward/forward/')"
-done < <(grep "attention 256x" "$OUT/parity.txt" | sed 's/^ *//')
+done < <(grep -E "attention(_packed)? 256x" "$OUT/parity.txt" | sed 's/^ *//')
 
 echo "== NCCL on one GPU (bench/nccl_one.c, nvcc + NCCL only)"
 # nccl.h and libnccl: $NCCL_HOME, the CUDA toolkit, /usr, or PyTorch's nvidia-nccl wheel

@@ -10,10 +10,12 @@
  * bf16 step from it, at most 1% of them a step away, the relative error under 1e-2 (check16; a
  * product's value may be further off only by the error its float32 sums carry where they
  * cancel; with a bias, cuBLASLt's epilogue may round twice, before and after the bias, so any
- * value may be a step off there). What a kernel must not write (a pitch's padding, other heads' columns, the elements
- * past n, a product's addend) is seeded and must come back bit for bit. Then the measured
- * float32 and bf16 product rates at 8192^3 (the ceiling that MFU is quoted against). Needs a
- * GPU; bench/gpu_check.sh builds and runs it (it needs only CUDA).
+ * value may be a step off there). The tensor-core attention kernels round the probabilities to
+ * bf16 before their products, as FlashAttention does: 1e-2 there. What a kernel must not write
+ * (a pitch's padding, other heads' columns, the elements past n or past a buffer's end, a
+ * product's addend) is seeded and must come back bit for bit. Then the measured float32 and
+ * bf16 product rates at 8192^3 (the ceiling that MFU is quoted against) and the attention
+ * kernels' times. Needs a GPU; bench/gpu_check.sh builds and runs it (it needs only CUDA).
  * Usage: gpu_parity [--no-timing]; the exit status is the number of failed checks.
  */
 #define GPU_PROG "gpu_parity"
@@ -739,6 +741,163 @@ static void check_attention(int64_t B, int64_t H, int64_t Tq, int64_t Tk, int64_
     free(ry), free(rl), free(rdq), free(rdk), free(rdv), free(P), free(dS);
 }
 
+/* ---- attention on packed in_proj rows (attn_mma.cu) ---- */
+
+/* Elements past the end of each buffer of the packed attention, seeded: a kernel's last tile of
+ * rows (T not a multiple of its tile) must not write past the B T rows it was given */
+#define PAST_END 256
+
+/* n elements (float32, or bf16) on the device, NaN (dev's 0xff bytes), then PAST_END more
+ * holding tail's values (bf16: rounded) */
+static void *guarded(int64_t n, int bf16, const float *tail) {
+    ts_err err = { 0 };
+    size_t es = bf16 ? 2 : 4;
+    char *d = dev(NULL, (size_t)(n + PAST_END) * es);
+    uint16_t t16[PAST_END];
+    for (int i = 0; i < PAST_END; i++) t16[i] = bf16_bits(tail[i]);
+    die(ts_cuda_upload(G, d + (size_t)n * es, bf16 ? (const void *)t16 : (const void *)tail,
+                       PAST_END * es, &err), &err);
+    return d;
+}
+
+/* how many of the PAST_END elements after the n of d (from guarded) are not tail's any more */
+static int64_t past_end_changed(const void *d, int64_t n, int bf16, const float *tail) {
+    ts_err err = { 0 };
+    size_t es = bf16 ? 2 : 4;
+    unsigned char h[PAST_END * 4];
+    die(ts_cuda_download(G, h, (const char *)d + (size_t)n * es, PAST_END * es, &err), &err);
+    int64_t changed = 0;
+    for (int i = 0; i < PAST_END; i++) {
+        uint16_t t16 = bf16_bits(tail[i]);
+        changed += bf16 ? memcmp(h + i * es, &t16, 2) != 0 : memcmp(h + i * es, &tail[i], 4) != 0;
+    }
+    return changed;
+}
+
+/* Download n bf16 values */
+static uint16_t *get16(const void *d, int64_t n) {
+    ts_err err = { 0 };
+    uint16_t *h = malloc((size_t)n * 2);
+    die(ts_cuda_download(G, h, d, (size_t)n * 2, &err), &err);
+    return h;
+}
+
+/* columns [off, off + W) of the R rows (pitch ld) of the bf16 values x, as float32 */
+static float *bf16_columns(const uint16_t *x, int64_t R, int64_t ld, int64_t off, int64_t W) {
+    float *f = malloc((size_t)(R * W) * sizeof *f);
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t c = 0; c < W; c++) {
+            uint32_t b = (uint32_t)x[r * ld + off + c] << 16;
+            memcpy(&f[r * W + c], &b, 4);
+        }
+    return f;
+}
+
+/* ts_cuda_attention_packed and its backward (heads of 64, q, k, v read from in_proj's packed
+ * rows qkv (B T, 3 W), y and dy (B T, W), dqkv overwritten) against float64 on the same
+ * bf16-rounded inputs; scale 0: the default, 1/8. The kernels round the probabilities (and dS)
+ * to bf16 before their products, as FlashAttention does, and write y and dqkv in bf16: that
+ * sets the limit of y, dq, dk and dv to 1e-2 (relative norm; a model of that arithmetic on the
+ * host lands at 2-3e-3 on these shapes). lse is float32 from float32 scores and sums: 1e-3 (the
+ * same model gives 5e-8, and 2e-4 where the sum is taken of the bf16-rounded probabilities; a
+ * wrong base, scale or mask is off by more than 1e-1). Every output and both scratch buffers
+ * start NaN; the backward then runs again with the scratch full of finite garbage and dqkv NaN
+ * again: dq must hold as well, and dk and dv (sums in a fixed order) must come back bit for bit
+ * (dq is summed by float32 atomics, in no fixed order). Nothing past any buffer's end may
+ * change. */
+static void check_attention_packed(int64_t B, int64_t H, int64_t T, int causal, float scale) {
+    ts_err err = { 0 };
+    const int64_t D = 64;
+    int64_t W = H * D, W3 = 3 * W, R = B * T, nqkv = R * W3, ny = R * W, nl = B * H * T;
+    float *qkv = randn(nqkv, 1), *dy = randn(ny, 1), *tail = randn(PAST_END, 1);
+    uint16_t *d_qkv = operand(qkv, nqkv, 1), *d_dy = operand(dy, ny, 1);
+    double s = scale > 0.0f ? (double)scale : 0.125;
+    double *ry = dzeros(ny), *rl = dzeros(nl), *rdq = dzeros(ny), *rdk = dzeros(ny);
+    double *rdv = dzeros(ny), *P = dzeros(T), *dS = dzeros(T);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++) {
+            /* row i's q, k, v (in qkv) and y, dy, dq, dk, dv (packed as y) of head h */
+            const float *q = qkv + b * T * W3 + h * D, *k = q + W, *v = q + 2 * W;
+            const float *dY = dy + b * T * W + h * D;
+            int64_t o = b * T * W + h * D;
+            for (int64_t i = 0; i < T; i++) {
+                int64_t n = causal ? i + 1 : T;
+                double m = -INFINITY, sum = 0, delta = 0, *yi = ry + o + i * W;
+                for (int64_t j = 0; j < n; j++) {
+                    double dot = 0;
+                    for (int64_t d = 0; d < D; d++) dot += (double)q[i * W3 + d] * k[j * W3 + d];
+                    P[j] = s * dot;
+                    m = fmax(m, P[j]);
+                }
+                for (int64_t j = 0; j < n; j++) P[j] = exp(P[j] - m), sum += P[j];
+                for (int64_t j = 0; j < n; j++) P[j] /= sum;
+                rl[(b * H + h) * T + i] = m + log(sum);
+                for (int64_t d = 0; d < D; d++) {
+                    for (int64_t j = 0; j < n; j++) yi[d] += P[j] * v[j * W3 + d];
+                    delta += yi[d] * dY[i * W + d];
+                }
+                for (int64_t j = 0; j < n; j++) {
+                    double dp = 0;
+                    for (int64_t d = 0; d < D; d++) dp += (double)dY[i * W + d] * v[j * W3 + d];
+                    dS[j] = P[j] * (dp - delta);
+                }
+                for (int64_t j = 0; j < n; j++)
+                    for (int64_t d = 0; d < D; d++) {
+                        rdq[o + i * W + d] += s * dS[j] * k[j * W3 + d];
+                        rdk[o + j * W + d] += s * dS[j] * q[i * W3 + d];
+                        rdv[o + j * W + d] += P[j] * dY[i * W + d];
+                    }
+            }
+        }
+    uint16_t *d_y = guarded(ny, 1, tail), *d_dqkv = guarded(nqkv, 1, tail);
+    float *d_l = guarded(nl, 0, tail), *d_acc = guarded(ny, 0, tail);
+    float *d_delta = guarded(nl, 0, tail);
+    die(ts_cuda_attention_packed(G, d_qkv, d_y, d_l, B, T, H, causal, scale, &err), &err);
+    die(ts_cuda_attention_packed_backward(G, d_qkv, d_y, d_l, d_dy, d_dqkv, d_acc, d_delta, B, T,
+                                          H, causal, scale, &err), &err);
+    char what[128], sc[32] = "";
+    if (scale > 0.0f) snprintf(sc, sizeof sc, ", scale %g", (double)scale);
+    snprintf(what, sizeof what, "attention_packed %lldx%lldx%lld%s%s", (long long)B,
+             (long long)H, (long long)T, causal ? ", causal" : "", sc);
+    uint16_t *h16 = get16(d_y, ny);
+    float *f = bf16_columns(h16, R, W, 0, W);
+    report(what, rel(f, ry, ny), 1e-2);
+    free(h16), free(f);
+    f = get(d_l, nl);
+    report("  lse", rel(f, rl, nl), 1e-3);
+    free(f);
+    uint16_t *g1 = get16(d_dqkv, nqkv);
+    const char *part[3] = { "  backward dq", "  dk", "  dv" };
+    const double *ref[3] = { rdq, rdk, rdv };
+    for (int p = 0; p < 3; p++) {
+        f = bf16_columns(g1, R, W3, p * W, W);
+        report(part[p], rel(f, ref[p], ny), 1e-2);
+        free(f);
+    }
+    /* again, the scratch holding finite garbage (the kernel must not read what it did not
+     * write) and dqkv NaN */
+    float *junk = randn(ny, 1000);
+    die(ts_cuda_upload(G, d_acc, junk, (size_t)ny * 4, &err), &err);
+    die(ts_cuda_upload(G, d_delta, junk, (size_t)nl * 4, &err), &err);
+    die(ts_cuda_fill_bytes(G, d_dqkv, 0xff, (size_t)nqkv * 2, &err), &err);
+    die(ts_cuda_attention_packed_backward(G, d_qkv, d_y, d_l, d_dy, d_dqkv, d_acc, d_delta, B, T,
+                                          H, causal, scale, &err), &err);
+    uint16_t *g2 = get16(d_dqkv, nqkv);
+    f = bf16_columns(g2, R, W3, 0, W);
+    report("  backward again, scratch garbage: dq", rel(f, rdq, ny), 1e-2);
+    free(f);
+    int64_t differ = 0;
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t c = W; c < W3; c++) differ += g1[r * W3 + c] != g2[r * W3 + c];
+    report("  dk, dv bit for bit as the first time", (double)differ, 0.5);
+    int64_t past = past_end_changed(d_y, ny, 1, tail) + past_end_changed(d_dqkv, nqkv, 1, tail) +
+                   past_end_changed(d_l, nl, 0, tail) + past_end_changed(d_acc, ny, 0, tail) +
+                   past_end_changed(d_delta, nl, 0, tail);
+    report("  written past a buffer's end", (double)past, 0.5);
+    free(qkv), free(dy), free(tail), free(junk), free(g1), free(g2);
+    free(ry), free(rl), free(rdq), free(rdk), free(rdv), free(P), free(dS);
+}
+
 /* ---- the CLIP model's kernels (clip_kernels.cu, and the bf16-writing variants) ---- */
 
 /* a check of a += kernel: the whole buffer and the part added */
@@ -1175,6 +1334,42 @@ static void time_attention(int64_t B, int64_t H, int64_t T, int64_t D, int causa
     free(x);
 }
 
+/* the packed attention (attn_mma.cu) forward and backward at one shape, heads of 64, as
+ * time_attention (median of 10 after two warm-ups, its FLOP count: 4 B H T^2 D forward, 2.5
+ * times that backward); the batch repeats one sequence's random rows */
+static void time_attention_packed(int64_t B, int64_t H, int64_t T, int causal) {
+    ts_err err = { 0 };
+    const int64_t D = 64;
+    int64_t W = H * D, n = B * T * 3 * W, one = T * 3 * W;
+    float *x = randn(one, 1);
+    uint16_t *h = malloc((size_t)n * 2);
+    for (int64_t i = 0; i < n; i++) h[i] = bf16_bits(x[i % one]);
+    uint16_t *qkv = dev(h, (size_t)n * 2), *dy = dev(h, (size_t)(B * T * W) * 2);
+    uint16_t *y = dev(NULL, (size_t)(B * T * W) * 2), *dqkv = dev(NULL, (size_t)n * 2);
+    float *lse = dev(NULL, (size_t)(B * H * T) * 4), *acc = dev(NULL, (size_t)(B * T * W) * 4);
+    float *delta = dev(NULL, (size_t)(B * H * T) * 4);
+    double tf[10], tb[10];
+    for (int r = -2; r < 10; r++) {
+        die(ts_cuda_sync(G, &err), &err);
+        double t0 = now_s();
+        die(ts_cuda_attention_packed(G, qkv, y, lse, B, T, H, causal, 0.0f, &err), &err);
+        die(ts_cuda_sync(G, &err), &err);
+        double t1 = now_s();
+        die(ts_cuda_attention_packed_backward(G, qkv, y, lse, dy, dqkv, acc, delta, B, T, H,
+                                              causal, 0.0f, &err), &err);
+        die(ts_cuda_sync(G, &err), &err);
+        if (r >= 0) tf[r] = t1 - t0, tb[r] = now_s() - t1;
+    }
+    qsort(tf, 10, sizeof *tf, cmp_double);
+    qsort(tb, 10, sizeof *tb, cmp_double);
+    double fl = 4.0 * B * H * T * T * D;
+    printf("  attention_packed %lldx%lldx%lldx%lld%s: forward %.3f ms (%.1f TFLOP/s), backward "
+           "%.3f ms (%.1f TFLOP/s)\n", (long long)B, (long long)H, (long long)T, (long long)D,
+           causal ? " causal" : "", 1e3 * tf[5], fl / tf[5] / 1e12, 1e3 * tb[5],
+           2.5 * fl / tb[5] / 1e12);
+    free(x), free(h);
+}
+
 int main(int argc, char **argv) {
     int timing = !(argc > 1 && !strcmp(argv[1], "--no-timing"));
     ts_err err = { 0 };
@@ -1237,6 +1432,12 @@ int main(int argc, char **argv) {
     check_attention(4, 12, 197, 197, 64, 0, 0, 0, 1);
     check_attention(4, 8, 77, 77, 64, 1, 0, 0, 1);
     ts_cuda_reset(G);
+    check_attention_packed(2, 3, 197, 0, 0.0f);
+    check_attention_packed(2, 2, 77, 1, 0.11f);
+    check_attention_packed(1, 1, 13, 1, 0.0f);
+    check_attention_packed(1, 2, 64, 0, 0.11f);
+    check_attention_packed(3, 1, 130, 1, 0.0f);
+    ts_cuda_reset(G);
     if (timing) {
         time_matmul(0, 8192);
         ts_cuda_reset(G);
@@ -1249,6 +1450,10 @@ int main(int argc, char **argv) {
         time_attention(256, 12, 197, 64, 0, 1);
         ts_cuda_reset(G);
         time_attention(256, 8, 77, 64, 1, 1);
+        ts_cuda_reset(G);
+        time_attention_packed(256, 12, 197, 0);
+        ts_cuda_reset(G);
+        time_attention_packed(256, 8, 77, 1);
     }
     printf("gpu_parity: %d failed\n", failures);
     ts_cuda_close(G);

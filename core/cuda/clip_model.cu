@@ -12,7 +12,8 @@
  * a residual branch add the stream in their epilogue. Attention runs one cuBLASLt product per
  * head, batched over the batch, that reads q, k and v where in_proj wrote them and writes the
  * output (and the gradients of q, k, v) in packed rows, around a row softmax whose rows are
- * kept for the backward; or (flash_attention) by the tensor-core kernels of flash.cu.
+ * kept for the backward; or (flash_attention) by attn_mma.cu's tensor-core kernels, which read
+ * and write the same packed rows and keep the scores in registers.
  *
  * Activations are kept per layer for the backward (the float32 residual stream, layernorm
  * statistics, the products' operands, the softmax rows, the MLP's pre-activation); temporaries
@@ -40,14 +41,14 @@ enum { LN1W, LN1B, QKVW, QKVB, OUTW, OUTB, LN2W, LN2B, FCW, FCB, PROJW, PROJB, N
 typedef struct {
     float *xin, *mean1, *rstd1, *xmid, *mean2, *rstd2;
     float *pf;       /* batched attention: the softmax rows */
-    float *o, *lse;  /* flash attention: its output (B, H, T, D) and row logsumexps */
+    float *lse;      /* tensor-core attention: the rows' logsumexp (B, H, T) */
     void *ln1, *qkv, *pop, *attn, *ln2, *h, *g; /* operands (h: the MLP's pre-activation) */
 } layer_acts;
 
 typedef struct {
     int64_t T, W, L, H, N; /* tokens, width, layers, heads, rows (B T) */
     int causal;
-    int flash;             /* attention by flash.cu (bf16, heads of 64) */
+    int flash;             /* attention by attn_mma.cu's kernels (bf16, heads of 64) */
     int *lp;               /* L * NLAYERP parameter indices */
     layer_acts *a;         /* L */
     float *x_last;         /* the output of the last block (B, T, W) */
@@ -214,7 +215,6 @@ static ts_status alloc_tower(ts_cuda_clip *m, tower *t, ts_err *err) {
         a->xmid = FA(N * W);
         a->h = OA(N * 4 * W);
         if (t->flash) {
-            a->o = FA(N * W);
             a->lse = FA(m->B * t->H * t->T);
         } else {
             a->pf = FA(S);
@@ -455,13 +455,6 @@ static ts_status ln_op(ts_cuda_clip *m, const float *x, int w, int b, void *y, f
                              err);
 }
 
-static ts_status heads_op(ts_cuda_clip *m, const float *src, void *dst, int64_t B, int64_t T,
-                          int64_t G, int64_t H, int64_t D, int to_heads, ts_err *err) {
-    if (m->dt == TS_CUDA_BF16)
-        return ts_cuda_heads_bf16(m->g, src, (uint16_t *)dst, B, T, G, H, D, to_heads, err);
-    return ts_cuda_heads(m->g, src, (float *)dst, B, T, G, H, D, to_heads, 0, err);
-}
-
 /* y = gelu(x), both in the operand type (the MLP's pre-activation is written by a product) */
 static ts_status gelu_op(ts_cuda_clip *m, const void *x, void *y, int64_t n, ts_err *err) {
     if (m->dt == TS_CUDA_BF16)
@@ -554,18 +547,12 @@ static ts_status tower_forward(ts_cuda_clip *m, tower *t, ts_err *err) {
         float *xout = l + 1 < t->L ? t->a[l + 1].xin : t->x_last;
         /* x + attn(ln_1(x)) */
         TRYP(ln_op(m, a->xin, p[LN1W], p[LN1B], a->ln1, a->mean1, a->rstd1, N, W, err));
+        TRYP(mm_to_op(m, a->ln1, Wo(m, p[QKVW]), p[QKVB], a->qkv, N, 3 * W, W, TS_TRANS_B,
+                      err));
         if (t->flash) {
-            /* flash.cu reads (B, H, T, D) blocks */
-            TRYP(mm(m, a->ln1, Wo(m, p[QKVW]), Wf(m, p[QKVB]), m->tA, N, 3 * W, W, TS_TRANS_B,
-                   0.0f, err));
-            TRYP(heads_op(m, m->tA, a->qkv, B, T, 3, H, D, 1, err));
-            const uint16_t *q = (const uint16_t *)a->qkv, *k = q + N * W, *v = k + N * W;
-            TRYP(ts_cuda_flash_attention(g, q, k, v, NULL, a->o, a->lse, B, H, T, T, D,
-                                         t->causal, scale, err));
-            TRYP(heads_op(m, a->o, a->attn, B, T, 1, H, D, 0, err));
+            TRYP(ts_cuda_attention_packed(g, (const uint16_t *)a->qkv, (uint16_t *)a->attn,
+                                          a->lse, B, T, H, t->causal, scale, err));
         } else {
-            TRYP(mm_to_op(m, a->ln1, Wo(m, p[QKVW]), p[QKVB], a->qkv, N, 3 * W, W, TS_TRANS_B,
-                          err));
             /* scores_h = q_h k_h^T, softmax, out_h = p_h v_h */
             TRYP(per_head(m, t, qkv_view(m, t, a->qkv, 0), qkv_view(m, t, a->qkv, 1),
                           score_view(t, m->tA), TS_CUDA_F32, T, T, D, TS_TRANS_B, err));
@@ -628,26 +615,20 @@ static ts_status tower_backward(ts_cuda_clip *m, tower *t, ts_err *err) {
         /* attention */
         TRYP(mm(m, dro, a->attn, NULL, Gf(m, p[OUTW]), W, W, N, TS_TRANS_A, 1.0f, err));
         TRYP(ts_cuda_bias_grad(g, m->dres, Gf(m, p[OUTB]), N, W, err));
-        const void *dqkv; /* d(in_proj's output), an operand */
+        /* d(out) packed, then d(in_proj's output) dx, an operand, where in_proj wrote it */
+        void *dattn = bf ? m->o3 : (void *)m->tC;
+        void *dx = bf ? m->o1 : (void *)m->tD;
+        TRYP(mm_to_op(m, dro, Wo(m, p[OUTW]), -1, dattn, N, W, W, 0, err));
         if (t->flash) {
-            TRYP(mm(m, dro, Wo(m, p[OUTW]), NULL, m->tC, N, W, W, 0, 0.0f, err));
-            const uint16_t *q = (const uint16_t *)a->qkv, *k = q + N * W, *v = k + N * W;
-            float *dq = m->tD, *dk = dq + N * W, *dv = dk + N * W;
-            TRYP(ts_cuda_heads_bf16(g, m->tC, (uint16_t *)m->o1, B, T, 1, H, D, 1, err));
-            TRYP(ts_cuda_zero(g, m->tD, (size_t)(3 * N * W) * 4, err));
-            TRYP(ts_cuda_flash_attention_backward(g, q, k, v, NULL, a->o, a->lse,
-                                                  (const uint16_t *)m->o1, dq, dk, dv, B, H, T,
-                                                  T, D, t->causal, scale, err));
-            TRYP(ts_cuda_heads(g, m->tD, m->tA, B, T, 3, H, D, 0, 0, err));
-            TRYP(ts_cuda_bias_grad(g, m->tA, Gf(m, p[QKVB]), N, 3 * W, err));
-            TRYP(op_of(m, m->tA, m->o1, 3 * N * W, &dqkv, err));
+            /* (bf16 only) dq is summed in float32 in tD, delta goes to tB */
+            TRYP(ts_cuda_attention_packed_backward(g, (const uint16_t *)a->qkv,
+                                                   (const uint16_t *)a->attn, a->lse,
+                                                   (const uint16_t *)dattn, (uint16_t *)dx,
+                                                   m->tD, m->tB, B, T, H, t->causal, scale,
+                                                   err));
         } else {
-            /* d(out) packed, then per head: dp = dout v^T, dv = p^T dout, ds = softmax's
-             * backward (scaled), dq = ds k, dk = ds^T q, each written where in_proj's
-             * gradient has it */
-            void *dattn = bf ? m->o3 : (void *)m->tC;
-            void *dx = bf ? m->o1 : (void *)m->tD;
-            TRYP(mm_to_op(m, dro, Wo(m, p[OUTW]), -1, dattn, N, W, W, 0, err));
+            /* per head: dp = dout v^T, dv = p^T dout, ds = softmax's backward (scaled),
+             * dq = ds k, dk = ds^T q */
             TRYP(per_head(m, t, rows_view(t, dattn), qkv_view(m, t, a->qkv, 2),
                           score_view(t, m->tB), TS_CUDA_F32, T, T, D, TS_TRANS_B, err));
             TRYP(per_head(m, t, score_view(t, a->pop), rows_view(t, dattn),
@@ -665,15 +646,13 @@ static ts_status tower_backward(ts_cuda_clip *m, tower *t, ts_err *err) {
                           qkv_view(m, t, dx, 0), m->dt, T, D, T, 0, err));
             TRYP(per_head(m, t, score_view(t, ds), qkv_view(m, t, a->qkv, 0),
                           qkv_view(m, t, dx, 1), m->dt, T, D, T, TS_TRANS_A, err));
-            if (bf)
-                TRYP(ts_cuda_bias_grad_bf16(g, (const uint16_t *)dx, Gf(m, p[QKVB]), N, 3 * W,
-                                            err));
-            else
-                TRYP(ts_cuda_bias_grad(g, (const float *)dx, Gf(m, p[QKVB]), N, 3 * W, err));
-            dqkv = dx;
         }
-        TRYP(mm(m, dqkv, Wo(m, p[QKVW]), NULL, m->tC, N, W, 3 * W, 0, 0.0f, err));
-        TRYP(mm(m, dqkv, a->ln1, NULL, Gf(m, p[QKVW]), 3 * W, W, N, TS_TRANS_A, 1.0f, err));
+        if (bf)
+            TRYP(ts_cuda_bias_grad_bf16(g, (const uint16_t *)dx, Gf(m, p[QKVB]), N, 3 * W, err));
+        else
+            TRYP(ts_cuda_bias_grad(g, (const float *)dx, Gf(m, p[QKVB]), N, 3 * W, err));
+        TRYP(mm(m, dx, Wo(m, p[QKVW]), NULL, m->tC, N, W, 3 * W, 0, 0.0f, err));
+        TRYP(mm(m, dx, a->ln1, NULL, Gf(m, p[QKVW]), 3 * W, W, N, TS_TRANS_A, 1.0f, err));
         TRYP(ts_cuda_layernorm_backward_bf16(g, a->xin, Wf(m, p[LN1W]), a->mean1, a->rstd1,
                                              m->tC, m->dres, odres, Gf(m, p[LN1W]),
                                              Gf(m, p[LN1B]), N, W, err));

@@ -211,6 +211,25 @@ ts_status ts_cuda_flash_attention_backward(ts_cuda *g, const uint16_t *q, const 
                                            int64_t H, int64_t Tq, int64_t Tk, int64_t D,
                                            int causal, float scale, ts_err *err);
 
+/* Attention on the tensor cores by mma.sync (core/cuda/attn_mma.cu, FlashAttention-2's
+ * schedule, scores only ever in registers), reading q, k and v where in_proj wrote them: qkv is
+ * (B T, 3 W) bf16 rows with W = H 64 (heads of 64; B H up to 65535), head h's q at column
+ * h 64, its k at W + h 64 and its v at 2 W + h 64. y (B T, W) bf16 gets head h's output at
+ * column h 64 (packed, as out_proj reads it) and lse (B, H, T) float32 the rows' logsumexp.
+ * causal: query i sees keys j <= i. scale <= 0: 1/8.
+ * The backward takes y, lse and dy (B T, W) bf16 and overwrites dqkv (B T, 3 W) bf16 with the
+ * gradients of q, k and v in the same places; dq_acc (B T W floats) and delta (B H T floats) are
+ * its scratch. dk and dv are sums in a fixed order; dq is added up with float32 atomics (in no
+ * fixed order). */
+ts_status ts_cuda_attention_packed(ts_cuda *g, const uint16_t *qkv, uint16_t *y, float *lse,
+                                   int64_t B, int64_t T, int64_t H, int causal, float scale,
+                                   ts_err *err);
+ts_status ts_cuda_attention_packed_backward(ts_cuda *g, const uint16_t *qkv, const uint16_t *y,
+                                            const float *lse, const uint16_t *dy,
+                                            uint16_t *dqkv, float *dq_acc, float *delta,
+                                            int64_t B, int64_t T, int64_t H, int causal,
+                                            float scale, ts_err *err);
+
 /* ---- optimizer ---- */
 
 /* One AdamW step (torch.optim.AdamW) over n values at step t >= 1: the CPU backend's formula
@@ -290,9 +309,9 @@ typedef struct ts_cuda_clip_config {
     int64_t image_size, patch, width, layers, heads;     /* vision */
     int64_t context, vocab, text_width, text_layers, text_heads;
     int64_t embed;
-    int flash_attention;   /* 1: attention by the tensor-core kernels (flash.cu) where they apply
-                              (bf16, heads of 64); 0: batched products around a row softmax,
-                              faster for now (docs/gpu.md) */
+    int flash_attention;   /* 1: attention by the tensor-core kernels of attn_mma.cu
+                              (ts_cuda_attention_packed) where they apply (bf16, heads of 64);
+                              0: per-head cuBLASLt products around a row softmax */
 } ts_cuda_clip_config;
 
 typedef struct ts_cuda_clip ts_cuda_clip;
