@@ -11,8 +11,9 @@
  *                 open_clip's main.py sets it, the logit-scale clamp) after --warmup, each
  *                 between two waits for the device; prints one JSON line
  * Needs only CUDA (bench/gpu_check.sh builds it with nvcc).
- * --attention flash: the tensor-core kernels (core/cuda/flash.cu) where they apply (bf16
- * products, heads of 64); batched (the default): per-head batched products around a softmax.
+ * --attention flash: the mma.sync tensor-core kernels (core/cuda/attn_mma.cu) where they apply
+ * (bf16 products, heads of 64); batched (the default): per-head cuBLASLt products around a
+ * row softmax.
  * Usage: gpu_clip_step --model vit-b-16|tiny (--check DIR [--bf16] | --time --weights DIR
  *        [--batch 256] [--steps 20] [--warmup 5]) [--attention flash|batched] [--arena-gib N]
  */
