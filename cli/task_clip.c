@@ -1017,7 +1017,8 @@ static const char *device_mismatch(clip_task *s, ts_recipe *r, ts_cuda_clip_conf
         .image_size = v.image_h, .patch = v.patch, .width = v.width, .layers = v.layers,
         .heads = v.heads, .context = tx.context_length, .vocab = tx.vocab_size,
         .text_width = tx.width, .text_layers = tx.layers, .text_heads = tx.heads,
-        .embed = v.out_dim, .flash_attention = 0, /* the towers' widths agree (task_new) */
+        .embed = v.out_dim, /* the towers' widths agree (task_new) */
+        .flash_attention = 1, /* the tensor-core kernels where they apply (bf16, heads of 64) */
     };
     return NULL;
 }
@@ -1085,8 +1086,14 @@ static ts_status clip_device_open(ts_task *t, ts_recipe *r, const ts_optim_recip
         clip_device_close(t);
         return st;
     }
-    ts_log(TS_LOG_INFO, "clip: training on %s, %s products, %.1f GiB of its arena in use",
-           ts_cuda_describe(s->gpu), bf16 ? "bf16" : "float32",
+    int tc = bf16 && dc.width / dc.heads == 64;
+    int tc_text = bf16 && dc.text_width / dc.text_heads == 64;
+    ts_log(TS_LOG_INFO, "clip: training on %s, %s products, attention %s, %.1f GiB of its arena "
+           "in use", ts_cuda_describe(s->gpu), bf16 ? "bf16" : "float32",
+           tc && tc_text ? "on the tensor cores (heads of 64)"
+           : tc || tc_text ? "on the tensor cores in one tower, per-head products in the other"
+                           : "by per-head products (the tensor-core kernels need bf16 and heads "
+                             "of 64)",
            (double)ts_cuda_arena_used(s->gpu) / (1u << 30));
     return TS_OK;
 }
