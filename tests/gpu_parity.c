@@ -634,6 +634,64 @@ static double rel_added(const float *out, const float *seed, const double *ref, 
     return r > 0 ? sqrt(d / r) : sqrt(d);
 }
 
+/* where element (b, h, row i, column d) of an attention tensor lies: b bs + h hs + i rs + d */
+typedef struct { int64_t bs, hs, rs; } att_stride;
+/* the strides of ref_attention's tensors: q; k and v; y, dy and dq; dk and dv */
+typedef struct { att_stride q, k, y, dk; } att_layout;
+
+/* Softmax attention forward and backward in float64, the reference of both attention checks.
+ * For each (b, h) and query row i < Tq: the scores scale q_i.k_j over the keys j < Tk that are
+ * not masked (j > i where causal; pad[b Tk + j] where pad is not NULL), y_i = softmax(scores) v
+ * (written), lse (B, H, Tq) their logsumexp (0 for a row with every key masked, whose y is 0),
+ * and from dy the gradients, ADDED to dq, dk and dv (which hold the seeds) */
+static void ref_attention(const float *q, const float *k, const float *v, const float *dy,
+                          att_layout L, int64_t B, int64_t H, int64_t Tq, int64_t Tk, int64_t D,
+                          double scale, int causal, const uint8_t *pad, double *y, double *lse,
+                          double *dq, double *dk, double *dv) {
+    double *P = dzeros(Tk), *dS = dzeros(Tk);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t i = 0; i < Tq; i++) {
+                int64_t oq = b * L.q.bs + h * L.q.hs + i * L.q.rs;
+                int64_t oy = b * L.y.bs + h * L.y.hs + i * L.y.rs;
+                int64_t ok = b * L.k.bs + h * L.k.hs, odk = b * L.dk.bs + h * L.dk.hs;
+                int64_t n = causal && i + 1 < Tk ? i + 1 : Tk;
+                const float *Q = q + oq, *dY = dy + oy;
+                double m = -INFINITY, s = 0, delta = 0;
+                for (int64_t j = 0; j < n; j++) {
+                    const float *K = k + ok + j * L.k.rs;
+                    P[j] = -INFINITY;
+                    if (pad && pad[b * Tk + j]) continue;
+                    double dot = 0;
+                    for (int64_t d = 0; d < D; d++) dot += (double)Q[d] * K[d];
+                    P[j] = dot * scale;
+                    m = fmax(m, P[j]);
+                }
+                for (int64_t j = 0; j < n; j++) s += P[j] == -INFINITY ? 0 : exp(P[j] - m);
+                for (int64_t j = 0; j < n; j++) P[j] = P[j] == -INFINITY ? 0 : exp(P[j] - m) / s;
+                lse[(b * H + h) * Tq + i] = s > 0 ? m + log(s) : 0.0;
+                for (int64_t d = 0; d < D; d++) {
+                    double yd = 0;
+                    for (int64_t j = 0; j < n; j++) yd += P[j] * v[ok + j * L.k.rs + d];
+                    y[oy + d] = yd;
+                    delta += yd * dY[d];
+                }
+                for (int64_t j = 0; j < n; j++) {
+                    const float *V = v + ok + j * L.k.rs;
+                    double dp = 0;
+                    for (int64_t d = 0; d < D; d++) dp += (double)dY[d] * V[d];
+                    dS[j] = P[j] * (dp - delta);
+                }
+                for (int64_t j = 0; j < n; j++)
+                    for (int64_t d = 0; d < D; d++) {
+                        dq[oy + d] += scale * dS[j] * k[ok + j * L.k.rs + d];
+                        dk[odk + j * L.dk.rs + d] += scale * dS[j] * Q[d];
+                        dv[odk + j * L.dk.rs + d] += P[j] * dY[d];
+                    }
+            }
+    free(P), free(dS);
+}
+
 /* attention forward (y and the logsumexp) and backward against float64. padded: the last keys
  * of each sequence are padding (as real batches pad); empty: besides, every key of the last
  * sequence is padding, so its rows are empty (zeros, lse 0, no gradient). The gradients are
@@ -656,44 +714,11 @@ static void check_attention(int64_t B, int64_t H, int64_t Tq, int64_t Tk, int64_
     for (int64_t j = 0; empty && j < Tk; j++) pad[(B - 1) * Tk + j] = 1;
     double *ry = dzeros(nq), *rdq = dzeros(nq), *rdk = dzeros(nk), *rdv = dzeros(nk);
     double *rl = dzeros(B * H * Tq);
-    double *P = dzeros(Tk), *dS = dzeros(Tk), scale = 1.0 / sqrt((double)D);
     for (int64_t i = 0; i < nq; i++) rdq[i] = dq0[i];
     for (int64_t i = 0; i < nk; i++) rdk[i] = dk0[i], rdv[i] = dv0[i];
-    for (int64_t bh = 0; bh < B * H; bh++) {
-        int64_t b = bh / H;
-        const float *Q = q + bh * Tq * D, *K = k + bh * Tk * D, *V = v + bh * Tk * D;
-        const float *dY = dy + bh * Tq * D;
-        for (int64_t i = 0; i < Tq; i++) {
-            double m = -INFINITY, s = 0, delta = 0;
-            for (int64_t j = 0; j < Tk; j++) {
-                P[j] = -INFINITY;
-                if ((causal && j > i) || pad[b * Tk + j]) continue;
-                double dot = 0;
-                for (int64_t d = 0; d < D; d++) dot += (double)Q[i * D + d] * K[j * D + d];
-                P[j] = dot * scale;
-                m = fmax(m, P[j]);
-            }
-            for (int64_t j = 0; j < Tk; j++) s += P[j] == -INFINITY ? 0 : exp(P[j] - m);
-            for (int64_t j = 0; j < Tk; j++) P[j] = P[j] == -INFINITY ? 0 : exp(P[j] - m) / s;
-            rl[bh * Tq + i] = s > 0 ? m + log(s) : 0.0;
-            double *yi = ry + (bh * Tq + i) * D;
-            for (int64_t d = 0; d < D; d++) {
-                for (int64_t j = 0; j < Tk; j++) yi[d] += P[j] * V[j * D + d];
-                delta += yi[d] * dY[i * D + d];
-            }
-            for (int64_t j = 0; j < Tk; j++) {
-                double dp = 0;
-                for (int64_t d = 0; d < D; d++) dp += (double)dY[i * D + d] * V[j * D + d];
-                dS[j] = P[j] * (dp - delta);
-            }
-            for (int64_t j = 0; j < Tk; j++)
-                for (int64_t d = 0; d < D; d++) {
-                    rdq[(bh * Tq + i) * D + d] += scale * dS[j] * K[j * D + d];
-                    rdk[(bh * Tk + j) * D + d] += scale * dS[j] * Q[i * D + d];
-                    rdv[(bh * Tk + j) * D + d] += P[j] * dY[i * D + d];
-                }
-        }
-    }
+    const att_stride sq = { H * Tq * D, Tq * D, D }, sk = { H * Tk * D, Tk * D, D };
+    ref_attention(q, k, v, dy, (att_layout){ sq, sk, sq, sk }, B, H, Tq, Tk, D,
+                  1.0 / sqrt((double)D), causal, pad, ry, rl, rdq, rdk, rdv);
     float *d_q = dev(q, (size_t)nq * 4), *d_k = dev(k, (size_t)nk * 4);
     float *d_v = dev(v, (size_t)nk * 4);
     uint8_t *d_pad = padded ? dev(pad, (size_t)(B * Tk)) : NULL;
@@ -738,7 +763,7 @@ static void check_attention(int64_t B, int64_t H, int64_t Tq, int64_t Tk, int64_
     report("  dv, the part added", rel_added(h, dv0, rdv, nk), tol);
     free(h);
     free(q), free(k), free(v), free(dy), free(dq0), free(dk0), free(dv0), free(pad);
-    free(ry), free(rl), free(rdq), free(rdk), free(rdv), free(P), free(dS);
+    free(ry), free(rl), free(rdq), free(rdk), free(rdv);
 }
 
 /* ---- attention on packed in_proj rows (attn_mma.cu) ---- */
@@ -813,42 +838,10 @@ static void check_attention_packed(int64_t B, int64_t H, int64_t T, int causal, 
     uint16_t *d_qkv = operand(qkv, nqkv, 1), *d_dy = operand(dy, ny, 1);
     double s = scale > 0.0f ? (double)scale : 0.125;
     double *ry = dzeros(ny), *rl = dzeros(nl), *rdq = dzeros(ny), *rdk = dzeros(ny);
-    double *rdv = dzeros(ny), *P = dzeros(T), *dS = dzeros(T);
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t h = 0; h < H; h++) {
-            /* row i's q, k, v (in qkv) and y, dy, dq, dk, dv (packed as y) of head h */
-            const float *q = qkv + b * T * W3 + h * D, *k = q + W, *v = q + 2 * W;
-            const float *dY = dy + b * T * W + h * D;
-            int64_t o = b * T * W + h * D;
-            for (int64_t i = 0; i < T; i++) {
-                int64_t n = causal ? i + 1 : T;
-                double m = -INFINITY, sum = 0, delta = 0, *yi = ry + o + i * W;
-                for (int64_t j = 0; j < n; j++) {
-                    double dot = 0;
-                    for (int64_t d = 0; d < D; d++) dot += (double)q[i * W3 + d] * k[j * W3 + d];
-                    P[j] = s * dot;
-                    m = fmax(m, P[j]);
-                }
-                for (int64_t j = 0; j < n; j++) P[j] = exp(P[j] - m), sum += P[j];
-                for (int64_t j = 0; j < n; j++) P[j] /= sum;
-                rl[(b * H + h) * T + i] = m + log(sum);
-                for (int64_t d = 0; d < D; d++) {
-                    for (int64_t j = 0; j < n; j++) yi[d] += P[j] * v[j * W3 + d];
-                    delta += yi[d] * dY[i * W + d];
-                }
-                for (int64_t j = 0; j < n; j++) {
-                    double dp = 0;
-                    for (int64_t d = 0; d < D; d++) dp += (double)dY[i * W + d] * v[j * W3 + d];
-                    dS[j] = P[j] * (dp - delta);
-                }
-                for (int64_t j = 0; j < n; j++)
-                    for (int64_t d = 0; d < D; d++) {
-                        rdq[o + i * W + d] += s * dS[j] * k[j * W3 + d];
-                        rdk[o + j * W + d] += s * dS[j] * q[i * W3 + d];
-                        rdv[o + j * W + d] += P[j] * dY[i * W + d];
-                    }
-            }
-        }
+    double *rdv = dzeros(ny);
+    const att_stride sqkv = { T * W3, D, W3 }, sy = { T * W, D, W };
+    ref_attention(qkv, qkv + W, qkv + 2 * W, dy, (att_layout){ sqkv, sqkv, sy, sy }, B, H, T,
+                  T, D, s, causal, NULL, ry, rl, rdq, rdk, rdv);
     uint16_t *d_y = guarded(ny, 1, tail), *d_dqkv = guarded(nqkv, 1, tail);
     float *d_l = guarded(nl, 0, tail), *d_acc = guarded(ny, 0, tail);
     float *d_delta = guarded(nl, 0, tail);
@@ -895,7 +888,7 @@ static void check_attention_packed(int64_t B, int64_t H, int64_t T, int causal, 
                    past_end_changed(d_delta, nl, 0, tail);
     report("  written past a buffer's end", (double)past, 0.5);
     free(qkv), free(dy), free(tail), free(junk), free(g1), free(g2);
-    free(ry), free(rl), free(rdq), free(rdk), free(rdv), free(P), free(dS);
+    free(ry), free(rl), free(rdq), free(rdk), free(rdv);
 }
 
 /* ---- the CLIP model's kernels (clip_kernels.cu, and the bf16-writing variants) ---- */
