@@ -199,10 +199,13 @@ static int cmd_train(int argc, char **argv, int finetune) {
         ts_ckpt_match_free(&m);
     }
     if (check) {
+        if (train.device == 1 && ts_train_device_check(r, &train, &optim, task, dist.world, &err))
+            goto out;
         printf("%s: %s model with %lld parameters (%.1f MiB with gradients and optimizer "
-               "state); recipe OK\n", recipe_path, task->type,
+               "state); recipe OK%s\n", recipe_path, task->type,
                (long long)ts_params_numel(task->params, 1),
-               (double)ts_params_bytes(task->params) / (1 << 20));
+               (double)ts_params_bytes(task->params) / (1 << 20),
+               train.device == 1 ? "; the device model takes it (train.device: cuda)" : "");
         rc = 0;
         goto out;
     }

@@ -1064,6 +1064,13 @@ static ts_status device_copy(clip_task *s, int to_device, ts_err *err) {
     return to_device ? ts_cuda_clip_params_ready(s->dm, err) : TS_OK;
 }
 
+static ts_status clip_device_check(ts_task *t, ts_recipe *r, ts_err *err) {
+    char why[sizeof err->msg];
+    ts_cuda_clip_config dc;
+    const char *no = device_mismatch(t->impl, r, &dc, why, sizeof why, err);
+    return no ? ts_fail(err, TS_ERR_UNSUPPORTED, "%s", no) : TS_OK;
+}
+
 static ts_status clip_device_open(ts_task *t, ts_recipe *r, const ts_optim_recipe *oc, int bf16,
                                   ts_err *err) {
     clip_task *s = t->impl;
@@ -1086,8 +1093,8 @@ static ts_status clip_device_open(ts_task *t, ts_recipe *r, const ts_optim_recip
         clip_device_close(t);
         return st;
     }
-    int tc = bf16 && dc.width / dc.heads == 64;
-    int tc_text = bf16 && dc.text_width / dc.text_heads == 64;
+    int tc = bf16 && dc.width / dc.heads == 64 && B * dc.heads <= 65535;
+    int tc_text = bf16 && dc.text_width / dc.text_heads == 64 && B * dc.text_heads <= 65535;
     ts_log(TS_LOG_INFO, "clip: training on %s, %s products, attention %s, %.1f GiB of its arena "
            "in use", ts_cuda_describe(s->gpu), bf16 ? "bf16" : "float32",
            tc && tc_text ? "on the tensor cores (heads of 64)"
@@ -1166,6 +1173,7 @@ ts_status ts_task_clip_new(ts_recipe *r, uint64_t seed, ts_task **out, ts_err *e
 #ifdef TS_HAVE_CUDA
     s->base.device_open = clip_device_open, s->base.device_step = clip_device_step;
     s->base.device_sync = clip_device_sync, s->base.device_close = clip_device_close;
+    s->base.device_check = clip_device_check;
 #endif
     ts_params *p = s->base.params = ts_params_new();
     char where[512], set[256];

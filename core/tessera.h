@@ -913,9 +913,12 @@ struct ts_task {
      * picks bf16 products. device_step reads the next micro-batch and runs forward, backward
      * and AdamW step `step` (1, 2, ...) at rate lr there, and the task's after_step rule;
      * loss gets the batch's loss. device_sync copies the parameters and moments back into
-     * params (before an evaluation or a checkpoint); device_close frees the device. */
+     * params (before an evaluation or a checkpoint); device_close frees the device.
+     * device_check says what device_open would refuse in the recipe, without a device
+     * (tessera train --check). */
     ts_status (*device_open)(ts_task *t, ts_recipe *r, const struct ts_optim_recipe *oc,
                              int bf16, ts_err *err);
+    ts_status (*device_check)(ts_task *t, ts_recipe *r, ts_err *err);
     ts_status (*device_step)(ts_task *t, int64_t step, float lr, float *loss, ts_metrics *m,
                              ts_err *err);
     ts_status (*device_sync)(ts_task *t, ts_err *err);
@@ -957,6 +960,12 @@ typedef struct ts_train_opts {
  * since the others would wait for it until the collective timeout. */
 ts_status ts_train(ts_recipe *r, const ts_train_cfg *train, const ts_optim_recipe *optim,
                    ts_task *task, const ts_train_opts *opts, ts_err *err);
+/* What keeps a train.device: cuda run of this recipe off the device, for `world` processes:
+ * the trainer's conditions and the task's (device_check), as the error that ts_train would
+ * give, naming the recipe key; TS_OK where the device would be opened. Needs no device. */
+ts_status ts_train_device_check(ts_recipe *r, const ts_train_cfg *train,
+                                const ts_optim_recipe *optim, ts_task *task, int world,
+                                ts_err *err);
 
 /* ---------------------------------------------------------------------------------------- */
 /* Recipes: YAML files (libyaml) with one parse function per section.                       */

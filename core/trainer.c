@@ -463,28 +463,38 @@ static ts_status setup_ranks(run *R, ts_err *err) {
 
 /* train.device: cuda: the task's device model, built from the parameters and moments as they
  * stand (initial or resumed). What the device path does not do is refused by name. */
-static ts_status open_device(run *R, ts_recipe *r, const ts_optim_recipe *oc, ts_err *err) {
-    char where[512];
+/* err's message as "WHERE: train.device: cuda: MESSAGE" */
+static ts_status device_fail(ts_recipe *r, ts_status st, ts_err *err) {
+    char where[512], msg[sizeof err->msg];
     ts_recipe_where(r, "train.device", where, sizeof where);
-    const char *why = !R->task->device_open ? "this task has no model on the device (the clip "
-                                              "task has: open_clip's ViT and text towers)"
-                      : R->world > 1 ? "one process only (data parallel runs on the cpu)"
-                      : R->cfg->accum != 1 ? "train.accum must be 1"
+    snprintf(msg, sizeof msg, "%s", err->msg);
+    const char *m = strncmp(msg, "cuda: ", 6) ? msg : msg + 6; /* said once is enough */
+    return ts_fail(err, st, "%s: train.device: cuda: %s", where, m);
+}
+
+ts_status ts_train_device_check(ts_recipe *r, const ts_train_cfg *cfg, const ts_optim_recipe *oc,
+                                ts_task *task, int world, ts_err *err) {
+    const char *why = !task->device_open ? "this task has no model on the device (the clip "
+                                           "task has: open_clip's ViT and text towers)"
+                      : world > 1 ? "one process only (data parallel runs on the cpu)"
+                      : cfg->accum != 1 ? "train.accum must be 1"
                       : oc->clip_grad_norm > 0 ? "optim.clip_grad_norm must be 0"
                       : oc->name != 0 ? "optim.name must be adamw" : NULL;
-    if (why)
-        return ts_fail(err, TS_ERR_UNSUPPORTED, "%s: train.device: cuda: %s", where, why);
-    ts_status st = R->task->device_open(R->task, r, oc, R->cfg->precision == 1, err);
-    if (st) {
-        char msg[sizeof err->msg];
-        snprintf(msg, sizeof msg, "%s", err->msg);
-        const char *m = strncmp(msg, "cuda: ", 6) ? msg : msg + 6; /* said once is enough */
-        return ts_fail(err, st, "%s: train.device: cuda: %s", where, m);
-    }
+    if (why) return device_fail(r, ts_fail(err, TS_ERR_UNSUPPORTED, "%s", why), err);
+    ts_status st = task->device_check ? task->device_check(task, r, err) : TS_OK;
+    return st ? device_fail(r, st, err) : TS_OK;
+}
+
+static ts_status open_device(run *R, ts_recipe *r, const ts_optim_recipe *oc, ts_err *err) {
+    ts_status st = ts_train_device_check(r, R->cfg, oc, R->task, R->world, err);
+    if (st) return st;
+    st = R->task->device_open(R->task, r, oc, R->cfg->precision == 1, err);
+    if (st) return device_fail(r, st, err);
     R->on_device = 1;
     if (R->cfg->deterministic)
         ts_log(TS_LOG_INFO, "train.deterministic: not on the device, where the token "
-               "embedding's gradient is summed with atomic adds in no fixed order");
+               "embedding's gradient (and the tensor-core attention's dq) is summed with "
+               "atomic adds in no fixed order");
     return TS_OK;
 }
 

@@ -112,6 +112,13 @@ if "$TS" version | grep -q "cuda)"; then
     "$TS" train clip.yaml "${dev[@]}" --set objective.clip.weight=0.5
   expect 1 "train.device: cuda: train.accum must be 1" -- \
     "$TS" train clip.yaml "${dev[@]}" --set train.accum=2
+  # --check says the same without a device, and takes what the device model takes
+  expect 1 "train.device: cuda: model.vision must have act gelu" -- \
+    "$TS" train --check clip.yaml "${dev[@]}" --set model.vision.act=quick_gelu
+  expect 1 "train.device: cuda: optim.clip_grad_norm must be 0" -- \
+    "$TS" train --check clip.yaml "${dev[@]}" --set optim.clip_grad_norm=1
+  expect 0 "the device model takes it (train.device: cuda)" -- \
+    "$TS" train --check clip.yaml "${dev[@]}"
   if ! nvidia-smi -L > /dev/null 2>&1; then
     expect 1 "train.device: cuda: no usable GPU" -- "$TS" train clip.yaml "${dev[@]}"
   fi

@@ -310,18 +310,24 @@ static __global__ void attn_dq_kernel(const float *acc, uint16_t *dqkv, int64_t 
     FOR_EACH(i, rows * W) put(&dqkv[i / W * 3 * W + i % W], acc[i]);
 }
 
-static ts_status packed_args(int64_t B, int64_t T, int64_t H, ts_err *err) {
-    if (B < 1 || T < 1 || H < 1 || B * H > 65535)
+/* the grids hold the problem (B H blocks in y, B T H / 8 in x) and the rows' 16-byte loads
+ * (qkv, dy) and 4-byte stores (y, dqkv) are aligned */
+static ts_status packed_args(int64_t B, int64_t T, int64_t H, const void *in16, const void *in16b,
+                             const void *out4, const void *out4b, ts_err *err) {
+    if (B < 1 || T < 1 || H < 1 || B * H > 65535 || B * T * H / 8 > 0x7fffffff)
         return ts__cuda_fail(err, TS_ERR_USAGE, "cuda attention (packed): batch %lld, %lld "
                              "tokens, %lld heads (batch x heads up to 65535)", (long long)B,
                              (long long)T, (long long)H);
+    if (((uintptr_t)in16 | (uintptr_t)in16b) % 16 || ((uintptr_t)out4 | (uintptr_t)out4b) % 4)
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda attention (packed): qkv and dy must be "
+                             "16-byte aligned, y and dqkv 4-byte aligned");
     return TS_OK;
 }
 
 ts_status ts_cuda_attention_packed(ts_cuda *g, const uint16_t *qkv, uint16_t *y, float *lse,
                                    int64_t B, int64_t T, int64_t H, int causal, float scale,
                                    ts_err *err) {
-    ts_status st = packed_args(B, T, H, err);
+    ts_status st = packed_args(B, T, H, qkv, qkv, y, y, err);
     if (st) return st;
     if (scale <= 0.0f) scale = 0.125f;
     dim3 grid((unsigned)((T + AR - 1) / AR), (unsigned)(B * H));
@@ -335,7 +341,7 @@ ts_status ts_cuda_attention_packed_backward(ts_cuda *g, const uint16_t *qkv, con
                                             uint16_t *dqkv, float *dq_acc, float *delta,
                                             int64_t B, int64_t T, int64_t H, int causal,
                                             float scale, ts_err *err) {
-    ts_status st = packed_args(B, T, H, err);
+    ts_status st = packed_args(B, T, H, qkv, dy, y, dqkv, err);
     if (st) return st;
     if (scale <= 0.0f) scale = 0.125f;
     int64_t W = H * AD;

@@ -305,7 +305,7 @@ static int softmax_backward_warp(ts_cuda *g, const float *p, const float *dp, T_
 
 /* a launch a row: R fits the grid, and the pitch holds the row */
 static ts_status softmax_args(int64_t R, int64_t T, int64_t ld, ts_err *err) {
-    if (R > 0x7fffffff || ld < T)
+    if (R < 1 || T < 1 || R > 0x7fffffff || ld < T)
         return ts__cuda_fail(err, TS_ERR_USAGE, "cuda attention softmax: %lld rows of %lld, "
                              "pitch %lld", (long long)R, (long long)T, (long long)ld);
     return TS_OK;

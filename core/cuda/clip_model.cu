@@ -6,8 +6,9 @@
  * class embedding and logit scale, as open_clip's main.py groups them), their gradients, AdamW
  * moments and, in bf16 mode, a bf16 copy of all of them refreshed after each step, in buffers of
  * the same layout. The products of the towers take bf16 (or float32) operands with float32
- * accumulation. A product whose result only feeds other products writes it in the operand type
- * (in_proj's q, k, v, the attention output, the MLP's pre-activation, and their gradients); the
+ * accumulation. A product whose result is next read as an operand (of products, or of the
+ * bf16 attention and GELU kernels) writes it in the operand type (in_proj's q, k, v, the
+ * attention output, the MLP's pre-activation, and their gradients); the
  * residual stream, layernorm, softmax rows and the loss are float32, and the products that end
  * a residual branch add the stream in their epilogue. Attention runs one cuBLASLt product per
  * head, batched over the batch, that reads q, k and v where in_proj wrote them and writes the
@@ -16,7 +17,8 @@
  * and write the same packed rows and keep the scores in registers.
  *
  * Activations are kept per layer for the backward (the float32 residual stream, layernorm
- * statistics, the products' operands, the softmax rows, the MLP's pre-activation); temporaries
+ * statistics, the products' operands, the softmax rows or, with the tensor-core attention,
+ * the rows' logsumexp, the MLP's pre-activation); temporaries
  * are shared between layers. Everything is bump-allocated from the device's arena once.
  */
 #include "cuda_impl.h"
@@ -263,8 +265,10 @@ ts_status ts_cuda_clip_new(ts_cuda *g, const ts_cuda_clip_config *c, int64_t bat
     tt->T = c->context, tt->W = TW, tt->L = c->text_layers, tt->H = c->text_heads;
     tt->N = batch * c->context, tt->causal = 1;
     /* the tensor-core attention when asked for and where it applies (bf16, heads of 64) */
-    vt->flash = dt == TS_CUDA_BF16 && W / c->heads == 64 && c->flash_attention;
-    tt->flash = dt == TS_CUDA_BF16 && TW / c->text_heads == 64 && c->flash_attention;
+    vt->flash = dt == TS_CUDA_BF16 && W / c->heads == 64 && batch * c->heads <= 65535 &&
+                c->flash_attention;
+    tt->flash = dt == TS_CUDA_BF16 && TW / c->text_heads == 64 &&
+                batch * c->text_heads <= 65535 && c->flash_attention;
     /* open_clip's names and its decay rule: no decay for ndim < 2, gains, biases, logit_scale */
     m->tpos = add_param(m, "positional_embedding", c->context * TW, 1);
     m->tproj = add_param(m, "text_projection", TW * E, 1);
@@ -463,7 +467,7 @@ static ts_status gelu_op(ts_cuda_clip *m, const void *x, void *y, int64_t n, ts_
 }
 
 /* y = op(a) op(b) (+ parameter `bias`; -1: none), written in the operand type: a product whose
- * result is only ever the operand of other products */
+ * result is next read as an operand */
 static ts_status mm_to_op(ts_cuda_clip *m, const void *a, const void *b, int bias, void *y,
                           int64_t M, int64_t N, int64_t K, int flags, ts_err *err) {
     ts_cuda_mm o;

@@ -47,7 +47,7 @@ static cublasStatus_t batch_layout(cublasLtMatrixLayout_t l, int count, int64_t 
 /* What cuBLASLt's choice of algorithm depends on: everything but the addresses (beyond their
  * alignment) and alpha, beta. Zeroed before it is filled, so that memcmp compares it. */
 typedef struct {
-    int in, out, ta, tb, count, bias;
+    int in, out, ta, tb, count, bias, tuned;
     int64_t M, N, K, sa, sb, sy, lda, ldb, ldy;
     uint32_t al[4];
 } plan_key;
@@ -107,7 +107,7 @@ static ts_status matmul(ts_cuda *g, ts_cuda_dtype dt, const void *a, const void 
     const void *bias = o->bias, *c = o->c ? o->c : y;
     int count = o->count > 0 ? o->count : 1;
     float alpha = o->alpha != 0.0f ? o->alpha : 1.0f, beta = o->beta;
-    if (M < 1 || N < 1 || K < 1 || (count > 1 && bias))
+    if (M < 1 || N < 1 || K < 1 || o->count < 0 || (count > 1 && bias))
         return ts__cuda_fail(err, TS_ERR_USAGE, "cuda matmul: %lld x %lld x %lld, %d batched%s",
                              (long long)M, (long long)N, (long long)K, count,
                              count > 1 && bias ? " with a bias" : "");
@@ -129,6 +129,10 @@ static ts_status matmul(ts_cuda *g, ts_cuda_dtype dt, const void *a, const void 
     memset(&key, 0, sizeof key);
     key.in = (int)dt, key.out = (int)o->out, key.ta = ta, key.tb = tb, key.count = count;
     key.bias = bias != NULL, key.M = M, key.N = N, key.K = K;
+    /* batched products that overwrite y have their candidates timed (below); the others keep
+     * the heuristic's first choice, under a key of their own */
+    int tune = count > 1 && beta == 0.0f && c == y;
+    key.tuned = tune;
     if (count > 1) key.sa = o->stride_a, key.sb = o->stride_b, key.sy = o->stride_y;
     key.lda = lda, key.ldb = ldb, key.ldy = ldy;
     key.al[0] = alignment(b), key.al[1] = alignment(a), key.al[2] = alignment(c);
@@ -171,7 +175,6 @@ static ts_status matmul(ts_cuda *g, ts_cuda_dtype dt, const void *a, const void 
         /* batched products that overwrite y (attention's small per-head ones, where the
          * heuristic's first choice can be far from the best) time the candidates on this
          * very call's operands, once per shape */
-        int tune = count > 1 && beta == 0.0f && c == y;
         LT(cublasLtMatmulAlgoGetHeuristic(g->lt, op, lb, la, ly, ly, pref,
                                           tune ? TUNE_CANDIDATES : 1, heur, &returned),
            "heuristic");

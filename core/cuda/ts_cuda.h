@@ -7,16 +7,17 @@
  * Gradients are accumulated (+=) into their buffers, as the CPU backend's backward does, so
  * a caller zeroes them once per step (ts_cuda_zero). Reductions over rows (weight and bias
  * gradients, the cross-entropy mean) sum in a fixed order: the results do not depend on the
- * launch configuration or on timing. Those sums, the cross-entropy's row losses and the
- * attention backward's row terms share one scratch buffer of the device, which is safe because
- * everything runs on its one stream.
+ * launch configuration or on timing (the exceptions, atomic sums and the timed choice of a
+ * product's algorithm, are named where they are). Those sums, the cross-entropy's row losses
+ * and the attention backward's row terms share one scratch buffer of the device, which is safe
+ * because everything runs on its one stream.
  *
  * This layer is what the trainer's device path is built on; tests/gpu_parity.c checks every
  * kernel against a float64 reference on the host, and bench/gpu_clip_step the CLIP model below
  * against open_clip (bench/gpu_check.sh runs both on a GPU; docs/gpu.md has the numbers).
- * What it is not yet: a tiled tensor-core attention (attention.cu is the plain, deterministic
- * reference version; the CLIP model uses batched products around a row softmax) or a ts_ctx
- * on the device.
+ * attention.cu is the plain, deterministic reference attention; attn_mma.cu the tensor-core
+ * one that the CLIP model uses. What it is not yet: a ts_ctx on the device (op-level dispatch
+ * of the tape's ops).
  */
 #ifndef TS_CUDA_H
 #define TS_CUDA_H
@@ -63,18 +64,22 @@ ts_status ts_cuda_matmul(ts_cuda *g, ts_cuda_dtype dt, const void *a, const void
                          int flags, float beta, ts_err *err);
 /* `count` products y_i = alpha op(a_i) @ op(b_i) + beta y_i, the i-th matrices stride_a,
  * stride_b and stride_y elements after the first (attention's per-head products); ld_a, ld_b,
- * ld_y: the row pitch of each as stored (elements; 0: packed). */
+ * ld_y: the row pitch of each as stored (elements; 0: packed); count >= 1, alpha != 0. */
 ts_status ts_cuda_matmul_batched(ts_cuda *g, ts_cuda_dtype dt, const void *a, const void *b,
                                  float *y, int64_t M, int64_t N, int64_t K, int flags,
                                  float alpha, float beta, int count, int64_t stride_a,
                                  int64_t stride_b, int64_t stride_y, int64_t ld_a, int64_t ld_b,
                                  int64_t ld_y, ts_err *err);
 /* The general product: y (M, N) = alpha op(a) @ op(b) + bias + beta c, with y (and c and the
- * bias) in `out`'s type: bf16 is rounded to nearest even once, from the float32 sums. `count`
- * products are strided as ts_cuda_matmul_batched's (a bias only with count 1); c is stored as
- * y is, with y's pitch and stride. Zero fields take their defaults: alpha 0 is read as 1,
- * count 0 as 1, a pitch 0 as packed, c NULL as y itself. Where many products share a shape
- * (attention's per-head products) the algorithm cuBLASLt chose is kept per shape. */
+ * bias) in `out`'s type: bf16 is rounded to nearest even from the float32 sums (once; with a
+ * bias, cuBLASLt's epilogue may round before and after adding it). `count` products are
+ * strided as ts_cuda_matmul_batched's (a bias only with count 1); c is stored as y is, with
+ * y's pitch and stride. Zero fields take their defaults: alpha 0 is read as 1, count 0 as 1, a
+ * pitch 0 as packed, c NULL as y itself; y must not overlap a, b or itself across the batch.
+ * The algorithm cuBLASLt chose is kept per shape. For batched products that overwrite y
+ * (beta 0, no c), the first call of a shape times the heuristic's first 8 candidates on its own
+ * operands (waiting for the device) and keeps the fastest: two processes may keep different
+ * ones, so such products are not bit for bit the same from run to run. */
 typedef struct {
     ts_cuda_dtype out;
     const void *bias; /* N values of out's type, or NULL */
@@ -213,7 +218,8 @@ ts_status ts_cuda_flash_attention_backward(ts_cuda *g, const uint16_t *q, const 
 
 /* Attention on the tensor cores by mma.sync (core/cuda/attn_mma.cu, FlashAttention-2's
  * schedule, scores only ever in registers), reading q, k and v where in_proj wrote them: qkv is
- * (B T, 3 W) bf16 rows with W = H 64 (heads of 64; B H up to 65535), head h's q at column
+ * (B T, 3 W) bf16 rows with W = H 64 (heads of 64; B H up to 65535; qkv and dy 16-byte
+ * aligned, y and dqkv 4-byte aligned, as the arena's buffers are), head h's q at column
  * h 64, its k at W + h 64 and its v at 2 W + h 64. y (B T, W) bf16 gets head h's output at
  * column h 64 (packed, as out_proj reads it) and lse (B, H, T) float32 the rows' logsumexp.
  * causal: query i sees keys j <= i. scale <= 0: 1/8.
