@@ -1287,6 +1287,20 @@ static void time_matmul(int bf16, int64_t S) {
 }
 
 /* attention forward and backward at one shape: median of 10 after two warm-ups */
+/* The medians of 10 forward (tf) and backward (tb) times of an attention as one line that
+ * bench/gpu_check.sh picks up: "  LABEL BxHxTxD[ causal]: forward ...", with the FLOP count
+ * 4 B H T^2 D forward and 2.5 times that backward */
+static void print_attention_times(const char *label, int64_t B, int64_t H, int64_t T, int64_t D,
+                                  int causal, double *tf, double *tb) {
+    qsort(tf, 10, sizeof *tf, cmp_double);
+    qsort(tb, 10, sizeof *tb, cmp_double);
+    double fl = 4.0 * B * H * T * T * D;
+    printf("  %s %lldx%lldx%lldx%lld%s: forward %.3f ms (%.1f TFLOP/s), backward %.3f ms "
+           "(%.1f TFLOP/s)\n", label, (long long)B, (long long)H, (long long)T, (long long)D,
+           causal ? " causal" : "", 1e3 * tf[5], fl / tf[5] / 1e12, 1e3 * tb[5],
+           2.5 * fl / tb[5] / 1e12);
+}
+
 static void time_attention(int64_t B, int64_t H, int64_t T, int64_t D, int causal, int flash) {
     ts_err err = { 0 };
     int64_t n = B * H * T * D;
@@ -1316,14 +1330,7 @@ static void time_attention(int64_t B, int64_t H, int64_t T, int64_t D, int causa
         die(ts_cuda_sync(G, &err), &err);
         if (r >= 0) tf[r] = t1 - t0, tb[r] = now_s() - t1;
     }
-    qsort(tf, 10, sizeof *tf, cmp_double);
-    qsort(tb, 10, sizeof *tb, cmp_double);
-    double fl = 4.0 * B * H * T * T * D;
-    printf("  %sattention %lldx%lldx%lldx%lld%s: forward %.3f ms (%.1f TFLOP/s), backward %.3f "
-           "ms (%.1f TFLOP/s)\n", flash ? "flash " : "", (long long)B, (long long)H, (long long)T,
-           (long long)D,
-           causal ? " causal" : "", 1e3 * tf[5], fl / tf[5] / 1e12, 1e3 * tb[5],
-           2.5 * fl / tb[5] / 1e12);
+    print_attention_times(flash ? "flash attention" : "attention", B, H, T, D, causal, tf, tb);
     free(x);
 }
 
@@ -1353,13 +1360,7 @@ static void time_attention_packed(int64_t B, int64_t H, int64_t T, int causal) {
         die(ts_cuda_sync(G, &err), &err);
         if (r >= 0) tf[r] = t1 - t0, tb[r] = now_s() - t1;
     }
-    qsort(tf, 10, sizeof *tf, cmp_double);
-    qsort(tb, 10, sizeof *tb, cmp_double);
-    double fl = 4.0 * B * H * T * T * D;
-    printf("  attention_packed %lldx%lldx%lldx%lld%s: forward %.3f ms (%.1f TFLOP/s), backward "
-           "%.3f ms (%.1f TFLOP/s)\n", (long long)B, (long long)H, (long long)T, (long long)D,
-           causal ? " causal" : "", 1e3 * tf[5], fl / tf[5] / 1e12, 1e3 * tb[5],
-           2.5 * fl / tb[5] / 1e12);
+    print_attention_times("attention_packed", B, H, T, D, causal, tf, tb);
     free(x), free(h);
 }
 
