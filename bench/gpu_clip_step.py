@@ -202,8 +202,9 @@ def main():
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--time", action="store_true")
     ap.add_argument("--tessera", help="gpu_clip_step binary to time beside PyTorch")
-    ap.add_argument("--attention", default="batched,flash",
-                    help="tessera's attention kernels to time, one row each")
+    ap.add_argument("--attention", default="flash,batched",
+                    help="tessera's attention kernels to time, one row each (the first one "
+                         "gets the per-call breakdown of TS_CLIP_PROFILE_STEPS)")
     ap.add_argument("--weights", help="weights prefix for --tessera (from --export)")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--steps", type=int, default=20)

@@ -14,8 +14,9 @@
  * bf16 before their products, as FlashAttention does: 1e-2 there. What a kernel must not write
  * (a pitch's padding, other heads' columns, the elements past n or past a buffer's end, a
  * product's addend) is seeded and must come back bit for bit. Then the measured float32 and
- * bf16 product rates at 8192^3 (the ceiling that MFU is quoted against) and the attention
- * kernels' times. Needs a GPU; bench/gpu_check.sh builds and runs it (it needs only CUDA).
+ * bf16 product rates at 8192^3 (the ceiling that MFU is quoted against), the attention
+ * kernels' times, and the row kernels' times at the ViT-B/16 step's shapes beside the bytes
+ * they must move. Needs a GPU; bench/gpu_check.sh builds and runs it (it needs only CUDA).
  * Usage: gpu_parity [--no-timing]; the exit status is the number of failed checks.
  */
 #define GPU_PROG "gpu_parity"
@@ -1334,6 +1335,83 @@ static void time_attention(int64_t B, int64_t H, int64_t T, int64_t D, int causa
     free(x);
 }
 
+/* The median time of 10 runs of a call (after 2 warm-ups), in out: seconds */
+#define TIME_CALL(out, call)                                                                 \
+    do {                                                                                     \
+        double t_[10];                                                                       \
+        for (int r_ = -2; r_ < 10; r_++) {                                                   \
+            die(ts_cuda_sync(G, &err), &err);                                                \
+            double t0_ = now_s();                                                            \
+            die((call), &err);                                                               \
+            die(ts_cuda_sync(G, &err), &err);                                                \
+            if (r_ >= 0) t_[r_] = now_s() - t0_;                                             \
+        }                                                                                    \
+        qsort(t_, 10, sizeof *t_, cmp_double);                                               \
+        (out) = t_[5];                                                                       \
+    } while (0)
+
+static void print_row_time(const char *what, double s, double bytes) {
+    printf("  row kernel %-44s %.3f ms, %.0f GB/s of its compulsory traffic\n", what, 1e3 * s,
+           bytes / s / 1e9);
+}
+
+/* The row and elementwise kernels at the ViT-B/16 CLIP step's shapes (batch 256: 50432 rows of
+ * 768, the MLP's 3072, 3072 score rows of 197 per sequence at a pitch of 200), each beside the
+ * bytes it must move at least: where the step's time outside the products goes */
+static void time_row_kernels(void) {
+    ts_err err = { 0 };
+    const int64_t R = 256 * 197, C = 768, C4 = 4 * C, S = 256 * 12 * 197, T = 197, ld = 200;
+    double t;
+    float *x = dev(NULL, (size_t)(R * C) * 4), *dy = dev(NULL, (size_t)(R * C) * 4);
+    float *dx = dev(NULL, (size_t)(R * C) * 4), *w = dev(NULL, (size_t)C * 4);
+    float *b = dev(NULL, (size_t)C * 4), *dw = dev(NULL, (size_t)C * 4);
+    float *db = dev(NULL, (size_t)C * 4), *mean = dev(NULL, (size_t)R * 4);
+    float *rstd = dev(NULL, (size_t)R * 4);
+    uint16_t *y16 = dev(NULL, (size_t)(R * C) * 2), *dx16 = dev(NULL, (size_t)(R * C) * 2);
+    die(ts_cuda_zero(G, x, (size_t)(R * C) * 4, &err), &err);
+    die(ts_cuda_zero(G, dy, (size_t)(R * C) * 4, &err), &err);
+    die(ts_cuda_zero(G, dx, (size_t)(R * C) * 4, &err), &err);
+    die(ts_cuda_fill(G, w, C, 1.0f, &err), &err);
+    die(ts_cuda_zero(G, b, (size_t)C * 4, &err), &err);
+    double rc = (double)R * C;
+    TIME_CALL(t, ts_cuda_layernorm_bf16(G, x, w, b, y16, mean, rstd, R, C, 1e-5f, &err));
+    print_row_time("layernorm 50432x768, bf16 out", t, rc * 6);
+    TIME_CALL(t, ts_cuda_layernorm_backward_bf16(G, x, w, mean, rstd, dy, dx, dx16, dw, db, R, C,
+                                                 &err));
+    print_row_time("layernorm backward, dx16, dw, db", t, rc * 18);
+    TIME_CALL(t, ts_cuda_layernorm_backward_bf16(G, x, w, mean, rstd, dy, dx, dx16, NULL, NULL,
+                                                 R, C, &err));
+    print_row_time("layernorm backward, dx and dx16 alone", t, rc * 18);
+    TIME_CALL(t, ts_cuda_layernorm_backward_bf16(G, x, w, mean, rstd, dy, NULL, NULL, dw, db, R,
+                                                 C, &err));
+    print_row_time("layernorm backward, dw and db alone", t, rc * 8);
+    TIME_CALL(t, ts_cuda_bias_grad(G, dy, db, R, C, &err));
+    print_row_time("bias grad 50432x768", t, rc * 4);
+    ts_cuda_reset(G);
+    uint16_t *h16 = dev(NULL, (size_t)(R * C4) * 2), *g16 = dev(NULL, (size_t)(R * C4) * 2);
+    uint16_t *d16 = dev(NULL, (size_t)(R * C4) * 2);
+    float *db4 = dev(NULL, (size_t)C4 * 4);
+    die(ts_cuda_fill_bytes(G, h16, 0, (size_t)(R * C4) * 2, &err), &err);
+    die(ts_cuda_fill_bytes(G, d16, 0, (size_t)(R * C4) * 2, &err), &err);
+    double r4 = (double)R * C4;
+    TIME_CALL(t, ts_cuda_gelu_bf16io(G, h16, g16, R * C4, &err));
+    print_row_time("gelu 50432x3072, bf16 in and out", t, r4 * 4);
+    TIME_CALL(t, ts_cuda_gelu_backward_bf16io(G, h16, d16, g16, R * C4, &err));
+    print_row_time("gelu backward, bf16", t, r4 * 6);
+    TIME_CALL(t, ts_cuda_bias_grad_bf16(G, d16, db4, R, C4, &err));
+    print_row_time("bias grad 50432x3072, bf16 dy", t, r4 * 2);
+    ts_cuda_reset(G);
+    float *sc = dev(NULL, (size_t)(S * ld) * 4), *pf = dev(NULL, (size_t)(S * ld) * 4);
+    uint16_t *p16 = dev(NULL, (size_t)(S * ld) * 2), *ds16 = dev(NULL, (size_t)(S * ld) * 2);
+    die(ts_cuda_zero(G, sc, (size_t)(S * ld) * 4, &err), &err);
+    double sl = (double)S * ld;
+    TIME_CALL(t, ts_cuda_attn_softmax_bf16(G, sc, pf, p16, S, T, ld, 0.125f, 0, &err));
+    print_row_time("attention softmax 605184x197 (pitch 200)", t, sl * 10);
+    TIME_CALL(t, ts_cuda_attn_softmax_backward_bf16(G, pf, sc, ds16, S, T, ld, 0.125f, &err));
+    print_row_time("attention softmax backward, bf16 ds", t, sl * 10);
+}
+#undef TIME_CALL
+
 /* the packed attention (attn_mma.cu) forward and backward at one shape, heads of 64, as
  * time_attention (median of 10 after two warm-ups, its FLOP count: 4 B H T^2 D forward, 2.5
  * times that backward); the batch repeats one sequence's random rows */
@@ -1448,6 +1526,8 @@ int main(int argc, char **argv) {
         time_attention_packed(256, 12, 197, 0);
         ts_cuda_reset(G);
         time_attention_packed(256, 8, 77, 1);
+        ts_cuda_reset(G);
+        time_row_kernels();
     }
     printf("gpu_parity: %d failed\n", failures);
     ts_cuda_close(G);
