@@ -461,8 +461,6 @@ static ts_status setup_ranks(run *R, ts_err *err) {
     return TS_OK;
 }
 
-/* train.device: cuda: the task's device model, built from the parameters and moments as they
- * stand (initial or resumed). What the device path does not do is refused by name. */
 /* err's message as "WHERE: train.device: cuda: MESSAGE" */
 static ts_status device_fail(ts_recipe *r, ts_status st, ts_err *err) {
     char where[512], msg[sizeof err->msg];
@@ -485,6 +483,8 @@ ts_status ts_train_device_check(ts_recipe *r, const ts_train_cfg *cfg, const ts_
     return st ? device_fail(r, st, err) : TS_OK;
 }
 
+/* train.device: cuda: the task's device model, built from the parameters and moments as they
+ * stand (initial or resumed). What the device path does not do is refused by name. */
 static ts_status open_device(run *R, ts_recipe *r, const ts_optim_recipe *oc, ts_err *err) {
     ts_status st = ts_train_device_check(r, R->cfg, oc, R->task, R->world, err);
     if (st) return st;
