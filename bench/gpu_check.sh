@@ -191,15 +191,20 @@ elif ls "${TS_DEBS:-.deb}"/*.deb > /dev/null 2>&1; then
   timeout 420 bash bench/gpu_quickstart.sh "$OUT/quickstart" "${TS_QS_STEPS:-150}" 2>&1 \
     | tee "$OUT/quickstart.txt"
   qs_rc=${PIPESTATUS[0]}
-  line="$(grep '^RESULT quickstart' "$OUT/quickstart.txt" | sed 's/^RESULT quickstart //')"
+  line="$(grep -E '^RESULT quickstart (ok|FAILED)' "$OUT/quickstart.txt" | \
+    sed 's/^RESULT quickstart //')"
   status "quickstart cpu vs gpu (train)" "${line:-failed (exit $qs_rc)}"
+  line="$(grep '^RESULT quickstart heads of 64' "$OUT/quickstart.txt" | \
+    sed 's/^RESULT quickstart heads of 64 //')"
+  status "quickstart heads of 64, bf16" "${line:-failed (exit $qs_rc)}"
   line="$(grep '^RESULT gpu_cpu_parity' "$OUT/quickstart.txt" | sed 's/^RESULT gpu_cpu_parity: //')"
   status "kernels vs the CPU backend's ops" "${line:-not run}"
   echo "$line" | grep -qE '^[1-9][0-9]* ok, 0 failed \(exit 0\)' || qs_rc=1
   while read -r line; do
     status "quickstart $(echo "$line" | cut -d' ' -f1)" "$(echo "$line" | cut -d' ' -f2- | \
       sed 's/ *(median of the logged intervals)//')"
-  done < <(grep -E "^(cpu|gpu_f32|gpu_bf16) +[0-9]+ samples/s" "$OUT/quickstart.txt")
+  done < <(grep -E "^(cpu|gpu_f32|gpu_bf16|cpu_h64|gpu_bf16_h64) +[0-9]+ samples/s" \
+    "$OUT/quickstart.txt")
 else
   status "quickstart cpu vs gpu (train)" "not run: no .deb (bash bench/gpu_debs.sh, carry .deb)"
   qs_rc=1
