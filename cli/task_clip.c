@@ -1093,14 +1093,12 @@ static ts_status clip_device_open(ts_task *t, ts_recipe *r, const ts_optim_recip
         clip_device_close(t);
         return st;
     }
-    int tc = bf16 && dc.width / dc.heads == 64 && B * dc.heads <= 65535;
-    int tc_text = bf16 && dc.text_width / dc.text_heads == 64 && B * dc.text_heads <= 65535;
+    int tc = ts_cuda_clip_tensor_core_towers(s->dm);
     ts_log(TS_LOG_INFO, "clip: training on %s, %s products, attention %s, %.1f GiB of its arena "
            "in use", ts_cuda_describe(s->gpu), bf16 ? "bf16" : "float32",
-           tc && tc_text ? "on the tensor cores (heads of 64)"
-           : tc || tc_text ? "on the tensor cores in one tower, per-head products in the other"
-                           : "by per-head products (the tensor-core kernels need bf16 and heads "
-                             "of 64)",
+           tc == 3 ? "on the tensor cores (heads of 64)"
+           : tc    ? "on the tensor cores in one tower, per-head products in the other"
+                   : "by per-head products (the tensor-core kernels need bf16 and heads of 64)",
            (double)ts_cuda_arena_used(s->gpu) / (1u << 30));
     return TS_OK;
 }

@@ -277,13 +277,9 @@ static int softmax_warp(ts_cuda *g, const float *scores, float *p, uint16_t *p16
 #define SM_FWD(V)                                                                            \
     attn_softmax_warp_kernel<V><<<blocks, 32 * SM_WARPS, 0, g->stream>>>(scores, p, p16, R, T, \
                                                                          l, scale, causal)
-    if (ld <= 128) SM_FWD(4);
-    else if (ld <= 256) SM_FWD(8);
-    else if (ld <= 512) SM_FWD(16);
-    else if (ld <= 1024) SM_FWD(32);
-    else return 0;
+    int launched = TS_CU_ROW_LAUNCH(ld, SM_FWD);
 #undef SM_FWD
-    return 1;
+    return launched;
 }
 
 template <typename T_>
@@ -294,13 +290,9 @@ static int softmax_backward_warp(ts_cuda *g, const float *p, const float *dp, T_
 #define SM_BWD(V)                                                                            \
     attn_softmax_backward_warp_kernel<T_, V><<<blocks, 32 * SM_WARPS, 0, g->stream>>>(       \
         p, dp, ds, R, T, l, scale)
-    if (ld <= 128) SM_BWD(4);
-    else if (ld <= 256) SM_BWD(8);
-    else if (ld <= 512) SM_BWD(16);
-    else if (ld <= 1024) SM_BWD(32);
-    else return 0;
+    int launched = TS_CU_ROW_LAUNCH(ld, SM_BWD);
 #undef SM_BWD
-    return 1;
+    return launched;
 }
 
 /* a launch a row: R fits the grid, and the pitch holds the row */

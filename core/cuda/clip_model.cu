@@ -428,6 +428,10 @@ ts_status ts_cuda_clip_get_moment(ts_cuda_clip *m, const char *name, int slot, f
     return ts_cuda_download(m->g, host, (slot ? m->V : m->M) + m->p[i].off, (size_t)n * 4, err);
 }
 
+int ts_cuda_clip_tensor_core_towers(const ts_cuda_clip *m) {
+    return (m->vis.flash ? 1 : 0) | (m->txt.flash ? 2 : 0);
+}
+
 int ts_cuda_clip_param_decayed(const ts_cuda_clip *m, int i) {
     return i >= 0 && i < m->np ? m->p[i].decay : 0;
 }
@@ -464,6 +468,24 @@ static ts_status gelu_op(ts_cuda_clip *m, const void *x, void *y, int64_t n, ts_
     if (m->dt == TS_CUDA_BF16)
         return ts_cuda_gelu_bf16io(m->g, (const uint16_t *)x, (uint16_t *)y, n, err);
     return ts_cuda_gelu(m->g, (const float *)x, (float *)y, n, err);
+}
+
+/* d = d gelu'(x) in place, both in the operand type */
+static ts_status gelu_backward_op(ts_cuda_clip *m, const void *x, void *d, int64_t n,
+                                  ts_err *err) {
+    if (m->dt == TS_CUDA_BF16)
+        return ts_cuda_gelu_backward_bf16io(m->g, (const uint16_t *)x, (const uint16_t *)d,
+                                            (uint16_t *)d, n, err);
+    return ts_cuda_gelu_backward_set(m->g, (const float *)x, (const float *)d, (float *)d, NULL,
+                                     n, err);
+}
+
+/* the gradient of parameter `bias` += the column sums of dy (R, C) in the operand type */
+static ts_status bias_grad_op(ts_cuda_clip *m, const void *dy, int bias, int64_t R, int64_t C,
+                              ts_err *err) {
+    if (m->dt == TS_CUDA_BF16)
+        return ts_cuda_bias_grad_bf16(m->g, (const uint16_t *)dy, Gf(m, bias), R, C, err);
+    return ts_cuda_bias_grad(m->g, (const float *)dy, Gf(m, bias), R, C, err);
 }
 
 /* y = op(a) op(b) (+ parameter `bias`; -1: none), written in the operand type: a product whose
@@ -602,15 +624,8 @@ static ts_status tower_backward(ts_cuda_clip *m, tower *t, ts_err *err) {
         TRYP(mm_to_op(m, dro, Wo(m, p[PROJW]), -1, dg, N, 4 * W, W, 0, err));
         TRYP(mm(m, dro, a->g, NULL, Gf(m, p[PROJW]), W, 4 * W, N, TS_TRANS_A, 1.0f, err));
         TRYP(ts_cuda_bias_grad(g, m->dres, Gf(m, p[PROJB]), N, W, err));
-        if (bf) {
-            TRYP(ts_cuda_gelu_backward_bf16io(g, (const uint16_t *)a->h, (const uint16_t *)dg,
-                                              (uint16_t *)dg, N * 4 * W, err));
-            TRYP(ts_cuda_bias_grad_bf16(g, (const uint16_t *)dg, Gf(m, p[FCB]), N, 4 * W, err));
-        } else {
-            TRYP(ts_cuda_gelu_backward_set(g, (const float *)a->h, (const float *)dg,
-                                           (float *)dg, NULL, N * 4 * W, err));
-            TRYP(ts_cuda_bias_grad(g, (const float *)dg, Gf(m, p[FCB]), N, 4 * W, err));
-        }
+        TRYP(gelu_backward_op(m, a->h, dg, N * 4 * W, err));
+        TRYP(bias_grad_op(m, dg, p[FCB], N, 4 * W, err));
         TRYP(mm(m, dg, Wo(m, p[FCW]), NULL, m->tC, N, W, 4 * W, 0, 0.0f, err));
         TRYP(mm(m, dg, a->ln2, NULL, Gf(m, p[FCW]), 4 * W, W, N, TS_TRANS_A, 1.0f, err));
         TRYP(ts_cuda_layernorm_backward_bf16(g, a->xmid, Wf(m, p[LN2W]), a->mean2, a->rstd2,
@@ -651,10 +666,7 @@ static ts_status tower_backward(ts_cuda_clip *m, tower *t, ts_err *err) {
             TRYP(per_head(m, t, score_view(t, ds), qkv_view(m, t, a->qkv, 0),
                           qkv_view(m, t, dx, 1), m->dt, T, D, T, TS_TRANS_A, err));
         }
-        if (bf)
-            TRYP(ts_cuda_bias_grad_bf16(g, (const uint16_t *)dx, Gf(m, p[QKVB]), N, 3 * W, err));
-        else
-            TRYP(ts_cuda_bias_grad(g, (const float *)dx, Gf(m, p[QKVB]), N, 3 * W, err));
+        TRYP(bias_grad_op(m, dx, p[QKVB], N, 3 * W, err));
         TRYP(mm(m, dx, Wo(m, p[QKVW]), NULL, m->tC, N, W, 3 * W, 0, 0.0f, err));
         TRYP(mm(m, dx, a->ln1, NULL, Gf(m, p[QKVW]), 3 * W, W, N, TS_TRANS_A, 1.0f, err));
         TRYP(ts_cuda_layernorm_backward_bf16(g, a->xin, Wf(m, p[LN1W]), a->mean1, a->rstd1,

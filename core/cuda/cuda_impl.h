@@ -67,6 +67,17 @@ static __device__ __forceinline__ float get(const uint16_t *p) {
     return __bfloat162float(__ushort_as_bfloat16(*p));
 }
 
+/* The warp-per-row kernels' launch: LAUNCH(V) with V the values a lane holds of a row of n
+ * (n <= 32 V: 4, 8, 16, 24 or 32; a lane's values past n are padding that leaves every sum
+ * as it is), and 1; or 0 for rows over 1024, which the block-per-row kernels take. */
+#define TS_CU_ROW_LAUNCH(n, LAUNCH)                                                         \
+    ((n) <= 128    ? (LAUNCH(4), 1)                                                        \
+     : (n) <= 256  ? (LAUNCH(8), 1)                                                        \
+     : (n) <= 512  ? (LAUNCH(16), 1)                                                       \
+     : (n) <= 768  ? (LAUNCH(24), 1)                                                       \
+     : (n) <= 1024 ? (LAUNCH(32), 1)                                                       \
+                   : 0)
+
 /* The sum and the maximum of v over the warp, returned to every lane. */
 static __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -417,13 +417,9 @@ static int layernorm_warp(ts_cuda *g, const float *x, const float *w, const floa
 #define LN_FWD(V)                                                                            \
     layernorm_warp_kernel<T, V><<<blocks, 32 * LN_WARPS, 0, g->stream>>>(x, w, b, y, mean, \
                                                                          rstd, R, c, eps)
-    if (C <= 256) LN_FWD(8);
-    else if (C <= 512) LN_FWD(16);
-    else if (C <= 768) LN_FWD(24);
-    else if (C <= 1024) LN_FWD(32);
-    else return 0;
+    int launched = TS_CU_ROW_LAUNCH(C, LN_FWD);
 #undef LN_FWD
-    return 1;
+    return launched;
 }
 
 /* The grid of a one-block-per-row kernel over R rows of C: 0 when there is nothing to do; an
@@ -541,13 +537,9 @@ static int layernorm_dx_warp(ts_cuda *g, const float *x, const float *w, const f
 #define LN_BWD(V)                                                                            \
     layernorm_dx_warp_kernel<V><<<blocks, 32 * LN_WARPS, 0, g->stream>>>(x, w, mean, rstd, dy, \
                                                                          dx, dx16, R, c)
-    if (C <= 256) LN_BWD(8);
-    else if (C <= 512) LN_BWD(16);
-    else if (C <= 768) LN_BWD(24);
-    else if (C <= 1024) LN_BWD(32);
-    else return 0;
+    int launched = TS_CU_ROW_LAUNCH(C, LN_BWD);
 #undef LN_BWD
-    return 1;
+    return launched;
 }
 
 ts_status ts_cuda_layernorm_backward(ts_cuda *g, const float *x, const float *w,

@@ -344,6 +344,9 @@ ts_status ts_cuda_clip_set_moment(ts_cuda_clip *m, const char *name, int slot,
                                   const float *host, int64_t n, ts_err *err);
 ts_status ts_cuda_clip_get_moment(ts_cuda_clip *m, const char *name, int slot, float *host,
                                   int64_t n, ts_err *err);
+/* Which towers run attn_mma.cu's tensor-core attention: 1 the vision tower, 2 the text tower
+ * (flash_attention asked for, bf16, heads of 64, batch x heads up to 65535), or 0 */
+int ts_cuda_clip_tensor_core_towers(const ts_cuda_clip *m);
 /* 1 when parameter i is in the weight-decayed group (open_clip's rule), else 0 */
 int ts_cuda_clip_param_decayed(const ts_cuda_clip *m, int i);
 /* One forward and backward: images (B, 3, S, S) float32 on the device, ids (B, context) on
