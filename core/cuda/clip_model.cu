@@ -603,6 +603,21 @@ static ts_status tower_forward(ts_cuda_clip *m, tower *t, ts_err *err) {
     return TS_OK;
 }
 
+/* The backward of x -> layernorm (gain lnw, bias lnb) -> ln_out -> product with parameter w
+ * (bias b) of `cols` outputs, from dy (the product's output gradient, an operand, N rows): the
+ * bias and weight gradients, then the layernorm's, added to m->dres (and its bf16 copy odres) */
+static ts_status ln_linear_backward(ts_cuda_clip *m, const void *dy, int w, int b,
+                                    const void *ln_out, const float *x, int lnw, int lnb,
+                                    const float *mean, const float *rstd, uint16_t *odres,
+                                    int64_t N, int64_t W, int64_t cols, ts_err *err) {
+    TRYP(bias_grad_op(m, dy, b, N, cols, err));
+    TRYP(mm(m, dy, Wo(m, w), NULL, m->tC, N, W, cols, 0, 0.0f, err));
+    TRYP(mm(m, dy, ln_out, NULL, Gf(m, w), cols, W, N, TS_TRANS_A, 1.0f, err));
+    TRYP(ts_cuda_layernorm_backward_bf16(m->g, x, Wf(m, lnw), mean, rstd, m->tC, m->dres, odres,
+                                         Gf(m, lnw), Gf(m, lnb), N, W, err));
+    return TS_OK;
+}
+
 /* the backward of the blocks: m->dres holds d(output of the last block) and ends as
  * d(t->a[0].xin). In bf16 mode m->odres follows it as the bf16 operand of the products, written
  * by the layernorm backward that last added to it. */
@@ -625,12 +640,8 @@ static ts_status tower_backward(ts_cuda_clip *m, tower *t, ts_err *err) {
         TRYP(mm(m, dro, a->g, NULL, Gf(m, p[PROJW]), W, 4 * W, N, TS_TRANS_A, 1.0f, err));
         TRYP(ts_cuda_bias_grad(g, m->dres, Gf(m, p[PROJB]), N, W, err));
         TRYP(gelu_backward_op(m, a->h, dg, N * 4 * W, err));
-        TRYP(bias_grad_op(m, dg, p[FCB], N, 4 * W, err));
-        TRYP(mm(m, dg, Wo(m, p[FCW]), NULL, m->tC, N, W, 4 * W, 0, 0.0f, err));
-        TRYP(mm(m, dg, a->ln2, NULL, Gf(m, p[FCW]), 4 * W, W, N, TS_TRANS_A, 1.0f, err));
-        TRYP(ts_cuda_layernorm_backward_bf16(g, a->xmid, Wf(m, p[LN2W]), a->mean2, a->rstd2,
-                                             m->tC, m->dres, odres, Gf(m, p[LN2W]),
-                                             Gf(m, p[LN2B]), N, W, err));
+        TRY(ln_linear_backward(m, dg, p[FCW], p[FCB], a->ln2, a->xmid, p[LN2W], p[LN2B],
+                               a->mean2, a->rstd2, odres, N, W, 4 * W, err));
         /* attention */
         TRYP(mm(m, dro, a->attn, NULL, Gf(m, p[OUTW]), W, W, N, TS_TRANS_A, 1.0f, err));
         TRYP(ts_cuda_bias_grad(g, m->dres, Gf(m, p[OUTB]), N, W, err));
@@ -666,12 +677,8 @@ static ts_status tower_backward(ts_cuda_clip *m, tower *t, ts_err *err) {
             TRYP(per_head(m, t, score_view(t, ds), qkv_view(m, t, a->qkv, 0),
                           qkv_view(m, t, dx, 1), m->dt, T, D, T, TS_TRANS_A, err));
         }
-        TRYP(bias_grad_op(m, dx, p[QKVB], N, 3 * W, err));
-        TRYP(mm(m, dx, Wo(m, p[QKVW]), NULL, m->tC, N, W, 3 * W, 0, 0.0f, err));
-        TRYP(mm(m, dx, a->ln1, NULL, Gf(m, p[QKVW]), 3 * W, W, N, TS_TRANS_A, 1.0f, err));
-        TRYP(ts_cuda_layernorm_backward_bf16(g, a->xin, Wf(m, p[LN1W]), a->mean1, a->rstd1,
-                                             m->tC, m->dres, odres, Gf(m, p[LN1W]),
-                                             Gf(m, p[LN1B]), N, W, err));
+        TRY(ln_linear_backward(m, dx, p[QKVW], p[QKVB], a->ln1, a->xin, p[LN1W], p[LN1B],
+                               a->mean1, a->rstd1, odres, N, W, 3 * W, err));
     }
     return TS_OK;
 }
