@@ -197,6 +197,9 @@ elif ls "${TS_DEBS:-.deb}"/*.deb > /dev/null 2>&1; then
   line="$(grep '^RESULT quickstart heads of 64' "$OUT/quickstart.txt" | \
     sed 's/^RESULT quickstart heads of 64 //')"
   status "quickstart heads of 64, bf16" "${line:-failed (exit $qs_rc)}"
+  line="$(grep '^RESULT quickstart resumed' "$OUT/quickstart.txt" | \
+    sed 's/^RESULT quickstart resumed //')"
+  status "quickstart gpu resumed halfway" "${line:-failed (exit $qs_rc)}"
   line="$(grep '^RESULT gpu_cpu_parity' "$OUT/quickstart.txt" | sed 's/^RESULT gpu_cpu_parity: //')"
   status "kernels vs the CPU backend's ops" "${line:-not run}"
   echo "$line" | grep -qE '^[1-9][0-9]* ok, 0 failed \(exit 0\)' || qs_rc=1

@@ -202,8 +202,13 @@ typedef struct clip_task {
     /* train.device: cuda */
     ts_cuda *gpu;
     ts_cuda_clip *dm;
-    float *d_images;  /* (B, 3, S, S) on the device */
-    int32_t *ids;     /* (B, ctx_len) on the host */
+    float *d_images[TS_CUDA_LANES]; /* (B, 3, S, S) on the device, one batch a lane */
+    int32_t *ids[TS_CUDA_LANES];    /* (B, ctx_len) on the host */
+    int lane;         /* the lane of the next step's batch */
+    int staged;       /* that batch is in its lane (or on its way), or staged_st says why not */
+    ts_status staged_st;
+    ts_err staged_err;
+    ts_pipe_pos staged_pos; /* the stream's position after it */
     float beta1, beta2, eps, weight_decay;
 #endif
 } clip_task;
@@ -272,12 +277,19 @@ static ts_pipe_cfg pipe_cfg(const clip_task *s, int train, int rank, int world, 
     };
 }
 
+#ifdef TS_HAVE_CUDA
+static void pin_buffer(void *user, void *buf, size_t bytes, int release);
+#endif
+
 static ts_status open_pipe(clip_task *s, ts_pipe **out, const char *spec, int train, int rank,
                            int world, int64_t batch, const ts_pipe_pos *start, ts_err *err) {
     ts_source *src = NULL;
     ts_status st = ts_wds_source_new(&src, spec, train, err);
     if (st) return st;
     ts_pipe_cfg pc = pipe_cfg(s, train, rank, world, batch);
+#ifdef TS_HAVE_CUDA
+    if (train && s->gpu) pc.on_buffer = pin_buffer, pc.on_buffer_user = s;
+#endif
     return ts_pipe_open(out, src, &pc, start, err);
 }
 
@@ -298,6 +310,14 @@ static ts_batch make_batch(clip_task *s, ts_ctx *c, const ts_pipe_batch *pb) {
     for (int64_t i = 0; i < n; i++)
         memcpy(ts_i32(b.text) + i * L, pb->extra + (size_t)i * rb, (size_t)L * sizeof(int32_t));
     return b;
+}
+
+/* Where the training stream stands: after the last batch trained on. */
+static ts_pipe_pos train_position(const clip_task *s) {
+#ifdef TS_HAVE_CUDA
+    if (s->dm) return s->pos; /* the device's pipeline is a batch ahead (clip_device_step) */
+#endif
+    return s->pipe ? ts_pipe_position(s->pipe) : s->pos;
 }
 
 static void log_bad(clip_task *s, ts_metrics *m) {
@@ -326,7 +346,7 @@ static int64_t stream_key(int64_t epoch, int64_t sample) { return (epoch << 40) 
  * very batches training will get next; their embeddings without grad and in eval mode (the
  * official feature extraction runs model.eval()) go to ts_protoclip_episode. */
 static ts_status run_episode(clip_task *s, ts_ctx *c, ts_err *err) {
-    ts_pipe_pos start = s->pipe ? ts_pipe_position(s->pipe) : s->pos;
+    ts_pipe_pos start = train_position(s);
     int64_t r = c->rank, w = c->world > 0 ? c->world : 1, E = s->vision->out_dim;
     int64_t B = (r + 1) * s->base.batch_size / w - r * s->base.batch_size / w; /* this rank's */
     int64_t N = (s->episode_size + w - 1) / w;                                  /* its part */
@@ -464,7 +484,7 @@ static void clip_after_step(ts_task *t) {
 
 static int clip_data_state(ts_task *t, int64_t v[8]) {
     clip_task *s = t->impl;
-    ts_pipe_pos p = s->pipe ? ts_pipe_position(s->pipe) : s->pos;
+    ts_pipe_pos p = train_position(s);
     v[0] = p.epoch;
     v[1] = p.samples;
     return 2;
@@ -478,6 +498,9 @@ static ts_status clip_data_seek(ts_task *t, const int64_t *v, int n, ts_err *err
     ts_pipe_close(s->pipe);
     s->pipe = NULL;
     s->pos = (ts_pipe_pos){ v[0], v[1] };
+#ifdef TS_HAVE_CUDA
+    s->staged = 0, s->staged_st = TS_OK; /* what was staged came from the old stream */
+#endif
     s->ep_n = s->ep_used = 0; /* ProtoCLIP clusters a new episode from here */
     ts_log(TS_LOG_INFO, "data: resuming the training stream at epoch %lld, sample %lld",
            (long long)v[0], (long long)v[1]);
@@ -976,10 +999,21 @@ static void apply_open_clip_decay(ts_params *p, int ntowers) {
  * rows, and a batch that skipped bad samples is an error. */
 static void clip_device_close(ts_task *t) {
     clip_task *s = t->impl;
+    if (s->gpu) {
+        /* the pipeline's buffers are page-locked for this device: they go first, and the
+         * stream stands after the last batch trained on, not after the one staged */
+        s->pos = train_position(s);
+        ts_pipe_close(s->pipe);
+        s->pipe = NULL;
+    }
     ts_cuda_clip_free(s->dm);
     ts_cuda_close(s->gpu);
-    free(s->ids);
-    s->dm = NULL, s->gpu = NULL, s->ids = NULL, s->d_images = NULL;
+    s->dm = NULL, s->gpu = NULL;
+    for (int k = 0; k < TS_CUDA_LANES; k++) {
+        free(s->ids[k]);
+        s->ids[k] = NULL, s->d_images[k] = NULL;
+    }
+    s->staged = 0, s->staged_st = TS_OK;
 }
 
 /* the host index of parameter `name`, or -1 */
@@ -1084,10 +1118,19 @@ static ts_status clip_device_open(ts_task *t, ts_recipe *r, const ts_optim_recip
     ts_status st = ts_cuda_open(&s->gpu, 0, 0, err);
     if (!st) st = ts_cuda_clip_new(s->gpu, &dc, B, bf16 ? TS_CUDA_BF16 : TS_CUDA_F32, &s->dm,
                                    err);
-    if (!st && !(s->d_images = ts_cuda_alloc(s->gpu, (size_t)(B * 3 * S * S) * sizeof(float))))
-        st = ts_fail(err, TS_ERR_NOMEM, "the device's arena cannot hold a batch of images");
-    if (!st && !(s->ids = malloc((size_t)(B * s->ctx_len) * sizeof *s->ids)))
-        st = ts_fail(err, TS_ERR_NOMEM, "out of memory");
+    for (int k = 0; k < TS_CUDA_LANES && !st; k++) {
+        if (!(s->d_images[k] = ts_cuda_alloc(s->gpu, (size_t)(B * 3 * S * S) * sizeof(float))))
+            st = ts_fail(err, TS_ERR_NOMEM, "the device's arena cannot hold %d batches of "
+                         "images", TS_CUDA_LANES);
+        else if (!(s->ids[k] = malloc((size_t)(B * s->ctx_len) * sizeof *s->ids[k])))
+            st = ts_fail(err, TS_ERR_NOMEM, "out of memory");
+    }
+    /* a pipeline opened before (on the cpu) has buffers that are not page-locked */
+    if (!st && s->pipe) {
+        s->pos = ts_pipe_position(s->pipe);
+        ts_pipe_close(s->pipe);
+        s->pipe = NULL;
+    }
     if (!st) st = device_copy(s, 1, err);
     if (st) {
         clip_device_close(t);
@@ -1103,28 +1146,68 @@ static ts_status clip_device_open(ts_task *t, ts_recipe *r, const ts_optim_recip
     return TS_OK;
 }
 
-static ts_status clip_device_step(ts_task *t, int64_t step, float lr, float *loss, ts_metrics *m,
-                                  ts_err *err) {
-    clip_task *s = t->impl;
+/* The pipeline's batch buffers are page-locked, for copies that overlap the device's work. */
+static void pin_buffer(void *user, void *buf, size_t bytes, int release) {
+    clip_task *s = user;
+    ts_err e;
+    if (release)
+        ts_cuda_unpin(s->gpu, buf);
+    else if (ts_cuda_pin(s->gpu, buf, bytes, &e))
+        ts_log(TS_LOG_WARN, "clip: %s; each batch's copy to the device will hold up the host",
+               e.msg);
+}
+
+/* The next training batch into lane k: its ids on the host, its images on their way to the
+ * device from the pipeline's buffer (which stays the pipeline's until the next ts_pipe_next). */
+static ts_status device_stage(clip_task *s, int k, ts_err *err) {
     int64_t B = s->base.batch_size, L = s->ctx_len, S = s->vinfo.image_size;
-    ts_status st;
-    if (!s->pipe && (st = open_pipe(s, &s->pipe, s->d.train, 1, 0, 1, B, &s->pos, err)))
-        return st;
     ts_pipe_batch pb;
-    if ((st = ts_pipe_next(s->pipe, &pb, err))) return st;
+    ts_status st = ts_pipe_next(s->pipe, &pb, err);
+    if (st) return st;
     if (pb.n != B)
         return ts_fail(err, TS_ERR_DATA, "%s: a training batch has %d good samples of %lld; "
                        "the device model trains on full batches only (bad samples were "
                        "skipped: clean the data or train on the cpu)", s->d.train, pb.n,
                        (long long)B);
-    log_bad(s, m);
     size_t rb = row_bytes(s);
     for (int64_t i = 0; i < B; i++)
-        memcpy(s->ids + i * L, pb.extra + (size_t)i * rb, (size_t)L * sizeof(int32_t));
+        memcpy(s->ids[k] + i * L, pb.extra + (size_t)i * rb, (size_t)L * sizeof(int32_t));
+    s->staged_pos = ts_pipe_position(s->pipe);
+    return ts_cuda_lane_upload(s->gpu, k, s->d_images[k], pb.images,
+                               (size_t)(B * 3 * S * S) * sizeof(float), err);
+}
+
+/* One step on the batch staged in lane k, while the next batch is staged in the other lane:
+ * its images cross to the device during this step's work. An error in getting the next batch
+ * is the next step's error, as it would be without the overlap. */
+static ts_status clip_device_step(ts_task *t, int64_t step, float lr, float *loss, ts_metrics *m,
+                                  ts_err *err) {
+    clip_task *s = t->impl;
+    ts_status st;
+    if (!s->pipe) {
+        if ((st = open_pipe(s, &s->pipe, s->d.train, 1, 0, 1, s->base.batch_size, &s->pos,
+                            err)))
+            return st;
+        s->staged = 0, s->staged_st = TS_OK;
+    }
+    if (s->staged_st) {
+        *err = s->staged_err;
+        return s->staged_st;
+    }
+    int k = s->lane;
+    if (!s->staged && (st = device_stage(s, k, err))) return st;
+    /* lane k's source goes back to the pipeline at the next ts_pipe_next */
+    if ((st = ts_cuda_lane_wait_host(s->gpu, k, err))) return st;
+    s->staged = 0;
+    s->pos = s->staged_pos;
+    log_bad(s, m); /* the counts up to this batch: the next is not taken yet */
+    s->staged_st = device_stage(s, k ^ 1, &s->staged_err);
+    s->staged = !s->staged_st;
+    s->lane = k ^ 1;
     float ls;
-    if ((st = ts_cuda_upload(s->gpu, s->d_images, pb.images,
-                             (size_t)(B * 3 * S * S) * sizeof(float), err)) ||
-        (st = ts_cuda_clip_forward_backward(s->dm, s->d_images, s->ids, loss, err)) ||
+    if ((st = ts_cuda_lane_use(s->gpu, k, err)) ||
+        (st = ts_cuda_clip_forward_backward(s->dm, s->d_images[k], s->ids[k], loss, err)) ||
+        (st = ts_cuda_lane_release(s->gpu, k, err)) ||
         (st = ts_cuda_clip_get(s->dm, "logit_scale", 0, &ls, 1, err)))
         return st;
     if (m) ts_metrics_set(m, "logit_scale", exp(ls)); /* as the cpu objective logs it */

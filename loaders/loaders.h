@@ -675,6 +675,14 @@ typedef void (*ts_skip_fn)(void *user, const ts_skipped *s);
  * thread-safe. An error makes the sample bad (TS_BAD_PREPARE), with err's message. */
 typedef ts_status (*ts_prepare_fn)(void *user, const ts_sample *s, void *row, ts_err *err);
 
+/* The batch buffer hook: told of each page-aligned batch buffer (a slot's images, and its
+ * prepare rows) once, right after it is allocated (release 0), and again just before it is
+ * freed (release 1), on the thread that opens or closes the pipeline. A CUDA build page-locks
+ * the buffers here so that a batch goes to the device by an asynchronous copy straight from
+ * the slot the workers wrote. A buffer may stay unregistered (an error of the hook's own): the
+ * pipeline does not depend on it. */
+typedef void (*ts_buffer_fn)(void *user, void *buf, size_t bytes, int release);
+
 typedef struct ts_pipe_cfg {
     int batch_size;       /* B */
     int workers;          /* worker threads, >= 1 */
@@ -692,6 +700,8 @@ typedef struct ts_pipe_cfg {
     size_t prepare_bytes; /* bytes per row written by prepare */
     ts_skip_fn on_skip;   /* NULL: none; see ts_skip_fn (skip policy only) */
     void *on_skip_user;
+    ts_buffer_fn on_buffer; /* NULL: none; see ts_buffer_fn */
+    void *on_buffer_user;
 } ts_pipe_cfg;
 
 /* Where the data stream stands: the epoch, and how many samples of this rank's stream of that

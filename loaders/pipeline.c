@@ -13,8 +13,9 @@
  * cfg's on_skip hook, when there is one, which sample it was and why; with the fail policy the first bad sample of the batch stops the pipeline with its message. Never a
  * silent zero image: an empty row is never delivered.
  *
- * What this file is not: a decoder, a format reader or a GPU uploader. The slots are plain
- * page-aligned host memory, ready to be pinned by a CUDA build.
+ * What this file is not: a decoder, a format reader or a GPU uploader. The slots' images and
+ * prepare rows are page-aligned host memory, shown to the cfg's on_buffer hook, which a CUDA
+ * build uses to page-lock them for asynchronous copies to the device.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -449,10 +450,22 @@ static void *worker_main(void *arg) {
 /* ---------------------------------------------------------------------------------------- */
 /* Opening and closing                                                                      */
 
-static void slot_free(slot *s) {
-    free(s->images);
+/* A page-aligned batch buffer of n bytes, shown to the on_buffer hook; NULL when out of memory */
+static void *buffer_alloc(const ts_pipe_cfg *c, size_t n) {
+    void *b = page_alloc(n);
+    if (b && c->on_buffer) c->on_buffer(c->on_buffer_user, b, n, 0);
+    return b;
+}
+
+static void buffer_free(const ts_pipe_cfg *c, void *b, size_t n) {
+    if (b && c->on_buffer) c->on_buffer(c->on_buffer_user, b, n, 1);
+    free(b);
+}
+
+static void slot_free(ts_pipe *p, slot *s) {
+    buffer_free(&p->cfg, s->images, (size_t)p->B * p->img_floats * sizeof(float));
     free(s->labels);
-    free(s->extra);
+    buffer_free(&p->cfg, s->extra, (size_t)p->B * p->cfg.prepare_bytes);
     free(s->sidx);
     free(s->keys);
     free(s->row_state);
@@ -484,7 +497,7 @@ void ts_pipe_close(ts_pipe *p) {
         ts_sample_free(p->buf[i]);
         free(p->buf[i]);
     }
-    for (int i = 0; p->slots && i < p->nslots; i++) slot_free(&p->slots[i]);
+    for (int i = 0; p->slots && i < p->nslots; i++) slot_free(p, &p->slots[i]);
     free(p->buf);
     free(p->workers);
     free(p->slots);
@@ -559,9 +572,9 @@ ts_status ts_pipe_open(ts_pipe **out, ts_source *src, const ts_pipe_cfg *cfg,
     for (int i = 0; ok && i < p->nslots; i++) {
         slot *s = &p->slots[i];
         s->g = -1;
-        s->images = S ? page_alloc(B * p->img_floats * sizeof(float)) : NULL;
+        s->images = S ? buffer_alloc(&c, B * p->img_floats * sizeof(float)) : NULL;
         s->labels = malloc(B * sizeof *s->labels);
-        s->extra = c.prepare_bytes ? page_alloc(B * c.prepare_bytes) : NULL;
+        s->extra = c.prepare_bytes ? buffer_alloc(&c, B * c.prepare_bytes) : NULL;
         s->sidx = malloc(B * sizeof *s->sidx);
         s->keys = malloc(B * sizeof *s->keys);
         s->row_state = malloc(B);

@@ -7,7 +7,8 @@
  * ranks read disjoint samples; eval mode equals decode + resize + center crop + normalise done
  * by hand; bad samples (a truncated JPEG, a WebP, a missing caption, a shard cut short, a file
  * that is no tar) are skipped and counted by reason, or stop the run naming the sample; the
- * on_skip hook is told of each of them by name.
+ * on_skip hook is told of each of them by name; the on_buffer hook is shown every batch
+ * buffer once each way, and the batches lie in them.
  * Last it prints samples/s with 1 and 2 workers on 500x375 JPEGs (decode + RandomResizedCrop
  * 224 + flip + normalise): a figure for the log, not a pass mark.
  */
@@ -444,6 +445,84 @@ static void test_skip_hook(void **state) {
     free(r.b);
 }
 
+/* The buffers the on_buffer hook was shown, and whether each is still registered. */
+typedef struct buffers {
+    void *buf[32];
+    size_t bytes[32];
+    int live[32], n, calls;
+} buffers;
+
+static void note_buffer(void *user, void *buf, size_t bytes, int release) {
+    buffers *k = user;
+    k->calls++;
+    int i = 0;
+    while (i < k->n && k->buf[i] != buf) i++;
+    if (!release) {
+        assert_true(i == k->n || !k->live[i]); /* told once per allocation */
+        assert_int_equal((uintptr_t)buf % 4096, 0);
+        assert_true(k->n < 32);
+        i = k->n++;
+        k->buf[i] = buf, k->bytes[i] = bytes, k->live[i] = 1;
+        memset(buf, 0xa5, bytes); /* the whole buffer is ours to touch (ASan checks it) */
+    } else {
+        assert_true(i < k->n && k->live[i]);
+        assert_int_equal(k->bytes[i], bytes);
+        k->live[i] = 0;
+    }
+}
+
+/* The live buffer of exactly `bytes` that holds p, or -1 */
+static int buffer_of(const buffers *k, const void *p, size_t bytes) {
+    for (int i = 0; i < k->n; i++)
+        if (k->live[i] && k->bytes[i] == bytes && (const char *)p == (const char *)k->buf[i])
+            return i;
+    return -1;
+}
+
+/* The on_buffer hook sees every slot's images and prepare rows once when allocated and once
+ * before they are freed, and every delivered batch lies in buffers it was shown. */
+static void test_buffer_hook(void **state) {
+    (void)state;
+    for (int with_images = 1; with_images >= 0; with_images--) {
+        ts_err err;
+        ts_pipe_cfg c = train_cfg(2);
+        c.slots = 3;
+        if (!with_images) c.xform.mode = TS_XFORM_NONE;
+        buffers k = { 0 };
+        c.on_buffer = note_buffer;
+        c.on_buffer_user = &k;
+        ts_source *src;
+        ts_pipe *p;
+        assert_int_equal(ts_wds_source_new(&src, g_spec, 1, &err), TS_OK);
+        assert_int_equal(ts_pipe_open(&p, src, &c, NULL, &err), TS_OK);
+        int per_slot = with_images ? 2 : 1;
+        assert_int_equal(k.n, c.slots * per_slot);
+        size_t img = (size_t)c.batch_size * 3 * 24 * 24 * sizeof(float);
+        size_t rows = (size_t)c.batch_size * CAP;
+        int used[32] = { 0 }, batches = 0;
+        ts_pipe_batch b;
+        while (ts_pipe_next(p, &b, &err) == TS_OK && b.n) {
+            int e = buffer_of(&k, b.extra, rows);
+            assert_true(e >= 0);
+            used[e] = 1;
+            if (with_images) {
+                int i = buffer_of(&k, b.images, img);
+                assert_true(i >= 0);
+                used[i] = 1;
+            } else {
+                assert_null(b.images);
+            }
+            batches++;
+        }
+        assert_true(batches > c.slots);
+        for (int i = 0; i < k.n; i++) assert_true(used[i]); /* every slot delivered */
+        assert_int_equal(k.calls, k.n);
+        ts_pipe_close(p);
+        assert_int_equal(k.calls, 2 * k.n);
+        for (int i = 0; i < k.n; i++) assert_false(k.live[i]);
+    }
+}
+
 static void test_bad_config(void **state) {
     (void)state;
     ts_err err;
@@ -530,6 +609,7 @@ int main(void) {
         cmocka_unit_test(test_eval_matches_transforms),
         cmocka_unit_test(test_bad_samples),
         cmocka_unit_test(test_skip_hook),
+        cmocka_unit_test(test_buffer_hook),
         cmocka_unit_test(test_bad_config),
         cmocka_unit_test(test_throughput),
     };

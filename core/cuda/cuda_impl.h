@@ -21,6 +21,10 @@ struct ts_cuda {
     char describe[256];
     struct ts__cuda_plan *plans; /* cuBLASLt's algorithm per product shape (matmul.cu) */
     int nplans, cap_plans;
+    /* the lanes' uploads (ts_cuda_lane_*): their stream, created on first use, and per lane
+     * the copy's end and the compute stream's last use of the destination */
+    cudaStream_t copy;
+    cudaEvent_t arrived[TS_CUDA_LANES], consumed[TS_CUDA_LANES];
 };
 
 /* matmul.cu: the cached algorithms go with the device */
@@ -52,10 +56,6 @@ static inline unsigned grid_for(int64_t n, int threads) {
     return (unsigned)(b < 1 ? 1 : b > 65535 ? 65535 : b);
 }
 
-#define FOR_EACH(i, n)                                                                      \
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n);             \
-         i += (int64_t)gridDim.x * blockDim.x)
-
 /* Store a float as float32, or as bf16 (round to nearest even). */
 static __device__ __forceinline__ void put(float *p, float v) { *p = v; }
 static __device__ __forceinline__ void put(uint16_t *p, float v) {
@@ -78,46 +78,7 @@ static __device__ __forceinline__ float get(const uint16_t *p) {
      : (n) <= 1024 ? (LAUNCH(32), 1)                                                       \
                    : 0)
 
-/* The sum and the maximum of v over the warp, returned to every lane. */
-static __device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-static __device__ __forceinline__ float warp_max(float v) {
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-
-/* The sum of v over the block, returned to every thread. sh: 32 floats of shared memory. */
-static __device__ __forceinline__ float block_sum(float v, float *sh) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    int w = threadIdx.x >> 5, l = threadIdx.x & 31, nw = blockDim.x >> 5;
-    __syncthreads(); /* sh may still be read by the previous call */
-    if (l == 0) sh[w] = v;
-    __syncthreads();
-    if (w == 0) {
-        v = l < nw ? sh[l] : 0.0f;
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (l == 0) sh[0] = v;
-    }
-    __syncthreads();
-    return sh[0];
-}
-
-static __device__ __forceinline__ float block_max(float v, float *sh) {
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    int w = threadIdx.x >> 5, l = threadIdx.x & 31, nw = blockDim.x >> 5;
-    __syncthreads();
-    if (l == 0) sh[w] = v;
-    __syncthreads();
-    if (w == 0) {
-        v = l < nw ? sh[l] : -INFINITY;
-        for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-        if (l == 0) sh[0] = v;
-    }
-    __syncthreads();
-    return sh[0];
-}
+#include "device_common.h"
 #endif
 
 #endif

@@ -68,6 +68,14 @@ ts_status ts_cuda_open(ts_cuda **out, int device, size_t arena_bytes, ts_err *er
 
 void ts_cuda_close(ts_cuda *g) {
     if (!g) return;
+    if (g->copy) {
+        cudaStreamSynchronize(g->copy);
+        for (int k = 0; k < TS_CUDA_LANES; k++) {
+            cudaEventDestroy(g->arrived[k]);
+            cudaEventDestroy(g->consumed[k]);
+        }
+        cudaStreamDestroy(g->copy);
+    }
     if (g->lt) cublasLtDestroy(g->lt);
     ts__cuda_plans_free(g);
     cudaFree(g->scratch);
@@ -111,5 +119,65 @@ ts_status ts_cuda_zero(ts_cuda *g, void *dst, size_t bytes, ts_err *err) {
 
 ts_status ts_cuda_sync(ts_cuda *g, ts_err *err) {
     TS_CU(cudaStreamSynchronize(g->stream), "synchronize");
+    return TS_OK;
+}
+
+/* ---- the lanes ---- */
+
+ts_status ts_cuda_pin(ts_cuda *g, void *host, size_t bytes, ts_err *err) {
+    (void)g;
+    cudaError_t e = cudaHostRegister(host, bytes, cudaHostRegisterDefault);
+    if (e == cudaSuccess) return TS_OK;
+    cudaGetLastError(); /* not an error of the next kernel launch */
+    return ts__cuda_fail(err, TS_ERR_IO, "cuda: page-locking %zu MiB of host memory: %s",
+                         bytes >> 20, cudaGetErrorString(e));
+}
+
+void ts_cuda_unpin(ts_cuda *g, void *host) {
+    if (g->copy) cudaStreamSynchronize(g->copy); /* no copy still reads it */
+    if (cudaHostUnregister(host) != cudaSuccess) cudaGetLastError(); /* it was never pinned */
+}
+
+static ts_status lanes_open(ts_cuda *g, int lane, ts_err *err) {
+    if (lane < 0 || lane >= TS_CUDA_LANES)
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda: lane %d of %d", lane, TS_CUDA_LANES);
+    if (g->copy) return TS_OK;
+    for (int k = 0; k < TS_CUDA_LANES; k++) {
+        TS_CU(cudaEventCreateWithFlags(&g->arrived[k], cudaEventDisableTiming), "lane event");
+        TS_CU(cudaEventCreateWithFlags(&g->consumed[k], cudaEventDisableTiming), "lane event");
+    }
+    TS_CU(cudaStreamCreateWithFlags(&g->copy, cudaStreamNonBlocking), "copy stream");
+    return TS_OK;
+}
+
+ts_status ts_cuda_lane_upload(ts_cuda *g, int lane, void *dst, const void *src, size_t bytes,
+                              ts_err *err) {
+    ts_status st = lanes_open(g, lane, err);
+    if (st) return st;
+    /* an event never recorded is complete: the first upload into a lane waits for nothing */
+    TS_CU(cudaStreamWaitEvent(g->copy, g->consumed[lane], 0), "lane upload");
+    TS_CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, g->copy), "lane upload");
+    TS_CU(cudaEventRecord(g->arrived[lane], g->copy), "lane upload");
+    return TS_OK;
+}
+
+ts_status ts_cuda_lane_use(ts_cuda *g, int lane, ts_err *err) {
+    ts_status st = lanes_open(g, lane, err);
+    if (st) return st;
+    TS_CU(cudaStreamWaitEvent(g->stream, g->arrived[lane], 0), "lane use");
+    return TS_OK;
+}
+
+ts_status ts_cuda_lane_release(ts_cuda *g, int lane, ts_err *err) {
+    ts_status st = lanes_open(g, lane, err);
+    if (st) return st;
+    TS_CU(cudaEventRecord(g->consumed[lane], g->stream), "lane release");
+    return TS_OK;
+}
+
+ts_status ts_cuda_lane_wait_host(ts_cuda *g, int lane, ts_err *err) {
+    ts_status st = lanes_open(g, lane, err);
+    if (st) return st;
+    TS_CU(cudaEventSynchronize(g->arrived[lane]), "lane copy");
     return TS_OK;
 }

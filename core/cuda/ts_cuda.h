@@ -51,6 +51,31 @@ ts_status ts_cuda_fill_bytes(ts_cuda *g, void *dst, int byte, size_t bytes, ts_e
 ts_status ts_cuda_zero(ts_cuda *g, void *dst, size_t bytes, ts_err *err);
 ts_status ts_cuda_sync(ts_cuda *g, ts_err *err);
 
+/* ---- uploads that overlap the compute stream ----
+ * A batch goes to the device while the device still trains on the one before: the host
+ * buffers are page-locked (ts_cuda_pin; the data pipeline's batch buffers, through its
+ * on_buffer hook), and the device holds TS_CUDA_LANES destinations. An upload into a lane
+ * runs on a copy stream of its own once the compute stream is done with that lane's last
+ * contents, and the compute stream waits for it before reading it:
+ *
+ *     ts_cuda_lane_upload(g, k ^ 1, next...)     the next batch, behind the current one
+ *     ts_cuda_lane_use(g, k)                     the compute stream waits for lane k's copy
+ *     ... kernels reading lane k ...
+ *     ts_cuda_lane_release(g, k)                 lane k may be overwritten after these
+ *     ts_cuda_lane_wait_host(g, k ^ 1)           before the host reuses next's source
+ *
+ * Unpinned sources work too (the copy is then synchronous for the host). */
+#define TS_CUDA_LANES 2
+/* Page-lock host memory for asynchronous copies; an error leaves it as it was, and usable. */
+ts_status ts_cuda_pin(ts_cuda *g, void *host, size_t bytes, ts_err *err);
+/* Undo ts_cuda_pin once the lanes' copies are done (none or a failed pin: nothing to undo). */
+void ts_cuda_unpin(ts_cuda *g, void *host);
+ts_status ts_cuda_lane_upload(ts_cuda *g, int lane, void *dst, const void *src, size_t bytes,
+                              ts_err *err);
+ts_status ts_cuda_lane_use(ts_cuda *g, int lane, ts_err *err);
+ts_status ts_cuda_lane_release(ts_cuda *g, int lane, ts_err *err);
+ts_status ts_cuda_lane_wait_host(ts_cuda *g, int lane, ts_err *err);
+
 /* ---- products (cuBLASLt, float32 accumulation) ---- */
 
 typedef enum { TS_CUDA_F32, TS_CUDA_BF16 } ts_cuda_dtype;
