@@ -217,6 +217,46 @@ static void check_attention(int64_t B, int64_t H, int64_t T, int64_t D, int caus
     free(q), free(k), free(v), free(dy), free(kp);
 }
 
+/* ts_dwconv2d (general 0) or ts_conv2d against conv.cu, forward and the three gradients;
+ * `at`: the images the general convolution's columns scratch holds */
+static void check_conv(int general, int64_t B, int64_t Cn, int64_t H, int64_t W, int64_t Cout,
+                       int64_t k, int stride, int pad, int64_t at) {
+    ts_err err = { 0 };
+    ts_cuda_conv cv = { B, Cn, H, W, general ? Cout : 0, k, k, stride, pad };
+    int64_t Wo, Ho = ts_cuda_conv_out(&cv, &Wo), Co = general ? Cout : Cn;
+    int64_t nx = B * Cn * H * W, nw = Co * (general ? Cn : 1) * k * k, ny = B * Co * Ho * Wo;
+    float *x = randn(nx, 1), *w = randn(nw, 1), *b = randn(Co, 1), *dy = randn(ny, 1);
+    ts_tensor *tx = leaf(x, 4, TS_SHAPE(B, Cn, H, W)), *tb = leaf(b, 1, TS_SHAPE(Co));
+    ts_tensor *tw = leaf(w, 4, TS_SHAPE(Co, general ? Cn : 1, k, k));
+    ts_tensor *y = general ? ts_conv2d(C, tx, tw, tb, stride, pad)
+                           : ts_dwconv2d(C, tx, tw, tb, stride, pad);
+    ts_backward_with(C, y, ts_from_f32(C, 4, TS_SHAPE(B, Co, Ho, Wo), dy));
+    float *d_x = dev(x, (size_t)nx * 4), *d_w = dev(w, (size_t)nw * 4);
+    float *d_b = dev(b, (size_t)Co * 4), *d_dy = dev(dy, (size_t)ny * 4);
+    float *d_y = dev(NULL, (size_t)ny * 4), *d_dx = dzero(nx), *d_dw = dzero(nw);
+    float *d_db = dzero(Co);
+    int64_t ncols = at * Cn * k * k * Ho * Wo;
+    float *d_cols = general ? dev(NULL, (size_t)ncols * 4) : NULL;
+    if (general) {
+        die(ts_cuda_conv2d(G, d_x, d_w, d_b, d_y, &cv, d_cols, ncols, &err), &err);
+        die(ts_cuda_conv2d_backward(G, d_x, d_w, d_dy, d_dx, d_dw, d_db, &cv, d_cols, ncols,
+                                    &err), &err);
+    } else {
+        die(ts_cuda_dwconv2d(G, d_x, d_w, d_b, d_y, &cv, &err), &err);
+        die(ts_cuda_dwconv2d_backward(G, d_x, d_w, d_dy, d_dx, d_dw, d_db, &cv, &err), &err);
+    }
+    char what[96];
+    snprintf(what, sizeof what, "%s %lldx%lldx%lldx%lld k%lld s%d p%d", general ? "conv2d" :
+             "dwconv2d", (long long)B, (long long)Cn, (long long)H, (long long)W, (long long)k,
+             stride, pad);
+    against(what, d_y, y, 1e-5);
+    against("  backward dx", d_dx, tx->grad, 1e-5);
+    against("  backward dw", d_dw, tw->grad, 1e-5);
+    against("  backward db", d_db, tb->grad, 1e-5);
+    ts_ctx_reset(C);
+    free(x), free(w), free(b), free(dy);
+}
+
 /* y = a @ b and its gradients; bf16: the CPU at TS_PREC_BF16 against bf16 operands */
 static void check_matmul(int64_t M, int64_t N, int64_t K, int bf16) {
     ts_err err = { 0 };
@@ -269,6 +309,10 @@ int main(void) {
     check_attention(2, 4, 77, 64, 1, 0);
     check_attention(3, 2, 50, 32, 0, 1);
     check_attention(2, 3, 197, 64, 0, 0);
+    check_conv(0, 8, 64, 56, 56, 0, 3, 1, 1, 0);   /* LePE, CSWin's first stage */
+    check_conv(0, 3, 5, 13, 11, 0, 5, 2, 2, 0);
+    check_conv(1, 4, 3, 224, 224, 64, 7, 4, 2, 3); /* CSWin's stem */
+    check_conv(1, 5, 3, 64, 64, 96, 16, 16, 0, 2); /* patch embedding */
     check_matmul(512, 768, 384, 0);
     check_matmul(333, 257, 129, 0);
     check_matmul(512, 768, 384, 1);

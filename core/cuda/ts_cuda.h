@@ -322,6 +322,36 @@ ts_status ts_cuda_l2_normalize(ts_cuda *g, const float *x, float *y, float *norm
 ts_status ts_cuda_l2_normalize_backward(ts_cuda *g, const float *y, const float *norms,
                                         const float *dy, float *dx, int64_t R, int64_t C,
                                         ts_err *err);
+
+/* ---- convolutions (conv.cu), NCHW as the CPU backend's ---- */
+
+/* x (B, C, H, W); the kernel kh x kw with the same stride and zero padding on both axes; Cout
+ * the output channels of ts_cuda_conv2d (unused by the depthwise convolution). */
+typedef struct {
+    int64_t B, C, H, W, Cout, kh, kw;
+    int stride, pad;
+} ts_cuda_conv;
+/* The output side, as the CPU ops: (H + 2 pad - kh) / stride + 1, or 0 for a geometry that is
+ * not a convolution (no channels, the kernel past the padded input, stride < 1, pad < 0) */
+int64_t ts_cuda_conv_out(const ts_cuda_conv *c, int64_t *wo);
+/* Depthwise, as ts_dwconv2d (CSWin's LePE): w (C, 1, kh, kw), bias (C) or NULL, y (B, C, Ho,
+ * Wo) overwritten. The backward adds to dx, dw and db, each of which may be NULL. */
+ts_status ts_cuda_dwconv2d(ts_cuda *g, const float *x, const float *w, const float *bias,
+                           float *y, const ts_cuda_conv *c, ts_err *err);
+ts_status ts_cuda_dwconv2d_backward(ts_cuda *g, const float *x, const float *w,
+                                    const float *dy, float *dx, float *dw, float *db,
+                                    const ts_cuda_conv *c, ts_err *err);
+/* General, as ts_conv2d (stems, patch embedding): w (Cout, C, kh, kw), bias (Cout) or NULL, y
+ * (B, Cout, Ho, Wo) overwritten; im2col into cols, then float32 products (cuBLASLt) per image.
+ * cols: scratch of cols_floats floats, at least C kh kw Ho Wo (one image's columns); as many
+ * images go at once as it holds. The backward adds to dx, dw and db (each may be NULL); its
+ * weight gradient sums the images in order. */
+ts_status ts_cuda_conv2d(ts_cuda *g, const float *x, const float *w, const float *bias,
+                         float *y, const ts_cuda_conv *c, float *cols, int64_t cols_floats,
+                         ts_err *err);
+ts_status ts_cuda_conv2d_backward(ts_cuda *g, const float *x, const float *w, const float *dy,
+                                  float *dx, float *dw, float *db, const ts_cuda_conv *c,
+                                  float *cols, int64_t cols_floats, ts_err *err);
 /* y = exp(ls[0]) x; the backward adds to dx and dls (either may be NULL) */
 ts_status ts_cuda_exp_scale(ts_cuda *g, const float *x, const float *ls, float *y, int64_t n,
                             ts_err *err);
