@@ -16,6 +16,32 @@ typedef struct conv_geom {
     int64_t stride, pad;
 } conv_geom;
 
+/* The output position (row or column) whose tap k reads input position i, or -1 when no
+ * output's does (the gradient kernels gather through it) */
+static __device__ __forceinline__ int64_t tap_out(int64_t i, int64_t k, const conv_geom *g,
+                                                  int64_t n_out) {
+    int64_t r = i + g->pad - k;
+    if (r < 0 || r % g->stride) return -1;
+    return r / g->stride < n_out ? r / g->stride : -1;
+}
+
+/* The gradient of input position (ih, iw): over the taps (ki, kj) in order whose output
+ * (oh, ow) read it, the sum of a[tap sa] b[tap sb + oh Wo + ow] (tap = ki kw + kj) */
+static __device__ __forceinline__ float gather_taps(int64_t ih, int64_t iw, const conv_geom *g,
+                                                    const float *a, int64_t sa, const float *b,
+                                                    int64_t sb) {
+    float acc = 0.0f;
+    for (int64_t ki = 0; ki < g->kh; ki++) {
+        int64_t oh = tap_out(ih, ki, g, g->Ho);
+        if (oh < 0) continue;
+        for (int64_t kj = 0; kj < g->kw; kj++) {
+            int64_t ow = tap_out(iw, kj, g, g->Wo), tap = ki * g->kw + kj;
+            if (ow >= 0) acc += a[tap * sa] * b[tap * sb + oh * g->Wo + ow];
+        }
+    }
+    return acc;
+}
+
 /* ---- depthwise (CSWin's LePE) ---- */
 
 /* y (B, C, Ho, Wo) = bias + taps of w (C, 1, kh, kw) over x, zero padding; the taps in the
@@ -44,20 +70,7 @@ static __global__ void dw_dx_kernel(const float *w, const float *dy, float *dx, 
     FOR_EACH(i, g.B * g.C * g.H * g.W) {
         int64_t iw = i % g.W, t = i / g.W, ih = t % g.H, p = t / g.H, ch = p % g.C;
         const float *dyp = dy + p * g.Ho * g.Wo, *wp = w + ch * g.kh * g.kw;
-        float acc = 0.0f;
-        for (int64_t ki = 0; ki < g.kh; ki++) {
-            int64_t r = ih + g.pad - ki;
-            if (r < 0 || r % g.stride) continue;
-            int64_t oh = r / g.stride;
-            if (oh >= g.Ho) continue;
-            for (int64_t kj = 0; kj < g.kw; kj++) {
-                int64_t c = iw + g.pad - kj;
-                if (c < 0 || c % g.stride) continue;
-                int64_t ow = c / g.stride;
-                if (ow < g.Wo) acc += wp[ki * g.kw + kj] * dyp[oh * g.Wo + ow];
-            }
-        }
-        dx[i] += acc;
+        dx[i] += gather_taps(ih, iw, &g, wp, 1, dyp, 0);
     }
 }
 
@@ -124,21 +137,9 @@ static __global__ void col2im_kernel(const float *dcols, float *dx, conv_geom g,
     FOR_EACH(i, nb * g.C * g.H * g.W) {
         int64_t iw = i % g.W, t = i / g.W, ih = t % g.H, t2 = t / g.H, ci = t2 % g.C;
         int64_t bl = t2 / g.C;
-        const float *dc = dcols + bl * K * P;
-        float acc = 0.0f;
-        for (int64_t ki = 0; ki < g.kh; ki++) {
-            int64_t r = ih + g.pad - ki;
-            if (r < 0 || r % g.stride) continue;
-            int64_t oh = r / g.stride;
-            if (oh >= g.Ho) continue;
-            for (int64_t kj = 0; kj < g.kw; kj++) {
-                int64_t c = iw + g.pad - kj;
-                if (c < 0 || c % g.stride) continue;
-                int64_t ow = c / g.stride;
-                if (ow < g.Wo) acc += dc[((ci * g.kh + ki) * g.kw + kj) * P + oh * g.Wo + ow];
-            }
-        }
-        dx[(b0 * g.C) * g.H * g.W + i] += acc;
+        const float one = 1.0f;
+        dx[(b0 * g.C) * g.H * g.W + i] +=
+            gather_taps(ih, iw, &g, &one, 0, dcols + (bl * K + ci * g.kh * g.kw) * P, P);
     }
 }
 
