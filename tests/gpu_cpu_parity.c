@@ -257,6 +257,92 @@ static void check_conv(int general, int64_t B, int64_t Cn, int64_t H, int64_t W,
     free(x), free(w), free(b), free(dy);
 }
 
+/* ts_sum / ts_mean over dim 1 of (O, R, I) against ts_cuda_reduce, and the backward */
+static void check_reduce(int64_t O, int64_t R, int64_t I, int mean) {
+    ts_err err = { 0 };
+    int64_t n = O * R * I;
+    float *a = randn(n, 1), *dy = randn(O * I, 1);
+    ts_tensor *ta = leaf(a, 3, TS_SHAPE(O, R, I));
+    ts_tensor *y = mean ? ts_mean(C, ta, 1) : ts_sum(C, ta, 1);
+    ts_backward_with(C, y, ts_from_f32(C, 2, TS_SHAPE(O, I), dy));
+    float *d_a = dev(a, (size_t)n * 4), *d_dy = dev(dy, (size_t)(O * I) * 4);
+    float *d_y = dev(NULL, (size_t)(O * I) * 4), *d_da = dzero(n);
+    float scale = mean ? 1.0f / (float)R : 1.0f;
+    die(ts_cuda_reduce(G, d_a, d_y, O, R, I, scale, &err), &err);
+    die(ts_cuda_reduce_backward(G, d_dy, d_da, O, R, I, scale, &err), &err);
+    char what[96];
+    snprintf(what, sizeof what, "%s over (%lld, %lld, %lld)", mean ? "mean" : "sum",
+             (long long)O, (long long)R, (long long)I);
+    against(what, d_y, y, 1e-5);
+    against("  backward", d_da, ta->grad, 1e-5);
+    ts_ctx_reset(C);
+    free(a), free(dy);
+}
+
+/* ts_permute (B, T, H, D) -> (B, H, T, D), then ts_slice of H's rows [1, H) and ts_concat of
+ * it with the first row, against ts_cuda_permute and ts_cuda_copy_rows, forward and backward */
+static void check_layouts(int64_t B, int64_t T, int64_t H, int64_t D) {
+    ts_err err = { 0 };
+    int64_t n = B * T * H * D, row = T * D;
+    float *x = randn(n, 1), *dy = randn(n, 1);
+    ts_tensor *tx = leaf(x, 4, TS_SHAPE(B, T, H, D));
+    int perm[4] = { 0, 2, 1, 3 };
+    ts_tensor *p = ts_permute(C, tx, perm);
+    ts_tensor *parts[2] = { ts_slice(C, p, 1, 1, H), ts_slice(C, p, 1, 0, 1) };
+    ts_tensor *y = ts_concat(C, parts, 2, 1); /* the heads rotated by one */
+    ts_backward_with(C, y, ts_from_f32(C, 4, TS_SHAPE(B, H, T, D), dy));
+    float *d_x = dev(x, (size_t)n * 4), *d_dy = dev(dy, (size_t)n * 4);
+    float *d_p = dev(NULL, (size_t)n * 4), *d_y = dev(NULL, (size_t)n * 4);
+    float *d_dp = dzero(n), *d_dx = dzero(n);
+    die(ts_cuda_permute(G, d_x, d_p, 4, TS_SHAPE(B, T, H, D), perm, 0, &err), &err);
+    die(ts_cuda_copy_rows(G, d_p, H, 1, d_y, H, 0, B, H - 1, row, 0, &err), &err);
+    die(ts_cuda_copy_rows(G, d_p, H, 0, d_y, H, H - 1, B, 1, row, 0, &err), &err);
+    die(ts_cuda_copy_rows(G, d_dy, H, 0, d_dp, H, 1, B, H - 1, row, 1, &err), &err);
+    die(ts_cuda_copy_rows(G, d_dy, H, H - 1, d_dp, H, 0, B, 1, row, 1, &err), &err);
+    int inv[4] = { 0, 2, 1, 3 };
+    die(ts_cuda_permute(G, d_dp, d_dx, 4, TS_SHAPE(B, H, T, D), inv, 1, &err), &err);
+    against("permute, slice, concat (heads rotated)", d_y, y, 1e-6);
+    against("  backward", d_dx, tx->grad, 1e-6);
+    ts_ctx_reset(C);
+    free(x), free(dy);
+}
+
+/* ts_batchnorm1d in training (running statistics updated) and in eval */
+static void check_batchnorm(int64_t N, int64_t Cn, int training) {
+    ts_err err = { 0 };
+    int64_t n = N * Cn;
+    float *x = randn(n, 2), *w = randn(Cn, 1), *b = randn(Cn, 1), *dy = randn(n, 1);
+    float *rm = randn(Cn, 1), *rv = randn(Cn, 0);
+    for (int64_t c = 0; c < Cn; c++) rv[c] = 0.5f + 0.01f * (float)c;
+    float *d_rm = dev(rm, (size_t)Cn * 4), *d_rv = dev(rv, (size_t)Cn * 4);
+    ts_tensor *trm = ts_from_f32(C, 1, TS_SHAPE(Cn), rm), *trv = ts_from_f32(C, 1, TS_SHAPE(Cn), rv);
+    ts_tensor *tx = leaf(x, 2, TS_SHAPE(N, Cn)), *tw = leaf(w, 1, TS_SHAPE(Cn));
+    ts_tensor *tb = leaf(b, 1, TS_SHAPE(Cn));
+    C->training = training;
+    ts_tensor *y = ts_batchnorm1d(C, tx, tw, tb, trm, trv, 0.1f, 1e-5f);
+    ts_backward_with(C, y, ts_from_f32(C, 2, TS_SHAPE(N, Cn), dy));
+    C->training = 0;
+    float *d_x = dev(x, (size_t)n * 4), *d_w = dev(w, (size_t)Cn * 4), *d_b = dev(b, (size_t)Cn * 4);
+    float *d_dy = dev(dy, (size_t)n * 4), *d_y = dev(NULL, (size_t)n * 4);
+    float *d_mean = dev(NULL, (size_t)Cn * 4), *d_rstd = dev(NULL, (size_t)Cn * 4);
+    float *d_dx = dzero(n), *d_dw = dzero(Cn), *d_db = dzero(Cn);
+    die(ts_cuda_batchnorm1d(G, d_x, d_w, d_b, d_rm, d_rv, training, 0.1f, 1e-5f, d_y, d_mean,
+                            d_rstd, N, Cn, &err), &err);
+    die(ts_cuda_batchnorm1d_backward(G, d_x, d_w, d_dy, d_mean, d_rstd, training, d_dx, d_dw,
+                                     d_db, N, Cn, &err), &err);
+    char what[96];
+    snprintf(what, sizeof what, "batchnorm1d %lldx%lld %s", (long long)N, (long long)Cn,
+             training ? "training" : "eval");
+    against(what, d_y, y, 1e-5);
+    against("  backward dx", d_dx, tx->grad, 1e-5);
+    against("  backward dw", d_dw, tw->grad, 1e-5);
+    against("  backward db", d_db, tb->grad, 1e-5);
+    against("  running mean", d_rm, trm, 1e-5);
+    against("  running var", d_rv, trv, 1e-5);
+    ts_ctx_reset(C);
+    free(x), free(w), free(b), free(dy), free(rm), free(rv);
+}
+
 /* y = a @ b and its gradients; bf16: the CPU at TS_PREC_BF16 against bf16 operands */
 static void check_matmul(int64_t M, int64_t N, int64_t K, int bf16) {
     ts_err err = { 0 };
@@ -309,6 +395,11 @@ int main(void) {
     check_attention(2, 4, 77, 64, 1, 0);
     check_attention(3, 2, 50, 32, 0, 1);
     check_attention(2, 3, 197, 64, 0, 0);
+    check_reduce(512, 768, 1, 0);
+    check_reduce(64, 197, 768, 1);
+    check_layouts(8, 197, 12, 64);
+    check_batchnorm(256, 512, 1);
+    check_batchnorm(100, 33, 0);
     check_conv(0, 8, 64, 56, 56, 0, 3, 1, 1, 0);   /* LePE, CSWin's first stage */
     check_conv(0, 3, 5, 13, 11, 0, 5, 2, 2, 0);
     check_conv(1, 4, 3, 224, 224, 64, 7, 4, 2, 3); /* CSWin's stem */

@@ -323,6 +323,37 @@ ts_status ts_cuda_l2_normalize_backward(ts_cuda *g, const float *y, const float 
                                         const float *dy, float *dx, int64_t R, int64_t C,
                                         ts_err *err);
 
+/* ---- sums, layouts, batch norm (tensor.cu), with the CPU ops' semantics ---- */
+
+/* y (O, I) = scale times the sum of a (O, R, I) over R: ts_sum and ts_mean (scale 1/R) over
+ * one dim (or all: O = I = 1); the backward adds scale dy, broadcast over R, to da */
+ts_status ts_cuda_reduce(ts_cuda *g, const float *a, float *y, int64_t O, int64_t R,
+                         int64_t I, float scale, ts_err *err);
+ts_status ts_cuda_reduce_backward(ts_cuda *g, const float *dy, float *da, int64_t O, int64_t R,
+                                  int64_t I, float scale, ts_err *err);
+/* y = x (ndim of shape, at most 8) permuted as ts_permute (perm[i]: the input dim that becomes
+ * output dim i), overwriting y or added to it (acc): the backward is the inverse permutation
+ * of dy added to dx */
+ts_status ts_cuda_permute(ts_cuda *g, const float *x, float *y, int ndim, const int64_t *shape,
+                          const int *perm, int acc, ts_err *err);
+/* Rows [y_at, y_at + n) of y (O, Dy, I) = rows [x_at, x_at + n) of x (O, Dx, I), overwritten
+ * or added (acc): ts_slice and ts_concat along a dim of Dx / Dy rows, and their backward */
+ts_status ts_cuda_copy_rows(ts_cuda *g, const float *x, int64_t Dx, int64_t x_at, float *y,
+                            int64_t Dy, int64_t y_at, int64_t O, int64_t n, int64_t I, int acc,
+                            ts_err *err);
+/* ts_batchnorm1d over x (N, C): batch statistics when training or without running ones (both
+ * NULL), which training updates with momentum (the variance unbiased); mean and rstd (C) are
+ * written for the backward. w, b may be NULL. The backward adds to dx, dw and db (each may be
+ * NULL), batch_stats as the forward had them. */
+ts_status ts_cuda_batchnorm1d(ts_cuda *g, const float *x, const float *w, const float *b,
+                              float *running_mean, float *running_var, int training,
+                              float momentum, float eps, float *y, float *mean, float *rstd,
+                              int64_t N, int64_t C, ts_err *err);
+ts_status ts_cuda_batchnorm1d_backward(ts_cuda *g, const float *x, const float *w,
+                                       const float *dy, const float *mean, const float *rstd,
+                                       int batch_stats, float *dx, float *dw, float *db,
+                                       int64_t N, int64_t C, ts_err *err);
+
 /* ---- convolutions (conv.cu), NCHW as the CPU backend's ---- */
 
 /* x (B, C, H, W); the kernel kh x kw with the same stride and zero padding on both axes; Cout

@@ -1,0 +1,135 @@
+/* tensor.cu: sums over a dim, layouts (permute, the row copies of slice and concat) and batch
+ * norm, with the CPU ops' semantics (ts_sum and ts_mean, ts_permute, ts_slice and ts_concat,
+ * ts_batchnorm1d).
+ *
+ * Sums over a contiguous dim give each row a block (a fixed tree); sums over a strided dim
+ * give each output a thread that walks its column in order, neighbouring threads reading
+ * neighbouring values. Batch norm gives each channel a block for its statistics and its
+ * gradient sums, the latter kept in the device's scratch between the two backward kernels.
+ */
+#include "cuda_impl.h"
+
+#include "tensor_kernels.h"
+
+#define TS_CU_MAX_BLOCKS 65535
+
+static unsigned blocks_for(int64_t n) {
+    return (unsigned)(n < 1 ? 1 : n > TS_CU_MAX_BLOCKS ? TS_CU_MAX_BLOCKS : n);
+}
+
+static ts_status dims_check(const char *what, int64_t O, int64_t R, int64_t I, ts_err *err) {
+    if (O < 1 || R < 1 || I < 1)
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda %s: (%lld, %lld, %lld) is empty", what,
+                             (long long)O, (long long)R, (long long)I);
+    return TS_OK;
+}
+
+ts_status ts_cuda_reduce(ts_cuda *g, const float *a, float *y, int64_t O, int64_t R,
+                         int64_t I, float scale, ts_err *err) {
+    ts_status st = dims_check("reduce", O, R, I, err);
+    if (st) return st;
+    if (I == 1)
+        reduce_rows_kernel<<<blocks_for(O), TS_CU_ROW_THREADS, 0, g->stream>>>(a, y, O, R,
+                                                                              scale);
+    else
+        reduce_cols_kernel<<<grid_for(O * I, 256), 256, 0, g->stream>>>(a, y, O, R, I, scale);
+    TS_CU_LAUNCHED("reduce");
+    return TS_OK;
+}
+
+ts_status ts_cuda_reduce_backward(ts_cuda *g, const float *dy, float *da, int64_t O, int64_t R,
+                                  int64_t I, float scale, ts_err *err) {
+    ts_status st = dims_check("reduce backward", O, R, I, err);
+    if (st) return st;
+    reduce_backward_kernel<<<grid_for(O * R * I, 256), 256, 0, g->stream>>>(dy, da, O, R, I,
+                                                                            scale);
+    TS_CU_LAUNCHED("reduce backward");
+    return TS_OK;
+}
+
+ts_status ts_cuda_permute(ts_cuda *g, const float *x, float *y, int ndim, const int64_t *shape,
+                          const int *perm, int acc, ts_err *err) {
+    if (ndim < 1 || ndim > TS_CU_PERMUTE_DIMS)
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda permute: %d dims (1 to %d)", ndim,
+                             TS_CU_PERMUTE_DIMS);
+    perm_geom p;
+    int64_t in_stride[TS_CU_PERMUTE_DIMS];
+    int seen = 0;
+    p.ndim = ndim, p.n = 1;
+    for (int d = ndim - 1; d >= 0; d--) {
+        if (shape[d] < 1)
+            return ts__cuda_fail(err, TS_ERR_USAGE, "cuda permute: dim %d is %lld", d,
+                                 (long long)shape[d]);
+        in_stride[d] = p.n;
+        p.n *= shape[d];
+    }
+    for (int d = 0; d < ndim; d++) {
+        if (perm[d] < 0 || perm[d] >= ndim || (seen >> perm[d] & 1))
+            return ts__cuda_fail(err, TS_ERR_USAGE, "cuda permute: perm[%d] = %d is not a "
+                                 "permutation of %d dims", d, perm[d], ndim);
+        seen |= 1 << perm[d];
+        p.shape[d] = shape[perm[d]], p.stride[d] = in_stride[perm[d]];
+    }
+    permute_kernel<<<grid_for(p.n, 256), 256, 0, g->stream>>>(x, y, p, acc);
+    TS_CU_LAUNCHED("permute");
+    return TS_OK;
+}
+
+ts_status ts_cuda_copy_rows(ts_cuda *g, const float *x, int64_t Dx, int64_t x_at, float *y,
+                            int64_t Dy, int64_t y_at, int64_t O, int64_t n, int64_t I, int acc,
+                            ts_err *err) {
+    if (O < 1 || I < 1 || n < 0 || x_at < 0 || y_at < 0 || x_at + n > Dx || y_at + n > Dy)
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda copy_rows: rows [%lld, %lld) of %lld to "
+                             "[%lld, %lld) of %lld", (long long)x_at, (long long)(x_at + n),
+                             (long long)Dx, (long long)y_at, (long long)(y_at + n),
+                             (long long)Dy);
+    if (!n) return TS_OK;
+    copy_rows_kernel<<<grid_for(O * n * I, 256), 256, 0, g->stream>>>(x, Dx, x_at, y, Dy, y_at,
+                                                                      O, n, I, acc);
+    TS_CU_LAUNCHED("copy_rows");
+    return TS_OK;
+}
+
+ts_status ts_cuda_batchnorm1d(ts_cuda *g, const float *x, const float *w, const float *b,
+                              float *running_mean, float *running_var, int training,
+                              float momentum, float eps, float *y, float *mean, float *rstd,
+                              int64_t N, int64_t C, ts_err *err) {
+    int batch_stats = training || !running_mean;
+    if (N < 1 || C < 1 || (batch_stats && N < 2) || !running_mean != !running_var)
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda batchnorm1d: x (%lld, %lld)%s%s",
+                             (long long)N, (long long)C,
+                             batch_stats && N < 2 ? ": batch statistics need two rows" : "",
+                             !running_mean != !running_var ? ": one running statistic" : "");
+    if (batch_stats)
+        bn_stats_kernel<<<blocks_for(C), TS_CU_ROW_THREADS, 0, g->stream>>>(
+            x, mean, rstd, training ? running_mean : NULL, training ? running_var : NULL, N, C,
+            momentum, eps);
+    else
+        bn_eval_stats_kernel<<<grid_for(C, 256), 256, 0, g->stream>>>(running_mean,
+                                                                      running_var, mean, rstd,
+                                                                      C, eps);
+    TS_CU_LAUNCHED("batchnorm1d statistics");
+    bn_forward_kernel<<<grid_for(N * C, 256), 256, 0, g->stream>>>(x, w, b, mean, rstd, y, N,
+                                                                   C);
+    TS_CU_LAUNCHED("batchnorm1d");
+    return TS_OK;
+}
+
+ts_status ts_cuda_batchnorm1d_backward(ts_cuda *g, const float *x, const float *w,
+                                       const float *dy, const float *mean, const float *rstd,
+                                       int batch_stats, float *dx, float *dw, float *db,
+                                       int64_t N, int64_t C, ts_err *err) {
+    if (N < 1 || C < 1 || (size_t)(2 * C) > g->scratch_floats)
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda batchnorm1d backward: x (%lld, %lld)",
+                             (long long)N, (long long)C);
+    bn_sums_kernel<<<blocks_for(C), TS_CU_ROW_THREADS, 0, g->stream>>>(x, dy, mean, rstd,
+                                                                      g->scratch, dw, db, N, C);
+    TS_CU_LAUNCHED("batchnorm1d backward (sums)");
+    if (dx) {
+        bn_dx_kernel<<<grid_for(N * C, 256), 256, 0, g->stream>>>(x, w, dy, mean, rstd,
+                                                                  g->scratch, dx, N, C,
+                                                                  batch_stats);
+        TS_CU_LAUNCHED("batchnorm1d backward (dx)");
+    }
+    return TS_OK;
+}

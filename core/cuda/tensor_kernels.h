@@ -1,0 +1,171 @@
+/* tensor_kernels.h: the kernels of tensor.cu (see there), in a header of their own so that
+ * tests/emu_tensor.cpp runs the same source on the CPU under the host emulation of
+ * tests/emu_cuda.h, against the CPU backend's ops. Included by tensor.cu alone.
+ *
+ * Every output value is one thread's (or one block's, for the sums), written once, and every
+ * sum is in a fixed order. Backward kernels add to their gradients.
+ */
+#ifndef TS_TENSOR_KERNELS_H
+#define TS_TENSOR_KERNELS_H
+
+#define TS_CU_PERMUTE_DIMS 8
+
+/* ---- sums over one dim: a (O, R, I) -> y (O, I) ---- */
+
+/* I == 1: block o sums row o (grid-stride over rows) */
+static __global__ void reduce_rows_kernel(const float *a, float *y, int64_t O, int64_t R,
+                                          float scale) {
+    __shared__ float sh[32];
+    for (int64_t o = blockIdx.x; o < O; o += gridDim.x) {
+        float acc = 0.0f;
+        for (int64_t r = threadIdx.x; r < R; r += blockDim.x) acc += a[o * R + r];
+        acc = block_sum(acc, sh);
+        if (threadIdx.x == 0) y[o] = scale * acc;
+    }
+}
+
+/* I > 1: thread (o, i) sums its column of R, in order (neighbouring threads read neighbours) */
+static __global__ void reduce_cols_kernel(const float *a, float *y, int64_t O, int64_t R,
+                                          int64_t I, float scale) {
+    FOR_EACH(j, O * I) {
+        const float *p = a + j / I * R * I + j % I;
+        float acc = 0.0f;
+        for (int64_t r = 0; r < R; r++) acc += p[r * I];
+        y[j] = scale * acc;
+    }
+}
+
+static __global__ void reduce_backward_kernel(const float *dy, float *da, int64_t O, int64_t R,
+                                              int64_t I, float scale) {
+    FOR_EACH(j, O * R * I) da[j] += scale * dy[j / (R * I) * I + j % I];
+}
+
+/* ---- layouts ---- */
+
+/* y's dims and, for each, the stride in x of a step along it */
+typedef struct perm_geom {
+    int ndim;
+    int64_t n, shape[TS_CU_PERMUTE_DIMS], stride[TS_CU_PERMUTE_DIMS];
+} perm_geom;
+
+static __global__ void permute_kernel(const float *x, float *y, perm_geom p, int acc) {
+    FOR_EACH(j, p.n) {
+        int64_t rest = j, src = 0;
+        for (int d = p.ndim - 1; d >= 0; d--) {
+            src += rest % p.shape[d] * p.stride[d];
+            rest /= p.shape[d];
+        }
+        if (acc)
+            y[j] += x[src];
+        else
+            y[j] = x[src];
+    }
+}
+
+/* y (O, Dy, I) rows [y_at, y_at + n) = x (O, Dx, I) rows [x_at, x_at + n), or += */
+static __global__ void copy_rows_kernel(const float *x, int64_t Dx, int64_t x_at, float *y,
+                                        int64_t Dy, int64_t y_at, int64_t O, int64_t n,
+                                        int64_t I, int acc) {
+    FOR_EACH(j, O * n * I) {
+        int64_t i = j % I, t = j / I, d = t % n, o = t / n;
+        float v = x[(o * Dx + x_at + d) * I + i];
+        float *q = &y[(o * Dy + y_at + d) * I + i];
+        if (acc)
+            *q += v;
+        else
+            *q = v;
+    }
+}
+
+/* ---- batch norm over (N, C) ---- */
+
+/* block c (grid-stride over channels): the batch's mean, then the squares around it; rstd =
+ * 1/sqrt(var + eps) (biased var); running statistics (when given) move by momentum, the
+ * variance entering them unbiased */
+static __global__ void bn_stats_kernel(const float *x, float *mean, float *rstd,
+                                       float *run_mean, float *run_var, int64_t N, int64_t C,
+                                       float momentum, float eps) {
+    __shared__ float sh[32];
+    for (int64_t c = blockIdx.x; c < C; c += gridDim.x) {
+        float s = 0.0f;
+        for (int64_t r = threadIdx.x; r < N; r += blockDim.x) s += x[r * C + c];
+        float mu = block_sum(s, sh) / (float)N, v = 0.0f;
+        for (int64_t r = threadIdx.x; r < N; r += blockDim.x) {
+            float d = x[r * C + c] - mu;
+            v += d * d;
+        }
+        float var = block_sum(v, sh) / (float)N;
+        if (threadIdx.x == 0) {
+            mean[c] = mu;
+            rstd[c] = 1.0f / sqrtf(var + eps);
+            if (run_mean) {
+                run_mean[c] = (1.0f - momentum) * run_mean[c] + momentum * mu;
+                run_var[c] = (1.0f - momentum) * run_var[c] +
+                             momentum * var * ((float)N / (float)(N - 1));
+            }
+        }
+    }
+}
+
+/* eval mode: the running statistics normalise */
+static __global__ void bn_eval_stats_kernel(const float *run_mean, const float *run_var,
+                                            float *mean, float *rstd, int64_t C, float eps) {
+    FOR_EACH(c, C) {
+        mean[c] = run_mean[c];
+        rstd[c] = 1.0f / sqrtf(run_var[c] + eps);
+    }
+}
+
+static __global__ void bn_forward_kernel(const float *x, const float *w, const float *b,
+                                         const float *mean, const float *rstd, float *y,
+                                         int64_t N, int64_t C) {
+    FOR_EACH(j, N * C) {
+        int64_t c = j % C;
+        float v = (x[j] - mean[c]) * rstd[c];
+        if (w) v *= w[c];
+        if (b) v += b[c];
+        y[j] = v;
+    }
+}
+
+/* block c: the sums over the batch of dy and of dy xhat into sums[c] and sums[C + c], and
+ * added to db and dw (either may be NULL) */
+static __global__ void bn_sums_kernel(const float *x, const float *dy, const float *mean,
+                                      const float *rstd, float *sums, float *dw, float *db,
+                                      int64_t N, int64_t C) {
+    __shared__ float sh[32];
+    for (int64_t c = blockIdx.x; c < C; c += gridDim.x) {
+        float s1 = 0.0f, s2 = 0.0f;
+        for (int64_t r = threadIdx.x; r < N; r += blockDim.x) {
+            float d = dy[r * C + c];
+            s1 += d;
+            s2 += d * ((x[r * C + c] - mean[c]) * rstd[c]);
+        }
+        s1 = block_sum(s1, sh);
+        s2 = block_sum(s2, sh);
+        if (threadIdx.x == 0) {
+            sums[c] = s1, sums[C + c] = s2;
+            if (db) db[c] += s1;
+            if (dw) dw[c] += s2;
+        }
+    }
+}
+
+/* dx += w rstd (dy - mean(dy) - xhat mean(dy xhat)) with batch statistics, else dy w rstd */
+static __global__ void bn_dx_kernel(const float *x, const float *w, const float *dy,
+                                   const float *mean, const float *rstd, const float *sums,
+                                   float *dx, int64_t N, int64_t C, int batch_stats) {
+    float inv = 1.0f / (float)N;
+    FOR_EACH(j, N * C) {
+        int64_t c = j % C;
+        float wc = w ? w[c] : 1.0f;
+        if (batch_stats) {
+            float xh = (x[j] - mean[c]) * rstd[c];
+            dx[j] += wc * rstd[c] * (dy[j] - sums[c] * inv - xh * sums[C + c] * inv);
+        } else {
+            dx[j] += dy[j] * wc * rstd[c];
+        }
+    }
+}
+
+#endif
