@@ -81,7 +81,8 @@ static void host_mm(const float *a, const float *b, double *y, int64_t M, int64_
     for (int64_t i = 0; i < M; i++)
         for (int64_t j = 0; j < N; j++) {
             double s = 0;
-            for (int64_t k = 0; k < K; k++) s += (double)(ta ? a[k * M + i] : a[i * K + k]) * b[k * N + j];
+            for (int64_t k = 0; k < K; k++)
+                s += (double)(ta ? a[k * M + i] : a[i * K + k]) * b[k * N + j];
             y[i * N + j] = s;
         }
 }
@@ -122,7 +123,8 @@ static void check_conv(ts_ctx *c, conv_geom g, int64_t at, int bias) {
         prod.assign((size_t)(K * P), 0.0); // dcols_b = w^T dy_b, then col2im
         for (int64_t l = 0; l < nb; l++) {
             host_mm(w.data(), dy.data() + (b0 + l) * g.Cout * P, prod.data(), K, P, g.Cout, 1);
-            for (int64_t i = 0; i < K * P; i++) cols[(size_t)(l * K * P + i)] = (float)prod[(size_t)i];
+            for (int64_t i = 0; i < K * P; i++)
+                cols[(size_t)(l * K * P + i)] = (float)prod[(size_t)i];
         }
         launch(dim3(3), 64, [&]() { col2im_kernel(cols.data(), edx.data(), g, b0, nb); });
     }

@@ -1,7 +1,9 @@
 // emu_tensor.cpp: the kernels of core/cuda/tensor.cu (tensor_kernels.h) run on the CPU under
-// the host emulation of CUDA in emu_cuda.h, against the CPU backend's ts_sum and ts_mean,
+// the host emulation of CUDA in emu_cuda.h, against the CPU backend's ops, forward and
+// backward, as tests/gpu_cpu_parity.c checks them on a GPU: ts_add, ts_sub and ts_mul (b a
+// bias, a scalar, or a's size), ts_scale, ts_relu, ts_exp, ts_log_sigmoid, ts_sum and ts_mean,
 // ts_permute, ts_slice and ts_concat, and ts_batchnorm1d (training, with and without running
-// statistics, and eval), forward and backward, as tests/gpu_cpu_parity.c checks them on a GPU.
+// statistics, and eval).
 // Gradients start from seeded values, so that the kernels' += is checked too; grids are kept
 // small so that the grid-stride loops wrap. Relative error under 1e-5; a NaN never passes.
 // Exit status: the number of failed rows.
@@ -39,6 +41,61 @@ static int64_t numel(const std::vector<int64_t> &s) {
     int64_t n = 1;
     for (int64_t d : s) n *= d;
     return n;
+}
+
+// ts_add / ts_sub / ts_mul of a (R, C) and b of nb values (C, 1 or R C)
+static void check_binary(int op, int64_t R, int64_t C, int64_t nb) {
+    ts_ctx *c = ts_ctx_new(TS_CPU, 16u << 20, 1);
+    int64_t na = R * C;
+    std::vector<float> a = randv(na), b = randv(nb), dy = randv(na);
+    std::vector<float> da0 = randv(na), db0 = randv(nb);
+    ts_tensor *ta = leaf(c, a, 2, std::vector<int64_t>{ R, C }.data());
+    ts_tensor *tb = nb == na ? leaf(c, b, 2, std::vector<int64_t>{ R, C }.data())
+                             : leaf(c, b, 1, &nb);
+    ts_tensor *y = op == EW_ADD ? ts_add(c, ta, tb) : op == EW_SUB ? ts_sub(c, ta, tb)
+                                                    : ts_mul(c, ta, tb);
+    ts_backward_with(c, y, ts_from_f32(c, 2, y->shape, dy.data()));
+    std::vector<float> ey((size_t)na, NAN), eda = da0, edb = db0;
+    launch(dim3(2), 64, [&]() { binary_kernel(op, a.data(), b.data(), ey.data(), na, nb); });
+    if (nb == na)
+        launch(dim3(2), 64,
+               [&]() { binary_db_flat_kernel(op, a.data(), dy.data(), edb.data(), na); });
+    else
+        launch(dim3(3), 64,
+               [&]() { binary_db_kernel(op, a.data(), dy.data(), edb.data(), na, nb); });
+    launch(dim3(2), 64, [&]() { binary_da_kernel(op, b.data(), dy.data(), eda.data(), na, nb); });
+    char what[96];
+    snprintf(what, sizeof what, "%s (emulated) (%lld, %lld) by %lld",
+             op == EW_ADD ? "add" : op == EW_SUB ? "sub" : "mul", (long long)R, (long long)C,
+             (long long)nb);
+    against(what, ey, y, NULL);
+    against("  backward da (added)", eda, ta->grad, &da0);
+    against("  backward db (added)", edb, tb->grad, &db0);
+    ts_ctx_free(c);
+}
+
+static void check_unary(int op) {
+    ts_ctx *c = ts_ctx_new(TS_CPU, 16u << 20, 1);
+    const int64_t n = 1000;
+    const float s = -1.7f;
+    std::vector<float> x = randv(n), dy = randv(n), dx0 = randv(n);
+    for (int64_t i = 0; i < n; i += 7) x[(size_t)i] *= 12.0f; // the tails of exp and log sigmoid
+    x[3] = 0.0f;                                             // relu's kink
+    ts_tensor *tx = leaf(c, x, 1, &n);
+    ts_tensor *y = op == EW_SCALE ? ts_scale(c, tx, s) : op == EW_RELU ? ts_relu(c, tx)
+                 : op == EW_EXP   ? ts_exp(c, tx)      : ts_log_sigmoid(c, tx);
+    ts_backward_with(c, y, ts_from_f32(c, 1, &n, dy.data()));
+    std::vector<float> ey((size_t)n, NAN), edx = dx0;
+    launch(dim3(2), 64, [&]() { unary_kernel(op, x.data(), ey.data(), n, s); });
+    launch(dim3(3), 64, [&]() {
+        unary_backward_kernel(op, x.data(), ey.data(), dy.data(), edx.data(), n, s);
+    });
+    const char *names[4] = { "scale", "relu", "exp", "log_sigmoid" };
+    char what[96];
+    snprintf(what, sizeof what, "%s (emulated)", names[op]);
+    against(what, ey, y, NULL);
+    against("  backward (added)", edx, tx->grad, &dx0);
+    ts_ctx_free(c);
 }
 
 // ts_sum / ts_mean over dim (TS_ALL: everything) of shape
@@ -93,7 +150,8 @@ static void check_permute(std::vector<int64_t> shape, std::vector<int> perm) {
     };
     std::vector<int> inv((size_t)nd);
     std::vector<int64_t> yshape((size_t)nd);
-    for (int d = 0; d < nd; d++) inv[(size_t)perm[(size_t)d]] = d, yshape[(size_t)d] = shape[(size_t)perm[(size_t)d]];
+    for (size_t d = 0; d < (size_t)nd; d++)
+        inv[(size_t)perm[d]] = (int)d, yshape[d] = shape[(size_t)perm[d]];
     perm_geom pf = geom(shape, perm), pb = geom(yshape, inv);
     std::vector<float> ey((size_t)n, NAN), edx = dx0;
     launch(dim3(2), 64, [&]() { permute_kernel(x.data(), ey.data(), pf, 0); });
@@ -217,6 +275,12 @@ static void check_batchnorm(int64_t N, int64_t C, int mode, int affine) {
 
 int main(void) {
     printf("emu_tensor: tensor_kernels.h under a host emulation of CUDA, against the CPU ops\n");
+    for (int op = EW_ADD; op <= EW_MUL; op++) {
+        check_binary(op, 37, 9, 9);   // b a bias over rows
+        check_binary(op, 5, 600, 1);  // b a scalar
+        check_binary(op, 4, 13, 52);  // b as large as a
+    }
+    for (int op = EW_SCALE; op <= EW_LOG_SIGMOID; op++) check_unary(op);
     check_reduce({ 5, 300 }, 1, 0);      // rows
     check_reduce({ 4, 37, 9 }, 1, 1);    // a strided dim
     check_reduce({ 6, 7, 11 }, 0, 0);    // the first dim

@@ -257,6 +257,53 @@ static void check_conv(int general, int64_t B, int64_t Cn, int64_t H, int64_t W,
     free(x), free(w), free(b), free(dy);
 }
 
+/* ts_add, ts_sub, ts_mul of a (R, Cn) with b of nb values (Cn, 1 or R Cn), and ts_scale,
+ * ts_relu, ts_exp, ts_log_sigmoid of a, against ts_cuda_binary and ts_cuda_unary */
+static void check_elementwise(int64_t R, int64_t Cn) {
+    ts_err err = { 0 };
+    int64_t n = R * Cn, nbs[3] = { Cn, 1, R * Cn };
+    const char *bn[3] = { "add", "sub", "mul" }, *un[4] = { "scale", "relu", "exp",
+                                                             "log_sigmoid" };
+    float *a = randn(n, 3), *b = randn(n, 1), *dy = randn(n, 1);
+    float *d_a = dev(a, (size_t)n * 4), *d_b = dev(b, (size_t)n * 4);
+    float *d_dy = dev(dy, (size_t)n * 4), *d_y = dev(NULL, (size_t)n * 4);
+    char what[96];
+    for (int op = 0; op < 3; op++)
+        for (int k = 0; k < 3; k++) {
+            int64_t nb = nbs[k];
+            ts_tensor *ta = leaf(a, 2, TS_SHAPE(R, Cn));
+            ts_tensor *tb = nb == n ? leaf(b, 2, TS_SHAPE(R, Cn)) : leaf(b, 1, TS_SHAPE(nb));
+            ts_tensor *y = op == 0 ? ts_add(C, ta, tb) : op == 1 ? ts_sub(C, ta, tb)
+                                                       : ts_mul(C, ta, tb);
+            ts_backward_with(C, y, ts_from_f32(C, 2, TS_SHAPE(R, Cn), dy));
+            float *d_da = dzero(n), *d_db = dzero(nb);
+            die(ts_cuda_binary(G, (ts_cuda_binop)op, d_a, d_b, d_y, n, nb, &err), &err);
+            die(ts_cuda_binary_backward(G, (ts_cuda_binop)op, d_a, d_b, d_dy, d_da, d_db, n,
+                                        nb, &err), &err);
+            snprintf(what, sizeof what, "%s (%lld, %lld) by %lld", bn[op], (long long)R,
+                     (long long)Cn, (long long)nb);
+            against(what, d_y, y, 1e-6);
+            against("  backward da", d_da, ta->grad, 1e-6);
+            against("  backward db", d_db, tb->grad, 1e-5);
+            ts_ctx_reset(C);
+        }
+    for (int op = 0; op < 4; op++) {
+        ts_tensor *ta = leaf(a, 2, TS_SHAPE(R, Cn));
+        ts_tensor *y = op == 0 ? ts_scale(C, ta, -1.7f) : op == 1 ? ts_relu(C, ta)
+                     : op == 2 ? ts_exp(C, ta) : ts_log_sigmoid(C, ta);
+        ts_backward_with(C, y, ts_from_f32(C, 2, TS_SHAPE(R, Cn), dy));
+        float *d_da = dzero(n);
+        die(ts_cuda_unary(G, (ts_cuda_unop)op, d_a, d_y, n, -1.7f, &err), &err);
+        die(ts_cuda_unary_backward(G, (ts_cuda_unop)op, d_a, d_y, d_dy, d_da, n, -1.7f, &err),
+            &err);
+        against(un[op], d_y, y, 1e-5);
+        snprintf(what, sizeof what, "  %s backward", un[op]);
+        against(what, d_da, ta->grad, 1e-5);
+        ts_ctx_reset(C);
+    }
+    free(a), free(b), free(dy);
+}
+
 /* ts_sum / ts_mean over dim 1 of (O, R, I) against ts_cuda_reduce, and the backward */
 static void check_reduce(int64_t O, int64_t R, int64_t I, int mean) {
     ts_err err = { 0 };
@@ -315,14 +362,16 @@ static void check_batchnorm(int64_t N, int64_t Cn, int training) {
     float *rm = randn(Cn, 1), *rv = randn(Cn, 0);
     for (int64_t c = 0; c < Cn; c++) rv[c] = 0.5f + 0.01f * (float)c;
     float *d_rm = dev(rm, (size_t)Cn * 4), *d_rv = dev(rv, (size_t)Cn * 4);
-    ts_tensor *trm = ts_from_f32(C, 1, TS_SHAPE(Cn), rm), *trv = ts_from_f32(C, 1, TS_SHAPE(Cn), rv);
+    ts_tensor *trm = ts_from_f32(C, 1, TS_SHAPE(Cn), rm);
+    ts_tensor *trv = ts_from_f32(C, 1, TS_SHAPE(Cn), rv);
     ts_tensor *tx = leaf(x, 2, TS_SHAPE(N, Cn)), *tw = leaf(w, 1, TS_SHAPE(Cn));
     ts_tensor *tb = leaf(b, 1, TS_SHAPE(Cn));
     C->training = training;
     ts_tensor *y = ts_batchnorm1d(C, tx, tw, tb, trm, trv, 0.1f, 1e-5f);
     ts_backward_with(C, y, ts_from_f32(C, 2, TS_SHAPE(N, Cn), dy));
     C->training = 0;
-    float *d_x = dev(x, (size_t)n * 4), *d_w = dev(w, (size_t)Cn * 4), *d_b = dev(b, (size_t)Cn * 4);
+    float *d_x = dev(x, (size_t)n * 4), *d_w = dev(w, (size_t)Cn * 4);
+    float *d_b = dev(b, (size_t)Cn * 4);
     float *d_dy = dev(dy, (size_t)n * 4), *d_y = dev(NULL, (size_t)n * 4);
     float *d_mean = dev(NULL, (size_t)Cn * 4), *d_rstd = dev(NULL, (size_t)Cn * 4);
     float *d_dx = dzero(n), *d_dw = dzero(Cn), *d_db = dzero(Cn);
@@ -395,6 +444,7 @@ int main(void) {
     check_attention(2, 4, 77, 64, 1, 0);
     check_attention(3, 2, 50, 32, 0, 1);
     check_attention(2, 3, 197, 64, 0, 0);
+    check_elementwise(300, 257);
     check_reduce(512, 768, 1, 0);
     check_reduce(64, 197, 768, 1);
     check_layouts(8, 197, 12, 64);

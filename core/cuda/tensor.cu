@@ -1,11 +1,13 @@
-/* tensor.cu: sums over a dim, layouts (permute, the row copies of slice and concat) and batch
- * norm, with the CPU ops' semantics (ts_sum and ts_mean, ts_permute, ts_slice and ts_concat,
- * ts_batchnorm1d).
+/* tensor.cu: elementwise ops, sums over a dim, layouts (permute, the row copies of slice and
+ * concat) and batch norm, with the CPU ops' semantics (ts_add, ts_sub and ts_mul with their
+ * broadcast of b over a's rows, ts_scale, ts_relu, ts_exp, ts_log_sigmoid; ts_sum and ts_mean;
+ * ts_permute, ts_slice and ts_concat; ts_batchnorm1d).
  *
  * Sums over a contiguous dim give each row a block (a fixed tree); sums over a strided dim
  * give each output a thread that walks its column in order, neighbouring threads reading
- * neighbouring values. Batch norm gives each channel a block for its statistics and its
- * gradient sums, the latter kept in the device's scratch between the two backward kernels.
+ * neighbouring values. A broadcast operand's gradient and batch norm's statistics and gradient
+ * sums give each column a block; batch norm keeps its sums in the device's scratch between
+ * the two backward kernels.
  */
 #include "cuda_impl.h"
 
@@ -21,6 +23,60 @@ static ts_status dims_check(const char *what, int64_t O, int64_t R, int64_t I, t
     if (O < 1 || R < 1 || I < 1)
         return ts__cuda_fail(err, TS_ERR_USAGE, "cuda %s: (%lld, %lld, %lld) is empty", what,
                              (long long)O, (long long)R, (long long)I);
+    return TS_OK;
+}
+
+static ts_status ew_check(const char *what, int op, int nops, int64_t na, int64_t nb,
+                          ts_err *err) {
+    if (op < 0 || op >= nops || na < 1 || nb < 1 || na % nb)
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda %s: op %d, %lld values against %lld",
+                             what, op, (long long)na, (long long)nb);
+    return TS_OK;
+}
+
+ts_status ts_cuda_binary(ts_cuda *g, ts_cuda_binop op, const float *a, const float *b,
+                         float *y, int64_t na, int64_t nb, ts_err *err) {
+    ts_status st = ew_check("binary", (int)op, 3, na, nb, err);
+    if (st) return st;
+    binary_kernel<<<grid_for(na, 256), 256, 0, g->stream>>>((int)op, a, b, y, na, nb);
+    TS_CU_LAUNCHED("binary");
+    return TS_OK;
+}
+
+ts_status ts_cuda_binary_backward(ts_cuda *g, ts_cuda_binop op, const float *a,
+                                  const float *b, const float *dy, float *da, float *db,
+                                  int64_t na, int64_t nb, ts_err *err) {
+    ts_status st = ew_check("binary backward", (int)op, 3, na, nb, err);
+    if (st) return st;
+    if (db && nb == na)
+        binary_db_flat_kernel<<<grid_for(na, 256), 256, 0, g->stream>>>((int)op, a, dy, db,
+                                                                        na);
+    else if (db)
+        binary_db_kernel<<<blocks_for(nb), TS_CU_ROW_THREADS, 0, g->stream>>>((int)op, a, dy,
+                                                                             db, na, nb);
+    if (db) TS_CU_LAUNCHED("binary backward (db)");
+    if (da) {
+        binary_da_kernel<<<grid_for(na, 256), 256, 0, g->stream>>>((int)op, b, dy, da, na, nb);
+        TS_CU_LAUNCHED("binary backward (da)");
+    }
+    return TS_OK;
+}
+
+ts_status ts_cuda_unary(ts_cuda *g, ts_cuda_unop op, const float *x, float *y, int64_t n,
+                        float s, ts_err *err) {
+    ts_status st = ew_check("unary", (int)op, 4, n, 1, err);
+    if (st) return st;
+    unary_kernel<<<grid_for(n, 256), 256, 0, g->stream>>>((int)op, x, y, n, s);
+    TS_CU_LAUNCHED("unary");
+    return TS_OK;
+}
+
+ts_status ts_cuda_unary_backward(ts_cuda *g, ts_cuda_unop op, const float *x, const float *y,
+                                 const float *dy, float *dx, int64_t n, float s, ts_err *err) {
+    ts_status st = ew_check("unary backward", (int)op, 4, n, 1, err);
+    if (st) return st;
+    unary_backward_kernel<<<grid_for(n, 256), 256, 0, g->stream>>>((int)op, x, y, dy, dx, n, s);
+    TS_CU_LAUNCHED("unary backward");
     return TS_OK;
 }
 

@@ -10,6 +10,76 @@
 
 #define TS_CU_PERMUTE_DIMS 8
 
+/* ---- elementwise: a (R, C) against b (C), which repeats every C values ---- */
+
+enum { EW_ADD, EW_SUB, EW_MUL };                  /* ts_cuda_binop's order */
+enum { EW_SCALE, EW_RELU, EW_EXP, EW_LOG_SIGMOID }; /* ts_cuda_unop's order */
+
+static __global__ void binary_kernel(int op, const float *a, const float *b, float *y,
+                                     int64_t na, int64_t nb) {
+    FOR_EACH(i, na) {
+        float u = a[i], v = b[i % nb];
+        y[i] = op == EW_ADD ? u + v : op == EW_SUB ? u - v : u * v;
+    }
+}
+
+/* da += dy (times b for mul) */
+static __global__ void binary_da_kernel(int op, const float *b, const float *dy, float *da,
+                                        int64_t na, int64_t nb) {
+    FOR_EACH(i, na) da[i] += op == EW_MUL ? dy[i] * b[i % nb] : dy[i];
+}
+
+/* db (nb) += the sum over the R = na / nb rows of dy (times a for mul; negated for sub):
+ * block j sums column j (grid-stride over columns), a fixed tree */
+static __global__ void binary_db_kernel(int op, const float *a, const float *dy, float *db,
+                                        int64_t na, int64_t nb) {
+    __shared__ float sh[32];
+    int64_t R = na / nb;
+    for (int64_t j = blockIdx.x; j < nb; j += gridDim.x) {
+        float acc = 0.0f;
+        for (int64_t r = threadIdx.x; r < R; r += blockDim.x)
+            acc += op == EW_MUL ? dy[r * nb + j] * a[r * nb + j] : dy[r * nb + j];
+        acc = block_sum(acc, sh);
+        if (threadIdx.x == 0) db[j] += op == EW_SUB ? -acc : acc;
+    }
+}
+
+/* the same when b is as large as a: one term each */
+static __global__ void binary_db_flat_kernel(int op, const float *a, const float *dy,
+                                             float *db, int64_t n) {
+    FOR_EACH(i, n) db[i] += op == EW_MUL ? dy[i] * a[i] : op == EW_SUB ? -dy[i] : dy[i];
+}
+
+/* y = s x, max(x, 0), e^x, or log sigmoid(x) = min(x, 0) - log1p(e^-|x|) */
+static __global__ void unary_kernel(int op, const float *x, float *y, int64_t n, float s) {
+    FOR_EACH(i, n) {
+        float v = x[i];
+        y[i] = op == EW_SCALE ? s * v
+             : op == EW_RELU  ? (v > 0.0f ? v : 0.0f)
+             : op == EW_EXP   ? expf(v)
+                              : fminf(v, 0.0f) - log1pf(expf(-fabsf(v)));
+    }
+}
+
+/* dx += dy times the slope: s, 1 where x > 0 (0 at 0), y (exp), sigmoid(-x) */
+static __global__ void unary_backward_kernel(int op, const float *x, const float *y,
+                                             const float *dy, float *dx, int64_t n, float s) {
+    FOR_EACH(i, n) {
+        float d;
+        if (op == EW_SCALE) {
+            d = s * dy[i];
+        } else if (op == EW_RELU) {
+            d = x[i] > 0.0f ? dy[i] : 0.0f;
+        } else if (op == EW_EXP) {
+            d = dy[i] * y[i];
+        } else {
+            float e = expf(-fabsf(x[i]));
+            d = dy[i] * (x[i] >= 0.0f ? e / (1.0f + e) : 1.0f / (1.0f + e));
+        }
+        dx[i] += d;
+    }
+}
+
 /* ---- sums over one dim: a (O, R, I) -> y (O, I) ---- */
 
 /* I == 1: block o sums row o (grid-stride over rows) */

@@ -323,8 +323,25 @@ ts_status ts_cuda_l2_normalize_backward(ts_cuda *g, const float *y, const float 
                                         const float *dy, float *dx, int64_t R, int64_t C,
                                         ts_err *err);
 
-/* ---- sums, layouts, batch norm (tensor.cu), with the CPU ops' semantics ---- */
+/* ---- elementwise, sums, layouts, batch norm (tensor.cu), the CPU ops' semantics ---- */
 
+/* y = a op b with b (nb values) repeating every nb of a's na (ts_add, ts_sub, ts_mul: b a
+ * bias over rows, a scalar, or a's size); the backward adds to da and db (either may be
+ * NULL), db summing over the repeats in a fixed order */
+typedef enum { TS_CUDA_BIN_ADD, TS_CUDA_BIN_SUB, TS_CUDA_BIN_MUL } ts_cuda_binop;
+ts_status ts_cuda_binary(ts_cuda *g, ts_cuda_binop op, const float *a, const float *b,
+                         float *y, int64_t na, int64_t nb, ts_err *err);
+ts_status ts_cuda_binary_backward(ts_cuda *g, ts_cuda_binop op, const float *a,
+                                  const float *b, const float *dy, float *da, float *db,
+                                  int64_t na, int64_t nb, ts_err *err);
+/* y = s x (ts_scale), max(x, 0) (ts_relu; slope 0 at 0), e^x (ts_exp, whose backward reads
+ * y), log sigmoid(x) (ts_log_sigmoid, torch's stable form); the backward adds to dx */
+typedef enum { TS_CUDA_UN_SCALE, TS_CUDA_UN_RELU, TS_CUDA_UN_EXP, TS_CUDA_UN_LOG_SIGMOID }
+    ts_cuda_unop;
+ts_status ts_cuda_unary(ts_cuda *g, ts_cuda_unop op, const float *x, float *y, int64_t n,
+                        float s, ts_err *err);
+ts_status ts_cuda_unary_backward(ts_cuda *g, ts_cuda_unop op, const float *x, const float *y,
+                                 const float *dy, float *dx, int64_t n, float s, ts_err *err);
 /* y (O, I) = scale times the sum of a (O, R, I) over R: ts_sum and ts_mean (scale 1/R) over
  * one dim (or all: O = I = 1); the backward adds scale dy, broadcast over R, to da */
 ts_status ts_cuda_reduce(ts_cuda *g, const float *a, float *y, int64_t O, int64_t R,
