@@ -392,6 +392,37 @@ static void check_batchnorm(int64_t N, int64_t Cn, int training) {
     free(x), free(w), free(b), free(dy), free(rm), free(rv);
 }
 
+/* ts_stripe_attention (CSWin) against stripe.cu, forward and the gradients of qkv and LePE */
+static void check_stripe(int64_t B, int64_t Hm, int64_t Wm, int64_t Cn, int64_t heads,
+                         int64_t sw) {
+    ts_err err = { 0 };
+    int64_t N = Hm * Wm, nq = B * N * 3 * Cn, no = B * N * Cn;
+    float *qkv = randn(nq, 1), *w = randn(Cn * 9, 1), *b = randn(Cn, 1), *dy = randn(no, 1);
+    ts_tensor *tq = leaf(qkv, 3, TS_SHAPE(B, N, 3 * Cn)), *tw = leaf(w, 4, TS_SHAPE(Cn, 1, 3, 3));
+    ts_tensor *tb = leaf(b, 1, TS_SHAPE(Cn));
+    ts_tensor *y = ts_stripe_attention(C, tq, tw, tb, Hm, Wm, heads, sw, 0.0f);
+    ts_backward_with(C, y, ts_from_f32(C, 3, TS_SHAPE(B, N, Cn), dy));
+    ts_cuda_stripe st = { B, Hm, Wm, Cn, heads, sw, 0.0f };
+    int64_t nwork = ts_cuda_stripe_work(&st);
+    float *d_q = dev(qkv, (size_t)nq * 4), *d_w = dev(w, (size_t)Cn * 36);
+    float *d_b = dev(b, (size_t)Cn * 4), *d_dy = dev(dy, (size_t)no * 4);
+    float *d_y = dev(NULL, (size_t)no * 4), *d_work = dev(NULL, (size_t)nwork * 4);
+    float *d_dq = dzero(nq), *d_dw = dzero(Cn * 9), *d_db = dzero(Cn);
+    die(ts_cuda_stripe_attention(G, d_q, d_w, d_b, d_y, &st, d_work, &err), &err);
+    die(ts_cuda_stripe_attention_backward(G, d_w, d_dy, d_dq, d_dw, d_db, &st, d_work, &err),
+        &err);
+    char what[96];
+    snprintf(what, sizeof what, "stripe attention %lldx%lldx%lld C%lld h%lld sw%lld",
+             (long long)B, (long long)Hm, (long long)Wm, (long long)Cn, (long long)heads,
+             (long long)sw);
+    against(what, d_y, y, 1e-5);
+    against("  backward dqkv", d_dq, tq->grad, 1e-5);
+    against("  backward dlepe_w", d_dw, tw->grad, 1e-5);
+    against("  backward dlepe_b", d_db, tb->grad, 1e-5);
+    ts_ctx_reset(C);
+    free(qkv), free(w), free(b), free(dy);
+}
+
 /* y = a @ b and its gradients; bf16: the CPU at TS_PREC_BF16 against bf16 operands */
 static void check_matmul(int64_t M, int64_t N, int64_t K, int bf16) {
     ts_err err = { 0 };
@@ -454,6 +485,9 @@ int main(void) {
     check_conv(0, 3, 5, 13, 11, 0, 5, 2, 2, 0);
     check_conv(1, 4, 3, 224, 224, 64, 7, 4, 2, 3); /* CSWin's stem */
     check_conv(1, 5, 3, 64, 64, 96, 16, 16, 0, 2); /* patch embedding */
+    check_stripe(4, 56, 56, 64, 2, 1);  /* CSWin-T's first stage at 224 */
+    check_stripe(4, 14, 14, 256, 8, 7); /* its third */
+    check_stripe(2, 7, 7, 512, 16, 0);  /* its last: one window */
     check_matmul(512, 768, 384, 0);
     check_matmul(333, 257, 129, 0);
     check_matmul(512, 768, 384, 1);

@@ -323,6 +323,29 @@ ts_status ts_cuda_l2_normalize_backward(ts_cuda *g, const float *y, const float 
                                         const float *dy, float *dx, int64_t R, int64_t C,
                                         ts_err *err);
 
+/* ---- CSWin's cross-shaped window attention (stripe.cu) ---- */
+
+/* B images of Hm x Wm tokens, C channels, `heads` heads; sw > 0: the first half of the heads
+ * attend in stripes sw columns wide and the full height, the second half in stripes sw rows
+ * high and the full width (sw divides the map, heads even); sw 0: the whole map, every head.
+ * scale <= 0: 1/sqrt(head size). */
+typedef struct {
+    int64_t B, Hm, Wm, C, heads, sw;
+    float scale;
+} ts_cuda_stripe;
+/* floats of the work area for s, or 0 when s is not a valid geometry */
+int64_t ts_cuda_stripe_work(const ts_cuda_stripe *s);
+/* As ts_stripe_attention: qkv (B, Hm Wm, 3C) packed [q | k | v] with the heads side by side,
+ * LePE's lepe_w (C, 1, 3, 3) and lepe_b (C) (either NULL: none, or no bias), out (B, Hm Wm, C)
+ * overwritten. work: ts_cuda_stripe_work(s) floats; the backward reads what the forward left
+ * there (the same s) and adds to dqkv, dlepe_w and dlepe_b (each may be NULL). */
+ts_status ts_cuda_stripe_attention(ts_cuda *g, const float *qkv, const float *lepe_w,
+                                   const float *lepe_b, float *out, const ts_cuda_stripe *s,
+                                   float *work, ts_err *err);
+ts_status ts_cuda_stripe_attention_backward(ts_cuda *g, const float *lepe_w, const float *dout,
+                                            float *dqkv, float *dlepe_w, float *dlepe_b,
+                                            const ts_cuda_stripe *s, float *work, ts_err *err);
+
 /* ---- elementwise, sums, layouts, batch norm (tensor.cu), the CPU ops' semantics ---- */
 
 /* y = a op b with b (nb values) repeating every nb of a's na (ts_add, ts_sub, ts_mul: b a
