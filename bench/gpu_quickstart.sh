@@ -122,6 +122,7 @@ run() { # name, extra args...
 }
 run cpu || fail "the CPU run (log: $OUT/cpu.log)"
 HALF=$((STEPS / 20 * 10)) # a logged step
+[ "$HALF" -ge 10 ] || fail "STEPS must be at least 20 (the resumed run stops at a logged step)"
 run gpu_f32 "${gpu[@]}" --set train.ckpt_every="$HALF" || \
   fail "the GPU run, float32 (log: $OUT/gpu_f32.log)"
 # stopped at HALF and resumed: the device's pipeline runs a batch ahead of training (the next

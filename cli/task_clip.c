@@ -209,6 +209,7 @@ typedef struct clip_task {
     ts_status staged_st;
     ts_err staged_err;
     ts_pipe_pos staged_pos; /* the stream's position after it */
+    int pin_failed;   /* page-locking a batch buffer failed (said once) */
     float beta1, beta2, eps, weight_decay;
 #endif
 } clip_task;
@@ -1115,6 +1116,13 @@ static ts_status clip_device_open(ts_task *t, ts_recipe *r, const ts_optim_recip
     int64_t B = s->base.batch_size, S = dc.image_size;
     s->beta1 = (float)oc->beta1, s->beta2 = (float)oc->beta2, s->eps = (float)oc->eps;
     s->weight_decay = (float)oc->weight_decay;
+    /* a pipeline opened before (on the cpu) has buffers that are not page-locked: the device
+     * opens its own where this one stands */
+    if (s->pipe) {
+        s->pos = ts_pipe_position(s->pipe);
+        ts_pipe_close(s->pipe);
+        s->pipe = NULL;
+    }
     ts_status st = ts_cuda_open(&s->gpu, 0, 0, err);
     if (!st) st = ts_cuda_clip_new(s->gpu, &dc, B, bf16 ? TS_CUDA_BF16 : TS_CUDA_F32, &s->dm,
                                    err);
@@ -1124,12 +1132,6 @@ static ts_status clip_device_open(ts_task *t, ts_recipe *r, const ts_optim_recip
                          "images", TS_CUDA_LANES);
         else if (!(s->ids[k] = malloc((size_t)(B * s->ctx_len) * sizeof *s->ids[k])))
             st = ts_fail(err, TS_ERR_NOMEM, "out of memory");
-    }
-    /* a pipeline opened before (on the cpu) has buffers that are not page-locked */
-    if (!st && s->pipe) {
-        s->pos = ts_pipe_position(s->pipe);
-        ts_pipe_close(s->pipe);
-        s->pipe = NULL;
     }
     if (!st) st = device_copy(s, 1, err);
     if (st) {
@@ -1146,15 +1148,20 @@ static ts_status clip_device_open(ts_task *t, ts_recipe *r, const ts_optim_recip
     return TS_OK;
 }
 
-/* The pipeline's batch buffers are page-locked, for copies that overlap the device's work. */
+/* The pipeline's image buffers are page-locked, for copies that overlap the device's work
+ * (the prepare rows, read on the host, are left as they are). */
 static void pin_buffer(void *user, void *buf, size_t bytes, int release) {
     clip_task *s = user;
+    int64_t S = s->vinfo.image_size;
+    if (bytes != (size_t)(s->base.batch_size * 3 * S * S) * sizeof(float)) return;
     ts_err e;
-    if (release)
+    if (release) {
         ts_cuda_unpin(s->gpu, buf);
-    else if (ts_cuda_pin(s->gpu, buf, bytes, &e))
+    } else if (ts_cuda_pin(s->gpu, buf, bytes, &e) && !s->pin_failed) {
         ts_log(TS_LOG_WARN, "clip: %s; each batch's copy to the device will hold up the host",
                e.msg);
+        s->pin_failed = 1;
+    }
 }
 
 /* The next training batch into lane k: its ids on the host, its images on their way to the

@@ -138,15 +138,36 @@ void ts_cuda_unpin(ts_cuda *g, void *host) {
     if (cudaHostUnregister(host) != cudaSuccess) cudaGetLastError(); /* it was never pinned */
 }
 
+/* As TS_CU, for the lanes: a failure is not left behind for the next kernel launch's check
+ * (the next step's error is the staging's own, as ts_cuda.h promises) */
+#define TS_CU_LANE(call, what)                                                              \
+    do {                                                                                   \
+        cudaError_t e_ = (call);                                                           \
+        if (e_ != cudaSuccess) {                                                           \
+            cudaGetLastError();                                                            \
+            return ts__cuda_fail(err, TS_ERR_IO, "cuda: %s: %s", (what),                    \
+                                 cudaGetErrorString(e_));                                  \
+        }                                                                                  \
+    } while (0)
+
 static ts_status lanes_open(ts_cuda *g, int lane, ts_err *err) {
     if (lane < 0 || lane >= TS_CUDA_LANES)
         return ts__cuda_fail(err, TS_ERR_USAGE, "cuda: lane %d of %d", lane, TS_CUDA_LANES);
     if (g->copy) return TS_OK;
-    for (int k = 0; k < TS_CUDA_LANES; k++) {
-        TS_CU(cudaEventCreateWithFlags(&g->arrived[k], cudaEventDisableTiming), "lane event");
-        TS_CU(cudaEventCreateWithFlags(&g->consumed[k], cudaEventDisableTiming), "lane event");
+    cudaEvent_t ev[2 * TS_CUDA_LANES] = { 0 };
+    cudaStream_t copy = NULL;
+    cudaError_t e = cudaSuccess;
+    for (int k = 0; k < 2 * TS_CUDA_LANES && e == cudaSuccess; k++)
+        e = cudaEventCreateWithFlags(&ev[k], cudaEventDisableTiming);
+    if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&copy, cudaStreamNonBlocking);
+    if (e != cudaSuccess) { /* nothing half made stays behind */
+        for (int k = 0; k < 2 * TS_CUDA_LANES; k++)
+            if (ev[k]) cudaEventDestroy(ev[k]);
+        TS_CU_LANE(e, "the copy stream and its events");
     }
-    TS_CU(cudaStreamCreateWithFlags(&g->copy, cudaStreamNonBlocking), "copy stream");
+    for (int k = 0; k < TS_CUDA_LANES; k++)
+        g->arrived[k] = ev[2 * k], g->consumed[k] = ev[2 * k + 1];
+    g->copy = copy;
     return TS_OK;
 }
 
@@ -155,29 +176,29 @@ ts_status ts_cuda_lane_upload(ts_cuda *g, int lane, void *dst, const void *src, 
     ts_status st = lanes_open(g, lane, err);
     if (st) return st;
     /* an event never recorded is complete: the first upload into a lane waits for nothing */
-    TS_CU(cudaStreamWaitEvent(g->copy, g->consumed[lane], 0), "lane upload");
-    TS_CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, g->copy), "lane upload");
-    TS_CU(cudaEventRecord(g->arrived[lane], g->copy), "lane upload");
+    TS_CU_LANE(cudaStreamWaitEvent(g->copy, g->consumed[lane], 0), "lane upload");
+    TS_CU_LANE(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, g->copy), "lane upload");
+    TS_CU_LANE(cudaEventRecord(g->arrived[lane], g->copy), "lane upload");
     return TS_OK;
 }
 
 ts_status ts_cuda_lane_use(ts_cuda *g, int lane, ts_err *err) {
     ts_status st = lanes_open(g, lane, err);
     if (st) return st;
-    TS_CU(cudaStreamWaitEvent(g->stream, g->arrived[lane], 0), "lane use");
+    TS_CU_LANE(cudaStreamWaitEvent(g->stream, g->arrived[lane], 0), "lane use");
     return TS_OK;
 }
 
 ts_status ts_cuda_lane_release(ts_cuda *g, int lane, ts_err *err) {
     ts_status st = lanes_open(g, lane, err);
     if (st) return st;
-    TS_CU(cudaEventRecord(g->consumed[lane], g->stream), "lane release");
+    TS_CU_LANE(cudaEventRecord(g->consumed[lane], g->stream), "lane release");
     return TS_OK;
 }
 
 ts_status ts_cuda_lane_wait_host(ts_cuda *g, int lane, ts_err *err) {
     ts_status st = lanes_open(g, lane, err);
     if (st) return st;
-    TS_CU(cudaEventSynchronize(g->arrived[lane]), "lane copy");
+    TS_CU_LANE(cudaEventSynchronize(g->arrived[lane]), "lane copy");
     return TS_OK;
 }
