@@ -26,8 +26,8 @@
 # A device call: carry .whl and .deb; `bash bench/gpu_check.sh $OUT` (about 6 minutes, of
 # which step 6 about 3; where a call's time runs short, TS_GPU_SKIP_QUICKSTART=1 here and
 # `bash bench/gpu_quickstart.sh $OUT/quickstart` in a call of its own).
-# Not yet here: the CPU-vs-GPU parity op by op through ts_ctx, and NCCL over MPI ranks
-# (bench/nccl_smoke links MPI too).
+# Not yet here: ops dispatched through ts_ctx (gpu_cpu_parity calls the kernels directly), and
+# NCCL over MPI ranks (bench/nccl_smoke links MPI too).
 # Usage: bash bench/gpu_check.sh [OUT_DIR]   (default $OUT, else /tmp/tessera-gpu-check; the
 # objects go to $TS_GPU_BUILD, default /tmp/tessera-gpu-build)
 set -uo pipefail
@@ -58,9 +58,13 @@ rm -rf "$B"
 mkdir -p "$B/core"
 CUDA_LIB="$(dirname "$(dirname "$NVCC")")/lib64"
 ok=1
-for f in core/cuda/*.cu; do
+for f in core/cuda/*.cu; do # at once: the machine has the cores
   "$NVCC" -O2 -arch="$ARCH" -Werror=all-warnings -Xcompiler -Wall,-Wextra \
-    -c "$f" -o "$B/core/$(basename "$f" .cu).o" 2>&1 | tee -a "$OUT/build.log" || ok=0
+    -c "$f" -o "$B/core/$(basename "$f" .cu).o" > "$B/core/$(basename "$f" .cu).log" 2>&1 &
+done
+wait
+for f in core/cuda/*.cu; do
+  cat "$B/core/$(basename "$f" .cu).log" | tee -a "$OUT/build.log"
   [ -s "$B/core/$(basename "$f" .cu).o" ] || ok=0
 done
 for prog in tests/gpu_parity bench/gpu_clip_step; do

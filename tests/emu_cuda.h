@@ -40,7 +40,7 @@ static dim3 gridDim, blockDim;
 #define __global__
 #define __device__
 #define __forceinline__ inline
-#define __launch_bounds__(n)
+#define __launch_bounds__(...)
 #define __shared__ static
 #define __align__(n) __attribute__((aligned(n)))
 
@@ -113,6 +113,29 @@ static inline void mma16816(float *d, const uint32_t *a, uint32_t b0, uint32_t b
     pthread_barrier_wait(&warp_bar[w]);
     for (int e = 0; e < 4; e++) d[e] = out[e];
 }
+
+// ldmatrix .x4 (and .trans): lanes 8i .. 8i + 7 give the rows of matrix i; lane l receives in
+// f[i] matrix i's row l/4, columns 2(l%4) and 2(l%4) + 1 (with .trans: column l/4, rows 2(l%4)
+// and 2(l%4) + 1). The rows must be 16-byte aligned, as the hardware wants.
+static const uint16_t *ldsm_rows[MAX_WARPS][32];
+static inline void ldsm(uint32_t f[4], const uint16_t *row, int trans) {
+    int w = warp_of_thread(), l = (int)(threadIdx.x & 31);
+    if ((uintptr_t)row % 16) {
+        fprintf(stderr, "ldmatrix: lane %d's row address is not 16-byte aligned\n", l);
+        abort();
+    }
+    ldsm_rows[w][l] = row;
+    pthread_barrier_wait(&warp_bar[w]);
+    for (int i = 0; i < 4; i++) {
+        const uint16_t *const *m = ldsm_rows[w] + 8 * i;
+        int g = l >> 2, c = (l & 3) * 2;
+        f[i] = trans ? (uint32_t)m[c][g] | (uint32_t)m[c + 1][g] << 16
+                     : (uint32_t)m[g][c] | (uint32_t)m[g][c + 1] << 16;
+    }
+    pthread_barrier_wait(&warp_bar[w]);
+}
+static inline void ldsm_x4(uint32_t f[4], const uint16_t *row) { ldsm(f, row, 0); }
+static inline void ldsm_x4_trans(uint32_t f[4], const uint16_t *row) { ldsm(f, row, 1); }
 
 // two floats as bf16, lo in the low half
 static inline uint32_t pack2(float lo, float hi) {

@@ -12,7 +12,7 @@
 #define AW 4              /* warps a block, 16 rows each */
 #define LOG2E 1.4426950408889634f
 
-#ifndef TS_CU_EMULATE /* the emulation brings its own mma16816 and pack2 */
+#ifndef TS_CU_EMULATE /* the emulation brings its own mma16816, pack2 and ldsm_x4 */
 /* d (16 x 8, float32) += a (16 x 16, bf16, row) b (16 x 8, bf16, col). Lane l holds of a:
  * a[0] = rows l/4, columns 2(l%4) + {0,1}; a[1] the same 8 rows down; a[2], a[3] the same 8
  * columns right; of b: b0 = rows (k) 2(l%4) + {0,1} of column l/4, b1 the same 8 rows down; of
@@ -31,15 +31,24 @@ static __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
     return *reinterpret_cast<uint32_t *>(&v);
 }
-#endif
 
-/* two adjacent bf16 (an even index), and two a stride apart */
-static __device__ __forceinline__ uint32_t ld32(const uint16_t *p) {
-    return *reinterpret_cast<const uint32_t *>(p);
+/* Four 8 x 8 bf16 matrices out of shared memory (ldmatrix): lanes 8i .. 8i + 7 give the
+ * addresses of matrix i's rows (16 bytes each, 16-byte aligned), and lane l receives in f[i]
+ * matrix i's row l/4, columns 2(l%4) and 2(l%4) + 1; with .trans, its column l/4, rows 2(l%4)
+ * and 2(l%4) + 1 (the transpose's fragment). */
+static __device__ __forceinline__ void ldsm_x4(uint32_t f[4], const uint16_t *row) {
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(row);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(f[0]), "=r"(f[1]), "=r"(f[2]), "=r"(f[3])
+                 : "r"(a));
 }
-static __device__ __forceinline__ uint32_t pair(const uint16_t *p, int stride) {
-    return (uint32_t)p[0] | (uint32_t)p[stride] << 16;
+static __device__ __forceinline__ void ldsm_x4_trans(uint32_t f[4], const uint16_t *row) {
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(row);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(f[0]), "=r"(f[1]), "=r"(f[2]), "=r"(f[3])
+                 : "r"(a));
 }
+#endif
 
 /* rows [r0, r0 + AR) of 64 bf16 columns, rows ld apart in src, into dst (pitch AP), zeros
  * past `rows` */
@@ -53,49 +62,63 @@ static __device__ void load_rows(uint16_t *dst, const uint16_t *src, int64_t ld,
     }
 }
 
-/* the A fragments of 16 rows (from `rows`, pitch AP) over the 64 columns: 4 steps of 16 */
-static __device__ __forceinline__ void a_frags(uint32_t f[4][4], const uint16_t *rows, int r,
-                                               int c) {
-    const uint16_t *p = rows + r * AP + c;
+/* the A fragments of 16 rows (from `rows`, pitch AP) over the 64 columns: 4 steps of 16, one
+ * ldmatrix each (matrices: rows 0-7 and 8-15 of columns 0-7, then of columns 8-15) */
+static __device__ __forceinline__ void a_frags(uint32_t f[4][4], const uint16_t *rows,
+                                               int lane) {
+    const uint16_t *p = rows + ((lane >> 3 & 1) * 8 + (lane & 7)) * AP + (lane >> 4) * 8;
 #pragma unroll
-    for (int kk = 0; kk < 4; kk++) {
-        f[kk][0] = ld32(p + kk * 16);
-        f[kk][1] = ld32(p + 8 * AP + kk * 16);
-        f[kk][2] = ld32(p + kk * 16 + 8);
-        f[kk][3] = ld32(p + 8 * AP + kk * 16 + 8);
+    for (int kk = 0; kk < 4; kk++) ldsm_x4(f[kk], p + kk * 16);
+}
+
+/* the B fragments of column tiles 0-7 (8 columns each) over k rows kk*16 .. kk*16 + 15 of
+ * row-major staged rows (k down, columns across): read transposed, two tiles an ldmatrix */
+static __device__ __forceinline__ void b_frags_trans(uint32_t b[8][2], const uint16_t *rows,
+                                                     int kk, int lane) {
+    const uint16_t *p = rows + (kk * 16 + (lane >> 3 & 1) * 8 + (lane & 7)) * AP +
+                        (lane >> 4) * 8;
+#pragma unroll
+    for (int np = 0; np < 4; np++) {
+        uint32_t f[4];
+        ldsm_x4_trans(f, p + np * 16);
+        b[2 * np][0] = f[0], b[2 * np][1] = f[1];
+        b[2 * np + 1][0] = f[2], b[2 * np + 1][1] = f[3];
     }
 }
 
 /* acc[n] (16 x 8 n-th column tile) += A (16 x 64, fragments f) B^T where B's rows are the
- * staged rows n * 8 + (0..7): products against rows of another matrix (q k^T and the like) */
+ * staged rows n * 8 + (0..7): products against rows of another matrix (q k^T and the like);
+ * a row tile's 64 columns in two ldmatrix */
 static __device__ __forceinline__ void mma_rows(float acc[8][4], const uint32_t f[4][4],
-                                                const uint16_t *rows, int r, int c) {
+                                                const uint16_t *rows, int lane) {
 #pragma unroll
     for (int n = 0; n < 8; n++) {
-        const uint16_t *p = rows + (n * 8 + r) * AP + c;
+        const uint16_t *p = rows + (n * 8 + (lane & 7)) * AP + (lane >> 3) * 8;
+        uint32_t b[8];
+        ldsm_x4(b, p);
+        ldsm_x4(b + 4, p + 32);
 #pragma unroll
-        for (int kk = 0; kk < 4; kk++)
-            mma16816(acc[n], f[kk], ld32(p + kk * 16), ld32(p + kk * 16 + 8));
+        for (int kk = 0; kk < 4; kk++) mma16816(acc[n], f[kk], b[2 * kk], b[2 * kk + 1]);
     }
 }
 
 /* acc[n] += P (16 x 64: accumulators s of 8 tiles, rounded to bf16) V, V's 64 staged rows
  * (the k dimension) and column tile n */
 static __device__ __forceinline__ void mma_acc_rows(float acc[8][4], const float s[8][4],
-                                                    const uint16_t *rows, int r, int c) {
+                                                    const uint16_t *rows, int lane) {
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) {
         uint32_t a[4] = { pack2(s[2 * kk][0], s[2 * kk][1]), pack2(s[2 * kk][2], s[2 * kk][3]),
                           pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
                           pack2(s[2 * kk + 1][2], s[2 * kk + 1][3]) };
-        const uint16_t *p = rows + (kk * 16 + c) * AP + r;
+        uint32_t b[8][2];
+        b_frags_trans(b, rows, kk, lane);
 #pragma unroll
-        for (int n = 0; n < 8; n++)
-            mma16816(acc[n], a, pair(p + n * 8, AP), pair(p + 8 * AP + n * 8, AP));
+        for (int n = 0; n < 8; n++) mma16816(acc[n], a, b[n][0], b[n][1]);
     }
 }
 
-static __global__ void __launch_bounds__(32 * AW)
+static __global__ void __launch_bounds__(32 * AW, 4) /* 4 blocks an SM: 128 registers */
 attn_fwd_kernel(const uint16_t *qkv, uint16_t *y, float *lse, int64_t T, int64_t H, int causal,
                 float sl2) {
     __shared__ __align__(16) uint16_t Qs[AR * AP], Ks[AR * AP], Vs[AR * AP];
@@ -106,7 +129,7 @@ attn_fwd_kernel(const uint16_t *qkv, uint16_t *y, float *lse, int64_t T, int64_t
     load_rows(Qs, base, ld, q0, T);
     __syncthreads();
     uint32_t qa[4][4];
-    a_frags(qa, Qs + warp * 16 * AP, r, c);
+    a_frags(qa, Qs + warp * 16 * AP, lane);
     float o[8][4], m[2] = { -INFINITY, -INFINITY }, l[2] = { 0.0f, 0.0f };
 #pragma unroll
     for (int n = 0; n < 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
@@ -120,7 +143,7 @@ attn_fwd_kernel(const uint16_t *qkv, uint16_t *y, float *lse, int64_t T, int64_t
         float s[8][4];
 #pragma unroll
         for (int n = 0; n < 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-        mma_rows(s, qa, Ks, r, c);
+        mma_rows(s, qa, Ks, lane);
         float mx[2] = { -INFINITY, -INFINITY };
 #pragma unroll
         for (int n = 0; n < 8; n++)
@@ -157,7 +180,7 @@ attn_fwd_kernel(const uint16_t *qkv, uint16_t *y, float *lse, int64_t T, int64_t
         }
         l[0] = l[0] * alpha[0] + rs[0];
         l[1] = l[1] * alpha[1] + rs[1];
-        mma_acc_rows(o, s, Vs, r, c);
+        mma_acc_rows(o, s, Vs, lane);
     }
 #pragma unroll
     for (int i = 0; i < 2; i++) {
@@ -223,10 +246,10 @@ attn_bwd_kernel(const uint16_t *qkv, const uint16_t *dy, const float *lse, const
             for (int e = 0; e < 4; e++) pt[n][e] = dp[n][e] = 0.0f;
         {
             uint32_t f[4][4];
-            a_frags(f, Ks + warp * 16 * AP, r, c);
-            mma_rows(pt, f, Qs, r, c); /* S^T = K Q^T: keys x queries */
-            a_frags(f, Vs + warp * 16 * AP, r, c);
-            mma_rows(dp, f, dOs, r, c); /* dP^T = V dO^T */
+            a_frags(f, Ks + warp * 16 * AP, lane);
+            mma_rows(pt, f, Qs, lane); /* S^T = K Q^T: keys x queries */
+            a_frags(f, Vs + warp * 16 * AP, lane);
+            mma_rows(dp, f, dOs, lane); /* dP^T = V dO^T */
         }
 #pragma unroll
         for (int n = 0; n < 8; n++)
@@ -240,8 +263,8 @@ attn_bwd_kernel(const uint16_t *qkv, const uint16_t *dy, const float *lse, const
                 pt[n][e] = p;
                 dp[n][e] = scale * p * (dp[n][e] - delta_s[ql]);
             }
-        mma_acc_rows(dv, pt, dOs, r, c); /* dV += P^T dO */
-        mma_acc_rows(dk, dp, Qs, r, c);  /* dK += dS^T Q */
+        mma_acc_rows(dv, pt, dOs, lane); /* dV += P^T dO */
+        mma_acc_rows(dk, dp, Qs, lane);  /* dK += dS^T Q */
 #pragma unroll
         for (int n = 0; n < 8; n++) {
             uint16_t *sp = dSs + (warp * 16 + r) * AP + n * 8 + c;
@@ -254,15 +277,17 @@ attn_bwd_kernel(const uint16_t *qkv, const uint16_t *dy, const float *lse, const
         float dq[8][4];
 #pragma unroll
         for (int n = 0; n < 8; n++) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.0f;
+        /* A's matrices, transposed out of dS^T (keys down): keys kk*16 + 0-7 of queries
+         * 0-7 and 8-15 of the warp's, then keys kk*16 + 8-15 of the same */
+        const uint16_t *sp = dSs + ((lane >> 4) * 8 + (lane & 7)) * AP + warp * 16 +
+                             (lane >> 3 & 1) * 8;
 #pragma unroll
         for (int kk = 0; kk < 4; kk++) {
-            const uint16_t *sp = dSs + (kk * 16 + c) * AP + warp * 16 + r;
-            uint32_t a[4] = { pair(sp, AP), pair(sp + 8, AP), pair(sp + 8 * AP, AP),
-                              pair(sp + 8 * AP + 8, AP) };
-            const uint16_t *kp = Ks + (kk * 16 + c) * AP + r;
+            uint32_t a[4], bk[8][2];
+            ldsm_x4_trans(a, sp + kk * 16 * AP);
+            b_frags_trans(bk, Ks, kk, lane);
 #pragma unroll
-            for (int n = 0; n < 8; n++)
-                mma16816(dq[n], a, pair(kp + n * 8, AP), pair(kp + 8 * AP + n * 8, AP));
+            for (int n = 0; n < 8; n++) mma16816(dq[n], a, bk[n][0], bk[n][1]);
         }
 #pragma unroll
         for (int i = 0; i < 2; i++) {
