@@ -2,12 +2,15 @@
 // the host emulation of CUDA in emu_cuda.h, against the CPU backend's ops, forward and
 // backward, as tests/gpu_cpu_parity.c checks them on a GPU: ts_add, ts_sub and ts_mul (b a
 // bias, a scalar, or a's size), ts_scale, ts_relu, ts_exp, ts_log_sigmoid, ts_sum and ts_mean,
-// ts_permute, ts_slice and ts_concat, and ts_batchnorm1d (training, with and without running
-// statistics, and eval).
+// ts_permute, ts_slice and ts_concat, ts_index_select and ts_embedding, and ts_batchnorm1d
+// (training, with and without running statistics, and eval); the device's dropout, whose mask
+// is its own, against ts_dropout's function.
 // Gradients start from seeded values, so that the kernels' += is checked too; grids are kept
 // small so that the grid-stride loops wrap. Relative error under 1e-5; a NaN never passes.
 // Exit status: the number of failed rows.
 #include "emu_cuda.h"
+
+#include <cmath>
 
 #define TS_CU_EMULATE 1
 #include "cuda/tensor_kernels.h"
@@ -36,6 +39,8 @@ static ts_tensor *leaf(ts_ctx *c, const std::vector<float> &v, int ndim, const i
     t->requires_grad = 1;
     return t;
 }
+
+#define SHAPE(...) std::vector<int64_t>{ __VA_ARGS__ }.data()
 
 static int64_t numel(const std::vector<int64_t> &s) {
     int64_t n = 1;
@@ -215,6 +220,80 @@ static void check_concat_slice(int64_t O, std::vector<int64_t> ds, int64_t I, in
     ts_ctx_free(c);
 }
 
+// ts_index_select along dim 1 of (O, L, I) (O = 1: ts_embedding of a (L, I) table), with
+// repeated indices; an index out of range gives NaN rows on the device
+static void check_index(int64_t O, int64_t L, int64_t I, std::vector<int32_t> idx, int embed) {
+    ts_ctx *c = ts_ctx_new(TS_CPU, 16u << 20, 1);
+    int64_t n = (int64_t)idx.size();
+    std::vector<float> a = randv(O * L * I), dy = randv(O * n * I), da0 = randv(O * L * I);
+    ts_tensor *ti = ts_new(c, TS_I32, 1, &n);
+    memcpy(ti->data, idx.data(), (size_t)n * 4);
+    ts_tensor *ta = embed ? leaf(c, a, 2, SHAPE(L, I)) : leaf(c, a, 3, SHAPE(O, L, I));
+    ts_tensor *y = embed ? ts_embedding(c, ta, ti) : ts_index_select(c, ta, 1, ti);
+    ts_backward_with(c, y, ts_from_f32(c, y->ndim, y->shape, dy.data()));
+    std::vector<float> ey((size_t)(O * n * I), NAN), eda = da0;
+    launch(dim3(2), 64,
+           [&]() { index_rows_kernel(a.data(), idx.data(), ey.data(), O, L, n, I); });
+    launch(dim3(2), 32, [&]() {
+        index_rows_backward_kernel(dy.data(), idx.data(), eda.data(), O, L, n, I);
+    });
+    char what[96];
+    snprintf(what, sizeof what, "%s (emulated) (%lld, %lld, %lld), %lld indices",
+             embed ? "embedding" : "index_select", (long long)O, (long long)L, (long long)I,
+             (long long)n);
+    against(what, ey, y, NULL);
+    against("  backward (added)", eda, ta->grad, &da0);
+    ts_ctx_free(c);
+    if (embed) return;
+    idx[0] = (int32_t)L; // out of range: NaN rows, and no gradient anywhere
+    std::vector<float> by((size_t)(O * n * I), 0.0f), bda = da0;
+    launch(dim3(2), 64,
+           [&]() { index_rows_kernel(a.data(), idx.data(), by.data(), O, L, n, I); });
+    launch(dim3(2), 32, [&]() {
+        index_rows_backward_kernel(dy.data(), idx.data(), bda.data(), O, L, n, I);
+    });
+    int64_t nan_rows = 0, bad = 0;
+    for (int64_t o = 0; o < O; o++)
+        for (int64_t i = 0; i < I; i++) nan_rows += std::isnan(by[(size_t)(o * n * I + i)]);
+    for (int64_t e = 0; e < O * L * I; e++) bad += std::isnan(bda[(size_t)e]);
+    report("  an index out of range: NaN values (count missing)", (double)(O * I - nan_rows),
+           0.5);
+    report("  ... and no NaN in the gradient (count)", (double)bad, 0.5);
+}
+
+// the device's dropout: its mask keeps 1 - p of the values (within 5 sigma), y = x m / (1 - p)
+// and dx += dy m / (1 - p) exactly (ts_dropout's function), the same mask for the same seed
+static void check_dropout(float p) {
+    const int64_t n = 20000;
+    std::vector<float> x = randv(n), dy = randv(n), dx0 = randv(n);
+    std::vector<float> y((size_t)n, NAN), dx = dx0, y2((size_t)n, NAN);
+    std::vector<uint8_t> m((size_t)n, 7), m2((size_t)n, 7), m3((size_t)n, 7);
+    float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
+    launch(dim3(3), 64, [&]() { dropout_kernel(x.data(), y.data(), m.data(), n, p, scale, 42); });
+    launch(dim3(2), 64, [&]() { dropout_kernel(x.data(), y2.data(), m2.data(), n, p, scale, 42); });
+    launch(dim3(2), 64, [&]() { dropout_kernel(x.data(), y2.data(), m3.data(), n, p, scale, 43); });
+    launch(dim3(2), 64,
+           [&]() { dropout_backward_kernel(dy.data(), m.data(), dx.data(), n, scale); });
+    int64_t kept = 0, wrong = 0, same = 0, other = 0;
+    for (int64_t i = 0; i < n; i++) {
+        kept += m[(size_t)i];
+        wrong += m[(size_t)i] > 1 || y[(size_t)i] != x[(size_t)i] * (scale * (float)m[(size_t)i]) ||
+                 dx[(size_t)i] != dx0[(size_t)i] + dy[(size_t)i] * (scale * (float)m[(size_t)i]);
+        same += m[(size_t)i] == m2[(size_t)i];
+        other += m[(size_t)i] != m3[(size_t)i];
+    }
+    double want = (1.0 - p) * n, sd = sqrt(p * (1.0 - p) * n);
+    char what[96];
+    snprintf(what, sizeof what, "dropout (emulated) p %.2f: kept %lld of %lld", (double)p,
+             (long long)kept, (long long)n);
+    report(what, fabs((double)kept - want) / n, 5.0 * sd / n + 1e-12);
+    report("  y and dx from the mask (count wrong)", (double)wrong, 0.5);
+    report("  the same mask for the same seed (count differing)", (double)(n - same), 0.5);
+    if (p > 0.0f && p < 1.0f)
+        report("  another for another seed (share differing, of 2p(1-p))",
+               fabs((double)other / n - 2.0 * p * (1.0 - p)), 0.02);
+}
+
 // mode 0: training with running statistics, 1: training without, 2: eval
 static void check_batchnorm(int64_t N, int64_t C, int mode, int affine) {
     ts_ctx *c = ts_ctx_new(TS_CPU, 16u << 20, 1);
@@ -290,6 +369,11 @@ int main(void) {
     check_permute({ 2, 3, 2, 3, 2 }, { 4, 3, 2, 1, 0 });
     check_concat_slice(3, { 2, 5, 1 }, 4, 1, 7);
     check_concat_slice(1, { 3, 3 }, 1, 0, 6);
+    check_index(3, 10, 7, { 4, 0, 9, 4, 4, 2 }, 0);
+    check_index(1, 50, 16, { 3, 49, 3, 0, 17, 3, 3, 12, 49 }, 1);
+    check_dropout(0.3f);
+    check_dropout(0.0f);
+    check_dropout(1.0f);
     check_batchnorm(37, 11, 0, 1);
     check_batchnorm(64, 5, 1, 0);
     check_batchnorm(9, 70, 2, 1);

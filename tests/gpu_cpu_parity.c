@@ -423,6 +423,60 @@ static void check_stripe(int64_t B, int64_t Hm, int64_t Wm, int64_t Cn, int64_t 
     free(qkv), free(w), free(b), free(dy);
 }
 
+/* ts_embedding of a (V, W) table and ts_index_select along dim 1 of (4, L, 96), repeated
+ * indices, against ts_cuda_index_rows; the device's dropout against ts_dropout's function
+ * (its mask is its own: the keep rate within 5 sigma, y and dx from the mask) */
+static void check_gathers_dropout(int64_t V, int64_t W, int64_t n) {
+    ts_err err = { 0 };
+    int32_t *ids = malloc((size_t)n * sizeof *ids);
+    for (int64_t i = 0; i < n; i++) ids[i] = (int32_t)((i * 7919 + i * i) % V);
+    int32_t *d_ids = dev(ids, (size_t)n * 4);
+    for (int sel = 0; sel < 2; sel++) {
+        int64_t O = sel ? 4 : 1, I = sel ? 96 : W, na = O * V * I, ny = O * n * I;
+        float *a = randn(na, 1), *dy = randn(ny, 1);
+        ts_tensor *ti = ts_new(C, TS_I32, 1, TS_SHAPE(n));
+        memcpy(ti->data, ids, (size_t)n * 4);
+        ts_tensor *ta = sel ? leaf(a, 3, TS_SHAPE(O, V, I)) : leaf(a, 2, TS_SHAPE(V, W));
+        ts_tensor *y = sel ? ts_index_select(C, ta, 1, ti) : ts_embedding(C, ta, ti);
+        ts_backward_with(C, y, ts_from_f32(C, y->ndim, y->shape, dy));
+        float *d_a = dev(a, (size_t)na * 4), *d_dy = dev(dy, (size_t)ny * 4);
+        float *d_y = dev(NULL, (size_t)ny * 4), *d_da = dzero(na);
+        die(ts_cuda_index_rows(G, d_a, d_ids, d_y, O, V, n, I, &err), &err);
+        die(ts_cuda_index_rows_backward(G, d_dy, d_ids, d_da, O, V, n, I, &err), &err);
+        char what[96];
+        snprintf(what, sizeof what, "%s (%lld, %lld, %lld), %lld indices",
+                 sel ? "index_select" : "embedding", (long long)O, (long long)V, (long long)I,
+                 (long long)n);
+        against(what, d_y, y, 1e-6);
+        against("  backward", d_da, ta->grad, 1e-6);
+        ts_ctx_reset(C);
+        free(a), free(dy);
+    }
+    free(ids);
+    const int64_t nd = 1 << 20;
+    const float p = 0.1f;
+    float *x = randn(nd, 1), *dy = randn(nd, 1);
+    float *d_x = dev(x, (size_t)nd * 4), *d_dy = dev(dy, (size_t)nd * 4);
+    float *d_y = dev(NULL, (size_t)nd * 4), *d_dx = dzero(nd);
+    uint8_t *d_m = dev(NULL, (size_t)nd);
+    die(ts_cuda_dropout(G, d_x, d_y, d_m, nd, p, 1234, &err), &err);
+    die(ts_cuda_dropout_backward(G, d_dy, d_m, d_dx, nd, p, &err), &err);
+    float *y = get(d_y, nd), *dx = get(d_dx, nd);
+    uint8_t *m = malloc((size_t)nd);
+    die(ts_cuda_download(G, m, d_m, (size_t)nd, &err), &err);
+    int64_t kept = 0, wrong = 0;
+    float s = 1.0f / (1.0f - p);
+    for (int64_t i = 0; i < nd; i++) {
+        kept += m[i] == 1;
+        wrong += m[i] > 1 || y[i] != x[i] * (s * (float)m[i]) || dx[i] != dy[i] * (s * (float)m[i]);
+    }
+    double sd = sqrt(p * (1.0 - p) * (double)nd);
+    report("dropout p 0.1: |kept - 0.9 n| / n", fabs((double)kept - 0.9 * (double)nd) / (double)nd,
+           5.0 * sd / (double)nd);
+    report("  y and dx from the mask (count wrong)", (double)wrong, 0.5);
+    free(x), free(dy), free(y), free(dx), free(m);
+}
+
 /* y = a @ b and its gradients; bf16: the CPU at TS_PREC_BF16 against bf16 operands */
 static void check_matmul(int64_t M, int64_t N, int64_t K, int bf16) {
     ts_err err = { 0 };
@@ -476,6 +530,7 @@ int main(void) {
     check_attention(3, 2, 50, 32, 0, 1);
     check_attention(2, 3, 197, 64, 0, 0);
     check_elementwise(300, 257);
+    check_gathers_dropout(49408, 512, 2000);
     check_reduce(512, 768, 1, 0);
     check_reduce(64, 197, 768, 1);
     check_layouts(8, 197, 12, 64);

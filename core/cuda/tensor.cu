@@ -1,7 +1,8 @@
 /* tensor.cu: elementwise ops, sums over a dim, layouts (permute, the row copies of slice and
  * concat) and batch norm, with the CPU ops' semantics (ts_add, ts_sub and ts_mul with their
  * broadcast of b over a's rows, ts_scale, ts_relu, ts_exp, ts_log_sigmoid; ts_sum and ts_mean;
- * ts_permute, ts_slice and ts_concat; ts_batchnorm1d).
+ * ts_permute, ts_slice and ts_concat; ts_index_select and ts_embedding; ts_dropout's function
+ * with the device's own random mask; ts_batchnorm1d).
  *
  * Sums over a contiguous dim give each row a block (a fixed tree); sums over a strided dim
  * give each output a thread that walks its column in order, neighbouring threads reading
@@ -143,6 +144,48 @@ ts_status ts_cuda_copy_rows(ts_cuda *g, const float *x, int64_t Dx, int64_t x_at
     copy_rows_kernel<<<grid_for(O * n * I, 256), 256, 0, g->stream>>>(x, Dx, x_at, y, Dy, y_at,
                                                                       O, n, I, acc);
     TS_CU_LAUNCHED("copy_rows");
+    return TS_OK;
+}
+
+ts_status ts_cuda_index_rows(ts_cuda *g, const float *a, const int32_t *idx, float *y,
+                             int64_t O, int64_t L, int64_t n, int64_t I, ts_err *err) {
+    ts_status st = dims_check("index_rows", O, L, I, err);
+    if (st || n < 1) return st;
+    index_rows_kernel<<<grid_for(O * n * I, 256), 256, 0, g->stream>>>(a, idx, y, O, L, n, I);
+    TS_CU_LAUNCHED("index_rows");
+    return TS_OK;
+}
+
+ts_status ts_cuda_index_rows_backward(ts_cuda *g, const float *dy, const int32_t *idx,
+                                      float *da, int64_t O, int64_t L, int64_t n, int64_t I,
+                                      ts_err *err) {
+    ts_status st = dims_check("index_rows backward", O, L, I, err);
+    if (st || n < 1) return st;
+    index_rows_backward_kernel<<<grid_for(O * I, 128), 128, 0, g->stream>>>(dy, idx, da, O, L,
+                                                                            n, I);
+    TS_CU_LAUNCHED("index_rows backward");
+    return TS_OK;
+}
+
+ts_status ts_cuda_dropout(ts_cuda *g, const float *x, float *y, uint8_t *mask, int64_t n,
+                          float p, uint64_t seed, ts_err *err) {
+    if (n < 1 || !(p >= 0.0f && p <= 1.0f))
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda dropout: %lld values, p = %g",
+                             (long long)n, (double)p);
+    float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f; /* p == 1 drops everything */
+    dropout_kernel<<<grid_for(n, 256), 256, 0, g->stream>>>(x, y, mask, n, p, scale, seed);
+    TS_CU_LAUNCHED("dropout");
+    return TS_OK;
+}
+
+ts_status ts_cuda_dropout_backward(ts_cuda *g, const float *dy, const uint8_t *mask, float *dx,
+                                   int64_t n, float p, ts_err *err) {
+    if (n < 1 || !(p >= 0.0f && p <= 1.0f))
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda dropout backward: %lld values, p = %g",
+                             (long long)n, (double)p);
+    float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
+    dropout_backward_kernel<<<grid_for(n, 256), 256, 0, g->stream>>>(dy, mask, dx, n, scale);
+    TS_CU_LAUNCHED("dropout backward");
     return TS_OK;
 }
 

@@ -147,6 +147,59 @@ static __global__ void copy_rows_kernel(const float *x, int64_t Dx, int64_t x_at
     }
 }
 
+/* ---- gathers of rows: index_select and embedding ---- */
+
+/* y (O, n, I) = rows idx of a (O, L, I); an index outside [0, L) gives a row of NaN, never a
+ * quiet value (the CPU op stops on it; callers check ids on the host) */
+static __global__ void index_rows_kernel(const float *a, const int32_t *idx, float *y,
+                                         int64_t O, int64_t L, int64_t n, int64_t I) {
+    FOR_EACH(e, O * n * I) {
+        int64_t i = e % I, t = e / I, k = t % n, o = t / n;
+        int32_t r = idx[k];
+        y[e] = r >= 0 && r < L ? a[(o * L + r) * I + i] : NAN;
+    }
+}
+
+/* da (O, L, I) rows idx += dy (O, n, I): thread (o, column) walks the indices in order, as the
+ * CPU op does, so repeated indices add in the same order and no two threads meet */
+static __global__ void index_rows_backward_kernel(const float *dy, const int32_t *idx,
+                                                  float *da, int64_t O, int64_t L, int64_t n,
+                                                  int64_t I) {
+    FOR_EACH(e, O * I) {
+        int64_t o = e / I, i = e % I;
+        for (int64_t k = 0; k < n; k++) {
+            int32_t r = idx[k];
+            if (r >= 0 && r < L) da[(o * L + r) * I + i] += dy[(o * n + k) * I + i];
+        }
+    }
+}
+
+/* ---- dropout ---- */
+
+/* a uniform in [0, 1) on 24 bits from (seed, i): splitmix64's finalizer */
+static __device__ __forceinline__ float hash_uniform(uint64_t seed, int64_t i) {
+    uint64_t z = seed + 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (float)(z >> 40) * (1.0f / 16777216.0f);
+}
+
+/* keep x[i] with probability 1 - p (mask 1), scaled by `scale` (1 / (1 - p)) */
+static __global__ void dropout_kernel(const float *x, float *y, uint8_t *mask, int64_t n,
+                                      float p, float scale, uint64_t seed) {
+    FOR_EACH(i, n) {
+        uint8_t m = hash_uniform(seed, i) >= p;
+        mask[i] = m;
+        y[i] = x[i] * (scale * (float)m);
+    }
+}
+
+static __global__ void dropout_backward_kernel(const float *dy, const uint8_t *mask, float *dx,
+                                               int64_t n, float scale) {
+    FOR_EACH(i, n) dx[i] += dy[i] * (scale * (float)mask[i]);
+}
+
 /* ---- batch norm over (N, C) ---- */
 
 /* block c (grid-stride over channels): the batch's mean, then the squares around it; rstd =

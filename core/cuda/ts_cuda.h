@@ -381,6 +381,24 @@ ts_status ts_cuda_permute(ts_cuda *g, const float *x, float *y, int ndim, const 
 ts_status ts_cuda_copy_rows(ts_cuda *g, const float *x, int64_t Dx, int64_t x_at, float *y,
                             int64_t Dy, int64_t y_at, int64_t O, int64_t n, int64_t I, int acc,
                             ts_err *err);
+/* y (O, n, I) = rows idx (n) of a (O, L, I): ts_index_select along a dim of L rows, and
+ * ts_embedding (O = 1, L the vocabulary, I the width); an index outside [0, L) gives a row of
+ * NaN (check ids on the host). The backward adds dy's rows to da's, a thread per (o, column)
+ * walking the indices in order as the CPU op does: deterministic, and slow for long index
+ * lists (n steps a thread). */
+ts_status ts_cuda_index_rows(ts_cuda *g, const float *a, const int32_t *idx, float *y,
+                             int64_t O, int64_t L, int64_t n, int64_t I, ts_err *err);
+ts_status ts_cuda_index_rows_backward(ts_cuda *g, const float *dy, const int32_t *idx,
+                                      float *da, int64_t O, int64_t L, int64_t n, int64_t I,
+                                      ts_err *err);
+/* Inverted dropout as ts_dropout's function: x[i] kept (mask[i] = 1) with probability 1 - p
+ * and scaled by 1 / (1 - p); p == 1 drops everything. The mask is drawn from a hash of (seed,
+ * i), the same for the same seed whatever the launch, not from the CPU's RNG stream; the
+ * backward adds dy mask / (1 - p) to dx. */
+ts_status ts_cuda_dropout(ts_cuda *g, const float *x, float *y, uint8_t *mask, int64_t n,
+                          float p, uint64_t seed, ts_err *err);
+ts_status ts_cuda_dropout_backward(ts_cuda *g, const float *dy, const uint8_t *mask, float *dx,
+                                   int64_t n, float p, ts_err *err);
 /* ts_batchnorm1d over x (N, C): batch statistics when training or without running ones (both
  * NULL), which training updates with momentum (the variance unbiased); mean and rstd (C) are
  * written for the backward. w, b may be NULL. The backward adds to dx, dw and db (each may be
