@@ -477,6 +477,39 @@ static void check_gathers_dropout(int64_t V, int64_t W, int64_t n) {
     free(x), free(dy), free(y), free(dx), free(m);
 }
 
+/* ts_attention_kv (cross-attention on the projections, key padding) against the device's */
+static void check_attention_kv(int64_t B, int64_t Tq, int64_t Tk, int64_t Cn, int64_t heads) {
+    ts_err err = { 0 };
+    int64_t nq = B * Tq * Cn, nkv = B * Tk * 2 * Cn;
+    float *q = randn(nq, 1), *kv = randn(nkv, 1), *dy = randn(nq, 1);
+    uint8_t *kp = calloc((size_t)(B * Tk), 1);
+    for (int64_t b = 0; b < B; b++) /* the last 3 b keys of row b are padding */
+        for (int64_t j = Tk - 3 * b; j < Tk; j++) kp[b * Tk + j] = 1;
+    ts_tensor *tkp = ts_new(C, TS_U8, 2, TS_SHAPE(B, Tk));
+    memcpy(tkp->data, kp, (size_t)(B * Tk));
+    ts_tensor *tq = leaf(q, 3, TS_SHAPE(B, Tq, Cn)), *tkv = leaf(kv, 3, TS_SHAPE(B, Tk, 2 * Cn));
+    ts_tensor *y = ts_attention_kv(C, tq, tkv, heads, tkp, 0.0f);
+    ts_backward_with(C, y, ts_from_f32(C, 3, TS_SHAPE(B, Tq, Cn), dy));
+    int64_t nw = ts_cuda_attention_kv_work(B, Tq, Tk, Cn, heads);
+    float *d_q = dev(q, (size_t)nq * 4), *d_kv = dev(kv, (size_t)nkv * 4);
+    float *d_dy = dev(dy, (size_t)nq * 4), *d_y = dev(NULL, (size_t)nq * 4);
+    float *d_w = dev(NULL, (size_t)nw * 4), *d_dw = dev(NULL, (size_t)nw * 4);
+    float *d_dq = dzero(nq), *d_dkv = dzero(nkv);
+    uint8_t *d_kp = dev(kp, (size_t)(B * Tk));
+    die(ts_cuda_attention_kv(G, d_q, d_kv, d_kp, d_y, B, Tq, Tk, Cn, heads, 0.0f, d_w, &err),
+        &err);
+    die(ts_cuda_attention_kv_backward(G, d_kp, d_dy, d_dq, d_dkv, B, Tq, Tk, Cn, heads, 0.0f,
+                                      d_dw, d_w, &err), &err);
+    char what[96];
+    snprintf(what, sizeof what, "attention_kv %lldx%lld over %lld, C %lld, %lld heads, padding",
+             (long long)B, (long long)Tq, (long long)Tk, (long long)Cn, (long long)heads);
+    against(what, d_y, y, 1e-5);
+    against("  backward dq", d_dq, tq->grad, 1e-5);
+    against("  backward dkv", d_dkv, tkv->grad, 1e-5);
+    ts_ctx_reset(C);
+    free(q), free(kv), free(dy), free(kp);
+}
+
 /* y = a @ b and its gradients; bf16: the CPU at TS_PREC_BF16 against bf16 operands */
 static void check_matmul(int64_t M, int64_t N, int64_t K, int bf16) {
     ts_err err = { 0 };
@@ -531,6 +564,7 @@ int main(void) {
     check_attention(2, 3, 197, 64, 0, 0);
     check_elementwise(300, 257);
     check_gathers_dropout(49408, 512, 2000);
+    check_attention_kv(3, 10, 37, 128, 4);
     check_reduce(512, 768, 1, 0);
     check_reduce(64, 197, 768, 1);
     check_layouts(8, 197, 12, 64);

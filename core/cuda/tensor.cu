@@ -2,7 +2,8 @@
  * concat) and batch norm, with the CPU ops' semantics (ts_add, ts_sub and ts_mul with their
  * broadcast of b over a's rows, ts_scale, ts_relu, ts_exp, ts_log_sigmoid; ts_sum and ts_mean;
  * ts_permute, ts_slice and ts_concat; ts_index_select and ts_embedding; ts_dropout's function
- * with the device's own random mask; ts_batchnorm1d).
+ * with the device's own random mask; ts_batchnorm1d; ts_attention_kv, composed of these
+ * layouts and attention.cu).
  *
  * Sums over a contiguous dim give each row a block (a fixed tree); sums over a strided dim
  * give each output a thread that walks its column in order, neighbouring threads reading
@@ -229,6 +230,85 @@ ts_status ts_cuda_batchnorm1d_backward(ts_cuda *g, const float *x, const float *
                                                                   g->scratch, dx, N, C,
                                                                   batch_stats);
         TS_CU_LAUNCHED("batchnorm1d backward (dx)");
+    }
+    return TS_OK;
+}
+
+/* ---- cross-attention on the projections (ts_attention_kv's function) ---- */
+
+int64_t ts_cuda_attention_kv_work(int64_t B, int64_t Tq, int64_t Tk, int64_t C, int64_t heads) {
+    if (B < 1 || Tq < 1 || Tk < 1 || heads < 1 || C < heads || C % heads) return 0;
+    return 2 * B * Tq * C + 3 * B * Tk * C + B * heads * Tq;
+}
+
+/* the work area: q, y (B, H, Tq, D), k, v (B, H, Tk, D), a (B Tk, C) row buffer, lse (B H Tq) */
+typedef struct kv_work {
+    float *q, *y, *k, *v, *rows, *lse;
+} kv_work;
+
+static kv_work kv_parts(float *w, int64_t B, int64_t Tq, int64_t Tk, int64_t C) {
+    kv_work p;
+    p.q = w, p.y = p.q + B * Tq * C, p.k = p.y + B * Tq * C, p.v = p.k + B * Tk * C;
+    p.rows = p.v + B * Tk * C, p.lse = p.rows + B * Tk * C;
+    return p;
+}
+
+/* (B, a, b, D) -> (B, b, a, D): rows (B, T, H, D) to heads (B, H, T, D), or back */
+static ts_status swap12(ts_cuda *g, const float *x, float *y, int64_t B, int64_t a, int64_t b,
+                        int64_t D, int acc, ts_err *err) {
+    const int64_t shape[4] = { B, a, b, D };
+    const int perm[4] = { 0, 2, 1, 3 };
+    return ts_cuda_permute(g, x, y, 4, shape, perm, acc, err);
+}
+
+ts_status ts_cuda_attention_kv(ts_cuda *g, const float *q, const float *kv,
+                               const uint8_t *key_pad, float *y, int64_t B, int64_t Tq,
+                               int64_t Tk, int64_t C, int64_t heads, float scale, float *work,
+                               ts_err *err) {
+    if (!ts_cuda_attention_kv_work(B, Tq, Tk, C, heads))
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda attention_kv: B %lld, Tq %lld, Tk %lld, "
+                             "C %lld, %lld heads", (long long)B, (long long)Tq, (long long)Tk,
+                             (long long)C, (long long)heads);
+    int64_t H = heads, D = C / H;
+    kv_work p = kv_parts(work, B, Tq, Tk, C);
+    ts_status st;
+    if ((st = swap12(g, q, p.q, B, Tq, H, D, 0, err)) ||
+        (st = ts_cuda_copy_rows(g, kv, 2, 0, p.rows, 1, 0, B * Tk, 1, C, 0, err)) ||
+        (st = swap12(g, p.rows, p.k, B, Tk, H, D, 0, err)) ||
+        (st = ts_cuda_copy_rows(g, kv, 2, 1, p.rows, 1, 0, B * Tk, 1, C, 0, err)) ||
+        (st = swap12(g, p.rows, p.v, B, Tk, H, D, 0, err)) ||
+        (st = ts_cuda_attention(g, p.q, p.k, p.v, key_pad, p.y, p.lse, B, H, Tq, Tk, D, 0,
+                                scale, err)))
+        return st;
+    return swap12(g, p.y, y, B, H, Tq, D, 0, err);
+}
+
+ts_status ts_cuda_attention_kv_backward(ts_cuda *g, const uint8_t *key_pad, const float *dy,
+                                        float *dq, float *dkv, int64_t B, int64_t Tq,
+                                        int64_t Tk, int64_t C, int64_t heads, float scale,
+                                        float *dwork, float *work, ts_err *err) {
+    if (!ts_cuda_attention_kv_work(B, Tq, Tk, C, heads))
+        return ts__cuda_fail(err, TS_ERR_USAGE, "cuda attention_kv backward: B %lld, Tq %lld, "
+                             "Tk %lld, C %lld, %lld heads", (long long)B, (long long)Tq,
+                             (long long)Tk, (long long)C, (long long)heads);
+    int64_t H = heads, D = C / H;
+    kv_work p = kv_parts(work, B, Tq, Tk, C), d = kv_parts(dwork, B, Tq, Tk, C);
+    size_t nq = (size_t)(B * Tq * C) * sizeof(float), nk = (size_t)(B * Tk * C) * sizeof(float);
+    ts_status st;
+    /* d.y: dy in heads; d.q, d.k, d.v: the gradients in heads (the kernels add) */
+    if ((st = swap12(g, dy, d.y, B, Tq, H, D, 0, err)) ||
+        (st = ts_cuda_zero(g, d.q, nq, err)) || (st = ts_cuda_zero(g, d.k, 2 * nk, err)) ||
+        (st = ts_cuda_attention_backward(g, p.q, p.k, p.v, key_pad, p.y, p.lse, d.y, d.q, d.k,
+                                         d.v, B, H, Tq, Tk, D, 0, scale, err)))
+        return st;
+    if (dq && (st = swap12(g, d.q, dq, B, H, Tq, D, 1, err)))
+        return st;
+    if (!dkv) return TS_OK;
+    /* back to rows, then added into kv's k and v columns */
+    for (int j = 0; j < 2; j++) {
+        if ((st = swap12(g, j ? d.v : d.k, d.rows, B, H, Tk, D, 0, err)) ||
+            (st = ts_cuda_copy_rows(g, d.rows, 1, 0, dkv, 2, j, B * Tk, 1, C, 1, err)))
+            return st;
     }
     return TS_OK;
 }

@@ -399,6 +399,22 @@ ts_status ts_cuda_dropout(ts_cuda *g, const float *x, float *y, uint8_t *mask, i
                           float p, uint64_t seed, ts_err *err);
 ts_status ts_cuda_dropout_backward(ts_cuda *g, const float *dy, const uint8_t *mask, float *dx,
                                    int64_t n, float p, ts_err *err);
+/* ts_attention_kv's function: q (B, Tq, C) and kv (B, Tk, 2C) with columns [k | v], heads side
+ * by side (C = heads D), key_pad (B, Tk) u8 (nonzero: padding) or NULL; y (B, Tq, C)
+ * overwritten. Composed of
+ * permutes into the head layout, the attention kernels and a permute back. work: the floats
+ * of ts_cuda_attention_kv_work (0: a bad geometry), which the backward reads as the forward
+ * left it; the backward needs a second area dwork of the same size and adds to dq and dkv
+ * (either may be NULL). */
+int64_t ts_cuda_attention_kv_work(int64_t B, int64_t Tq, int64_t Tk, int64_t C, int64_t heads);
+ts_status ts_cuda_attention_kv(ts_cuda *g, const float *q, const float *kv,
+                               const uint8_t *key_pad, float *y, int64_t B, int64_t Tq,
+                               int64_t Tk, int64_t C, int64_t heads, float scale, float *work,
+                               ts_err *err);
+ts_status ts_cuda_attention_kv_backward(ts_cuda *g, const uint8_t *key_pad, const float *dy,
+                                        float *dq, float *dkv, int64_t B, int64_t Tq,
+                                        int64_t Tk, int64_t C, int64_t heads, float scale,
+                                        float *dwork, float *work, ts_err *err);
 /* ts_batchnorm1d over x (N, C): batch statistics when training or without running ones (both
  * NULL), which training updates with momentum (the variance unbiased); mean and rstd (C) are
  * written for the backward. w, b may be NULL. The backward adds to dx, dw and db (each may be
