@@ -53,12 +53,15 @@ static double assign(const float *x, int64_t n, int64_t d, const float *cent, in
     double *part = xmalloc((size_t)nb * sizeof(double)); /* (nb) per-block objective */
     float *buf = xmalloc((size_t)nt * KM_BP * KM_BC * sizeof(float));
     /* ts__gemm in float32 precision reads nothing else of the context and is safe to call
-     * from the threads of a parallel region. */
+     * from the threads of a parallel region. Each block's product runs on its own thread:
+     * with one thread the region is inactive, and dnnl_sgemm would otherwise spread it over
+     * the machine's threads, whose split of the sums depends on their count (AVX2 kernels). */
     ts_ctx g;
     memset(&g, 0, sizeof g);
     g.precision = TS_PREC_F32;
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t b = 0; b < nb; b++) {
+        omp_set_num_threads(1); /* for the product's own parallel region, if it opens one */
         float *G = buf + (size_t)omp_get_thread_num() * KM_BP * KM_BC; /* (m, nc) x @ c^T */
         const int64_t i0 = b * KM_BP, m = n - i0 < KM_BP ? n - i0 : KM_BP;
         float best[KM_BP];

@@ -3,7 +3,9 @@
  * float32 products go to dnnl_sgemm, which picks its AVX-512/AVX2 kernels by CPU feature and
  * takes transposes as flags. In bf16 precision the inputs are rounded to bf16 and multiplied by
  * oneDNN's matmul primitive with float32 accumulation and output (AMX or AVX512-BF16 where the
- * CPU has them); those primitives are created once per shape and kept in the context's cache.
+ * CPU has them; on a CPU with neither, dnnl_sgemm on the bf16-rounded operands, which gives a
+ * bf16 product's numbers); those primitives are created once per shape and kept in the
+ * context's cache.
  * This file never multiplies matrices with its own loops.
  *
  * Shapes: a (..., M, K), b (K, N) or (..., K, N), y (..., M, N); TS_TRANS_A / TS_TRANS_B mean
@@ -20,7 +22,7 @@ typedef struct prim_entry {
     int64_t key[9];
     dnnl_primitive_t prim;
     dnnl_memory_desc_t a_md, b_md, c_md;
-    int unusable; /* the CPU cannot run this in bf16: fall back to f32 */
+    int unusable; /* the CPU has no bf16 kernel: float32 kernels on bf16-rounded operands */
 } prim_entry;
 
 typedef struct cpu_cache {
@@ -102,7 +104,8 @@ static prim_entry *bf16_prim(ts_ctx *c, int ta, int tb, int64_t M, int64_t N, in
         e->unusable = 1;
         if (!cc->warned) {
             cc->warned = 1;
-            ts_log(TS_LOG_WARN, "oneDNN has no bf16 matmul for this CPU; using float32");
+            ts_log(TS_LOG_WARN, "oneDNN has no bf16 matmul for this CPU: bf16 products run as "
+                   "float32 products of bf16-rounded operands");
         }
     }
     return e;
@@ -116,14 +119,35 @@ static uint16_t *to_bf16(ts_ctx *c, const float *src, int64_t rows, int64_t cols
     return dst;
 }
 
+/* src (or its bf16 copy src16) rounded to bf16 and widened back to float32, same layout */
+static const float *bf16_valued(ts_ctx *c, const float *src, const uint16_t *src16,
+                                int64_t rows, int64_t cols, int64_t ld) {
+    float *dst = ts_arena_alloc(c->step, (size_t)(rows * ld) * sizeof(float));
+#pragma omp parallel for if (rows * cols > 65536)
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < cols; j++)
+            dst[r * ld + j] = ts_bf16_to_f32(src16 ? src16[r * ld + j]
+                                                   : ts_f32_to_bf16(src[r * ld + j]));
+    return dst;
+}
+
+static void sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                  int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
 /* C = alpha * op(A) op(B) + beta * C in bf16 with f32 accumulation. A16 / B16, when not NULL,
- * are A / B already rounded to bf16 (same layout); otherwise they are rounded here. Returns 0
- * when oneDNN has no bf16 matmul for this CPU (the caller then runs sgemm). */
-static int gemm_bf16(ts_ctx *c, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+ * are A / B already rounded to bf16 (same layout); otherwise they are rounded here. Where
+ * oneDNN has no bf16 matmul for the CPU (AVX2 alone), the float32 kernels multiply the
+ * bf16-rounded operands: a product of two bf16 values is exact in float32, so the numbers are
+ * a bf16 product's, up to the order of the float32 sums, on every machine. */
+static void gemm_bf16(ts_ctx *c, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
                      const float *A, const uint16_t *A16, int64_t lda, const float *B,
                      const uint16_t *B16, int64_t ldb, float beta, float *C, int64_t ldc) {
     prim_entry *e = bf16_prim(c, ta, tb, M, N, K, alpha, lda, ldb, beta, ldc);
-    if (e->unusable) return 0;
+    if (e->unusable) {
+        sgemm(ta, tb, M, N, K, alpha, bf16_valued(c, A, A16, ta ? K : M, ta ? M : K, lda), lda,
+              bf16_valued(c, B, B16, tb ? N : K, tb ? K : N, ldb), ldb, beta, C, ldc);
+        return;
+    }
     cpu_cache *cc = c->cpu_cache;
     /* stored shapes: A is (M,K) or (K,M) with row stride lda; same for B */
     const uint16_t *a16 = A16 ? A16 : to_bf16(c, A, ta ? K : M, ta ? M : K, lda);
@@ -141,7 +165,6 @@ static int gemm_bf16(ts_ctx *c, int ta, int tb, int64_t M, int64_t N, int64_t K,
     dnnl_memory_destroy(am);
     dnnl_memory_destroy(bm);
     dnnl_memory_destroy(cm);
-    return 1;
 }
 
 static void sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
@@ -156,10 +179,10 @@ void ts__gemm(ts_ctx *c, int ta, int tb, int64_t M, int64_t N, int64_t K, float 
               const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
               int64_t ldc) {
     if (M == 0 || N == 0) return;
-    if (c->precision == TS_PREC_BF16 && K > 0 &&
-        gemm_bf16(c, ta, tb, M, N, K, alpha, A, NULL, lda, B, NULL, ldb, beta, C, ldc))
-        return;
-    sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (c->precision == TS_PREC_BF16 && K > 0)
+        gemm_bf16(c, ta, tb, M, N, K, alpha, A, NULL, lda, B, NULL, ldb, beta, C, ldc);
+    else
+        sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 /* ts__gemm with an optional bf16 copy of A (used in bf16 precision only). */
@@ -167,10 +190,10 @@ static void gemm_a16(ts_ctx *c, int ta, int tb, int64_t M, int64_t N, int64_t K,
                      const uint16_t *A16, int64_t lda, const float *B, int64_t ldb, float beta,
                      float *C, int64_t ldc) {
     if (M == 0 || N == 0) return;
-    if (c->precision == TS_PREC_BF16 && K > 0 &&
-        gemm_bf16(c, ta, tb, M, N, K, 1.0f, A, A16, lda, B, NULL, ldb, beta, C, ldc))
-        return;
-    sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+    if (c->precision == TS_PREC_BF16 && K > 0)
+        gemm_bf16(c, ta, tb, M, N, K, 1.0f, A, A16, lda, B, NULL, ldb, beta, C, ldc);
+    else
+        sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
 }
 
 /* ---- the op ---- */
