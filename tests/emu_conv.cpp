@@ -19,15 +19,6 @@
 #include "cuda/stripe_kernels.h"
 #include "tessera.h"
 
-// a shape for the call it is written in (tessera.h's TS_SHAPE is a C compound literal)
-#define SH(...) std::vector<int64_t>{ __VA_ARGS__ }.data()
-
-static std::vector<float> randv(int64_t n) {
-    std::vector<float> v((size_t)n);
-    for (auto &x : v) x = (float)gauss();
-    return v;
-}
-
 // the CPU op's values (or gradient) t against the emulated ones, each plus base when given
 static void against(const char *what, const std::vector<float> &emu, const ts_tensor *t,
                     const std::vector<float> *base) {

@@ -186,4 +186,13 @@ static void report(const char *what, double e, double tol) {
     printf("  %-46s rel %.2e  %s\n", what, e, ok ? "ok" : "FAIL");
 }
 
+// n seeded normal values as float32
+static inline std::vector<float> randv(int64_t n) {
+    std::vector<float> v((size_t)n);
+    for (auto &x : v) x = (float)gauss();
+    return v;
+}
+// a shape for the call it is written in (tessera.h's TS_SHAPE is a C compound literal)
+#define SH(...) std::vector<int64_t>{ __VA_ARGS__ }.data()
+
 #endif

@@ -16,12 +16,6 @@
 #include "cuda/tensor_kernels.h"
 #include "tessera.h"
 
-static std::vector<float> randv(int64_t n) {
-    std::vector<float> v((size_t)n);
-    for (auto &x : v) x = (float)gauss();
-    return v;
-}
-
 // the CPU op's values (or gradient) t, plus base when given, against the emulated ones
 static void against(const char *what, const std::vector<float> &emu, const float *ref_f,
                     int64_t n, const std::vector<float> *base) {
@@ -39,8 +33,6 @@ static ts_tensor *leaf(ts_ctx *c, const std::vector<float> &v, int ndim, const i
     t->requires_grad = 1;
     return t;
 }
-
-#define SHAPE(...) std::vector<int64_t>{ __VA_ARGS__ }.data()
 
 static int64_t numel(const std::vector<int64_t> &s) {
     int64_t n = 1;
@@ -228,7 +220,7 @@ static void check_index(int64_t O, int64_t L, int64_t I, std::vector<int32_t> id
     std::vector<float> a = randv(O * L * I), dy = randv(O * n * I), da0 = randv(O * L * I);
     ts_tensor *ti = ts_new(c, TS_I32, 1, &n);
     memcpy(ti->data, idx.data(), (size_t)n * 4);
-    ts_tensor *ta = embed ? leaf(c, a, 2, SHAPE(L, I)) : leaf(c, a, 3, SHAPE(O, L, I));
+    ts_tensor *ta = embed ? leaf(c, a, 2, SH(L, I)) : leaf(c, a, 3, SH(O, L, I));
     ts_tensor *y = embed ? ts_embedding(c, ta, ti) : ts_index_select(c, ta, 1, ti);
     ts_backward_with(c, y, ts_from_f32(c, y->ndim, y->shape, dy.data()));
     std::vector<float> ey((size_t)(O * n * I), NAN), eda = da0;

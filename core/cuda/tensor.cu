@@ -15,12 +15,6 @@
 
 #include "tensor_kernels.h"
 
-#define TS_CU_MAX_BLOCKS 65535
-
-static unsigned blocks_for(int64_t n) {
-    return (unsigned)(n < 1 ? 1 : n > TS_CU_MAX_BLOCKS ? TS_CU_MAX_BLOCKS : n);
-}
-
 static ts_status dims_check(const char *what, int64_t O, int64_t R, int64_t I, ts_err *err) {
     if (O < 1 || R < 1 || I < 1)
         return ts__cuda_fail(err, TS_ERR_USAGE, "cuda %s: (%lld, %lld, %lld) is empty", what,
@@ -54,7 +48,7 @@ ts_status ts_cuda_binary_backward(ts_cuda *g, ts_cuda_binop op, const float *a,
         binary_db_flat_kernel<<<grid_for(na, 256), 256, 0, g->stream>>>((int)op, a, dy, db,
                                                                         na);
     else if (db)
-        binary_db_kernel<<<blocks_for(nb), TS_CU_ROW_THREADS, 0, g->stream>>>((int)op, a, dy,
+        binary_db_kernel<<<grid_for(nb, 1), TS_CU_ROW_THREADS, 0, g->stream>>>((int)op, a, dy,
                                                                              db, na, nb);
     if (db) TS_CU_LAUNCHED("binary backward (db)");
     if (da) {
@@ -87,7 +81,7 @@ ts_status ts_cuda_reduce(ts_cuda *g, const float *a, float *y, int64_t O, int64_
     ts_status st = dims_check("reduce", O, R, I, err);
     if (st) return st;
     if (I == 1)
-        reduce_rows_kernel<<<blocks_for(O), TS_CU_ROW_THREADS, 0, g->stream>>>(a, y, O, R,
+        reduce_rows_kernel<<<grid_for(O, 1), TS_CU_ROW_THREADS, 0, g->stream>>>(a, y, O, R,
                                                                               scale);
     else
         reduce_cols_kernel<<<grid_for(O * I, 256), 256, 0, g->stream>>>(a, y, O, R, I, scale);
@@ -201,7 +195,7 @@ ts_status ts_cuda_batchnorm1d(ts_cuda *g, const float *x, const float *w, const 
                              batch_stats && N < 2 ? ": batch statistics need two rows" : "",
                              !running_mean != !running_var ? ": one running statistic" : "");
     if (batch_stats)
-        bn_stats_kernel<<<blocks_for(C), TS_CU_ROW_THREADS, 0, g->stream>>>(
+        bn_stats_kernel<<<grid_for(C, 1), TS_CU_ROW_THREADS, 0, g->stream>>>(
             x, mean, rstd, training ? running_mean : NULL, training ? running_var : NULL, N, C,
             momentum, eps);
     else
@@ -222,7 +216,7 @@ ts_status ts_cuda_batchnorm1d_backward(ts_cuda *g, const float *x, const float *
     if (N < 1 || C < 1 || (size_t)(2 * C) > g->scratch_floats)
         return ts__cuda_fail(err, TS_ERR_USAGE, "cuda batchnorm1d backward: x (%lld, %lld)",
                              (long long)N, (long long)C);
-    bn_sums_kernel<<<blocks_for(C), TS_CU_ROW_THREADS, 0, g->stream>>>(x, dy, mean, rstd,
+    bn_sums_kernel<<<grid_for(C, 1), TS_CU_ROW_THREADS, 0, g->stream>>>(x, dy, mean, rstd,
                                                                       g->scratch, dw, db, N, C);
     TS_CU_LAUNCHED("batchnorm1d backward (sums)");
     if (dx) {
