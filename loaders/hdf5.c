@@ -570,8 +570,9 @@ static ts_status read_rows(ts_traj *t, demo *d, int k, int64_t r0, int64_t n, hi
     hsize_t start[9] = { (hsize_t)r0 }, count[9] = { (hsize_t)n };
     for (int i = 0; i < t->rank[k]; i++) count[i + 1] = (hsize_t)t->shape[k][i];
     if (t->sliced[k]) start[1] = (hsize_t)t->col0[k];
-    hsize_t mdims[2] = { (hsize_t)n, (hsize_t)t->row[k] };
-    hid_t ms = H5Screate_simple(2, mdims, NULL);
+    /* The memory space has the selection's own shape: with a flat (n, row) one HDF5 maps the
+     * two selections onto each other piece by piece, which cost more than the read. */
+    hid_t ms = H5Screate_simple(t->rank[k] + 1, count, NULL);
     herr_t rc = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
     if (rc >= 0) rc = H5Dread(d->dset[k], mem, ms, fs, H5P_DEFAULT, dst);
     H5Sclose(ms);
