@@ -12,7 +12,7 @@
 #  - `tessera embed --trajectories` writes a row per step of every demonstration.
 source "$(dirname "$0")/clilib.sh"
 PY=/usr/bin/python3
-STEPS="${TS_VLA_STEPS:-1000}"
+STEPS="${TS_VLA_STEPS:-400}"
 
 mkdir -p r2d
 "$TS" data synth reach2d --out r2d/demos.hdf5 --demos 300 --seed 1 2> synth.txt \

@@ -6,7 +6,7 @@
 # training action's; `tessera eval rollout` reproduces the result from the checkpoint.
 source "$(dirname "$0")/clilib.sh"
 PY=/usr/bin/python3
-STEPS="${TS_VLA_STEPS:-1000}"
+STEPS="${TS_VLA_STEPS:-700}"
 
 mkdir -p r2d
 "$TS" data synth reach2d --out r2d/demos.hdf5 --demos 1000 --seed 3 2> synth.txt \
