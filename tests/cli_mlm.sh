@@ -5,8 +5,12 @@
 # it (the accuracy of always guessing the most frequent masked word). A vocabulary size that
 # does not match the tokenizer is an error naming both numbers.
 source "$(dirname "$0")/clilib.sh"
+# Under the sanitizers (TS_SANITIZED=1) the run is 60 steps, which only have to lower the loss:
+# a memory error or undefined behaviour shows in any step, and the release build's 400 steps
+# hold the learning bar.
+if [ -n "${TS_SANITIZED:-}" ]; then STEPS=60; else STEPS=400; fi
 
-"$TS" train "$SRC/recipes/quickstart-mlm.yaml" --set train.steps=400 --set train.eval_every=400 \
+"$TS" train "$SRC/recipes/quickstart-mlm.yaml" --set train.steps=$STEPS --set train.eval_every=$STEPS \
   --set train.ckpt_every=0 --set train.out_dir="$WORK/mlm" --set train.threads=2 2> log.txt \
   || { cat log.txt; fail "text_mlm training failed"; }
 read -r s0 acc0 s1 acc1 base loss0 loss1 <<< "$(/usr/bin/python3 -c "
@@ -17,13 +21,17 @@ print(ev[0]['step'], ev[0]['masked_accuracy'], ev[-1]['step'], ev[-1]['masked_ac
 echo "masked-token accuracy at step $s0: $acc0, at step $s1: $acc1 (unigram baseline $base); loss $loss0 -> $loss1"
 /usr/bin/python3 -c "assert $s0 == 0 and $acc0 < 0.05, 'the first evaluation should be near zero'"
 /usr/bin/python3 -c "assert 0.03 < $base < 0.2, 'unigram baseline $base is not what the corpus gives'"
-/usr/bin/python3 -c "assert $acc1 > 0.5 and $acc1 > 4 * $base, \
-  'masked-token accuracy $acc1 is not far above the unigram baseline $base'"
-/usr/bin/python3 -c "assert $loss1 < 0.3 * $loss0, 'loss did not fall: $loss0 -> $loss1'"
+if [ $STEPS = 400 ]; then
+  /usr/bin/python3 -c "assert $acc1 > 0.5 and $acc1 > 4 * $base, \
+    'masked-token accuracy $acc1 is not far above the unigram baseline $base'"
+  /usr/bin/python3 -c "assert $loss1 < 0.3 * $loss0, 'loss did not fall: $loss0 -> $loss1'"
+else
+  /usr/bin/python3 -c "assert $loss1 < 0.8 * $loss0, 'loss did not fall: $loss0 -> $loss1'"
+fi
 grep -q "BPE tokenizer trained" log.txt || fail "the tokenizer was not trained at startup"
 
 # The checkpoint has open_clip's text names (no text_projection: out_dim 0) and the MLM head.
-/usr/bin/python3 - "$WORK/mlm/checkpoints/step_00000400/model.safetensors" <<'PY' \
+/usr/bin/python3 - "$WORK/mlm/checkpoints/$(printf step_%08d $STEPS)/model.safetensors" <<'PY' \
   || fail "checkpoint names"
 import json, struct, sys
 f = open(sys.argv[1], "rb")
@@ -52,4 +60,4 @@ test ! -e "$WORK/bad/checkpoints" || fail "a failed start wrote checkpoints"
 "$TS" train "$SRC/recipes/quickstart-mlm.yaml" --set model.text.vocab_size=$((vocab + 1)) \
   --set train.steps=2 --set train.eval_every=0 --set train.out_dir="$WORK/ok" \
   --set train.threads=2 2> ok.txt || { cat ok.txt; fail "the matching vocab_size was refused"; }
-pass "text_mlm learned: masked-token accuracy $acc0 -> $acc1, unigram baseline $base"
+pass "text_mlm, $STEPS steps: masked-token accuracy $acc0 -> $acc1, unigram baseline $base"

@@ -10,6 +10,10 @@
 source "$(dirname "$0")/clilib.sh"
 PY=/usr/bin/python3
 D="$3/hdf5"
+# Under the sanitizers (TS_SANITIZED=1) the run is 100 steps, which only have to lower the
+# held-out error: a memory error or undefined behaviour shows in any step, and the release
+# build's 400 steps hold the bar.
+if [ -n "${TS_SANITIZED:-}" ]; then STEPS=100; else STEPS=400; fi
 
 mix=""
 for t in door lift nut-assembly pick-place stack; do
@@ -23,15 +27,21 @@ path, mix = sys.argv[1], sys.argv[2]
 text = open(path).read().replace("data:\n", 'data:\n  lowdim: "states[1:10]"\n  mix:\n' + mix, 1)
 open(path, "w").write(text)
 PYX
-"$TS" train rs.yaml --set train.threads=2 --set train.out_dir="$WORK/run" 2> rs.log \
+"$TS" train rs.yaml --set train.threads=2 --set train.out_dir="$WORK/run" \
+  --set train.steps=$STEPS --set train.eval_every=$((STEPS / 2)) 2> rs.log \
   || { tail -30 rs.log; fail "training on the robosuite demonstrations"; }
 grep -E "vla: .*windows|eval step" rs.log
 read -r v0 v1 base <<< "$($PY -c "
 import json; ev=[r for r in map(json.loads, open('$WORK/run/metrics.jsonl')) if r['kind']=='eval']
 print(ev[0]['val_action_mse'], ev[-1]['val_action_mse'], ev[-1]['val_mean_action_mse'])")"
-echo "held-out action MSE: untrained $v0, after 400 steps $v1, mean training action $base"
-$PY -c "import sys; sys.exit(0 if $v1 < 0.7 * $base else 1)" \
-  || fail "held-out action error $v1 is not well below the mean action's $base"
+echo "held-out action MSE: untrained $v0, after $STEPS steps $v1, mean training action $base"
+if [ $STEPS = 400 ]; then
+  $PY -c "import sys; sys.exit(0 if $v1 < 0.7 * $base else 1)" \
+    || fail "held-out action error $v1 is not well below the mean action's $base"
+else
+  $PY -c "import sys; sys.exit(0 if $v1 < 0.8 * $v0 else 1)" \
+    || fail "held-out action error $v1 is not below the untrained policy's $v0"
+fi
 
 # A column range the dataset does not have is an error that names the file and the key.
 sed 's/"states\[1:10\]"/"states[1:99]"/' rs.yaml > bad.yaml
