@@ -287,24 +287,6 @@ static char *preprocessor_json(int S, int bicubic) {
     return s;
 }
 
-static ts_status mkdir_p(const char *dir, ts_err *err) {
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s", dir) >= (int)sizeof tmp)
-        return ts_fail(err, TS_ERR_USAGE, "--out %s: the path is too long", dir);
-    for (char *p = tmp + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            mkdir(tmp, 0755);
-            *p = '/';
-        }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-        return ts_fail(err, TS_ERR_IO, "%s: cannot create the folder: %s", dir, strerror(errno));
-    struct stat sb;
-    if (stat(tmp, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return ts_fail(err, TS_ERR_IO, "%s: not a folder", dir);
-    return TS_OK;
-}
-
 /* ---- the export ---- */
 
 static ts_status export_hf(const char *ckpt, const char *out_dir, ts_err *err) {
@@ -441,7 +423,7 @@ static ts_status export_hf(const char *ckpt, const char *out_dir, ts_err *err) {
         goto done;
     }
 
-    if ((st = mkdir_p(out_dir, err))) goto done;
+    if ((st = ts_mkdirs(out_dir, err))) goto done;
     ts_st_writer_meta(x.w, "format", "pt"); /* transformers refuses safetensors without it */
     snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
     if ((st = ts_st_write(x.w, path, err))) goto done;

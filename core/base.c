@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <string.h>
 
 static const char *const status_msgs[] = {
 #define TS__STATUS_MSG(name, msg) msg,
@@ -23,10 +24,13 @@ const char *ts_status_str(ts_status s) {
 
 ts_status ts_fail(ts_err *e, ts_status code, const char *fmt, ...) {
     if (e) {
+        /* formatted aside first: a caller may wrap the error's own message (e->msg) */
+        char msg[sizeof e->msg];
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+        vsnprintf(msg, sizeof msg, fmt, ap);
         va_end(ap);
+        memcpy(e->msg, msg, sizeof msg);
         e->code = code;
     }
     return code;

@@ -52,18 +52,24 @@ static int pathf(char *buf, size_t n, const char *fmt, ...) {
     return k >= 0 && (size_t)k < n;
 }
 
-static ts_status mkdir_p(const char *path, ts_err *err) {
-    char tmp[4096];
-    pathf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-            return ts_fail(err, TS_ERR_IO, "%s: cannot create folder: %s", tmp, strerror(errno));
-        *p = '/';
+ts_status ts_mkdirs(const char *dir, ts_err *err) {
+    char p[4096];
+    size_t n = strlen(dir);
+    if (!n || n >= sizeof p) return ts_fail(err, TS_ERR_IO, "folder '%s': bad path", dir);
+    memcpy(p, dir, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (p[i] != '/' && p[i] != 0) continue;
+        char keep = p[i];
+        p[i] = 0;
+        if (mkdir(p, 0755) != 0 && errno != EEXIST)
+            return ts_fail(err, TS_ERR_IO, "cannot create %s: %s", p, strerror(errno));
+        p[i] = keep;
     }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-        return ts_fail(err, TS_ERR_IO, "%s: cannot create folder: %s", tmp, strerror(errno));
+    struct stat sb;
+    if (stat(dir, &sb) != 0)
+        return ts_fail(err, TS_ERR_IO, "cannot create %s: %s", dir, strerror(errno));
+    if (!S_ISDIR(sb.st_mode))
+        return ts_fail(err, TS_ERR_IO, "cannot create %s: a file of that name exists", dir);
     return TS_OK;
 }
 
@@ -175,7 +181,7 @@ ts_status ts_ckpt_save(const char *run_dir, int64_t step, const ts_params *p, co
     char ckdir[4096], final[4096], tmp[4096], path[4200];
     if (!pathf(ckdir, sizeof ckdir, "%s/checkpoints", run_dir))
         return ts_fail(err, TS_ERR_IO, "%s: path too long", run_dir);
-    ts_status st = mkdir_p(ckdir, err);
+    ts_status st = ts_mkdirs(ckdir, err);
     if (st) return st;
     pathf(final, sizeof final, "%s/step_%08lld", ckdir, (long long)step);
     pathf(tmp, sizeof tmp, "%s.tmp.%d", final, (int)getpid());

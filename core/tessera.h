@@ -59,7 +59,8 @@ typedef struct ts_err {
     char msg[1024];
 } ts_err;
 
-/* Record an error in e (which may be NULL) and return code. printf-style message. */
+/* Record an error in e (which may be NULL) and return code. printf-style message; its
+ * arguments may include e->msg itself, to wrap an earlier error. */
 ts_status ts_fail(ts_err *e, ts_status code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -561,6 +562,11 @@ ts_status ts_st_write(ts_st_writer *w, const char *path, ts_err *err);
 
 /* Write a file atomically: data to path.tmp.PID, fsync, rename over path, fsync the folder. */
 ts_status ts_write_atomic(const char *path, const void *data, size_t n, ts_err *err);
+
+/* Create the folder dir and the parents it lacks (mkdir -p). An error (TS_ERR_IO) names the
+ * first part that could not be made ("cannot create PART: reason"), or says that dir exists
+ * and is not a folder. */
+ts_status ts_mkdirs(const char *dir, ts_err *err);
 
 /* ---------------------------------------------------------------------------------------- */
 /* Checkpoints                                                                               */

@@ -264,16 +264,8 @@ static ts_status save(run *R, ts_err *err) {
 
 static ts_status prepare_dir(run *R, ts_err *err) {
     char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s", R->dir);
-    for (char *p = tmp + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            mkdir(tmp, 0755);
-            *p = '/';
-        }
-    if (mkdir(R->dir, 0755) != 0 && errno != EEXIST)
-        return ts_fail(err, TS_ERR_IO, "run folder %s: cannot create: %s (set train.out_dir)",
-                       R->dir, strerror(errno));
+    if (ts_mkdirs(R->dir, err))
+        return ts_fail(err, TS_ERR_IO, "run folder %s: %s (set train.out_dir)", R->dir, err->msg);
     snprintf(tmp, sizeof tmp, "%s/recipe.yaml", R->dir);
     ts_status st = ts_write_atomic(tmp, R->recipe_yaml, strlen(R->recipe_yaml), err);
     if (st) return ts_fail(err, TS_ERR_IO, "run folder %s is not writable: %s", R->dir, err->msg);

@@ -366,27 +366,6 @@ static int synth_name(const char *name, int *shard_split, long *shard_k) {
     return 0;
 }
 
-/* mkdir -p. */
-static ts_status make_dirs(const char *dir, ts_err *err) {
-    char p[4096];
-    size_t n = strlen(dir);
-    if (!n || n >= sizeof p) return ts_fail(err, TS_ERR_USAGE, "output folder '%s': bad path", dir);
-    memcpy(p, dir, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (p[i] != '/' && p[i] != 0) continue;
-        char keep = p[i];
-        p[i] = 0;
-        if (mkdir(p, 0755) != 0 && errno != EEXIST)
-            return ts_fail(err, TS_ERR_IO, "cannot create %s: %s", p, strerror(errno));
-        p[i] = keep;
-    }
-    struct stat stt;
-    if (stat(dir, &stt) != 0 || !S_ISDIR(stt.st_mode))
-        return ts_fail(err, TS_ERR_IO, "cannot create %s: %s", dir,
-                       stat(dir, &stt) ? strerror(errno) : "a file of that name exists");
-    return TS_OK;
-}
-
 /* Look at what dir holds: *ours = 1 when every entry is a name synth writes. Refuses a folder
  * with anything else unless force is set. */
 static ts_status check_dir(const char *dir, int force, int *ours, ts_err *err) {
@@ -691,7 +670,7 @@ ts_status ts_synth_shapes_write(const char *dir, const ts_synth_cfg *cfg_in, int
     if (st) return st;
     if (strlen(dir) > 3000) return ts_fail(err, TS_ERR_USAGE, "output folder path too long");
     int ours = 0;
-    if ((st = make_dirs(dir, err)) || (st = check_dir(dir, force, &ours, err))) return st;
+    if ((st = ts_mkdirs(dir, err)) || (st = check_dir(dir, force, &ours, err))) return st;
     /* The manifest marks a finished output: gone until ts_synth_shapes_manifest rewrites it. */
     char mpath[4096];
     snprintf(mpath, sizeof mpath, "%s/manifest.json", dir);

@@ -354,6 +354,34 @@ static void status_strings_cover_every_code(void **state) {
     assert_int_equal(ts_fail(&e, TS_ERR_IO, "file %s", "x"), TS_ERR_IO);
     assert_string_equal(e.msg, "file x");
     assert_int_equal(ts_fail(NULL, TS_ERR_DATA, "ignored"), TS_ERR_DATA);
+    /* wrapping the error's own message */
+    assert_int_equal(ts_fail(&e, TS_ERR_USAGE, "outer: %s (%s)", e.msg, e.msg), TS_ERR_USAGE);
+    assert_string_equal(e.msg, "outer: file x (file x)");
+}
+
+/* ---- folders ---- */
+
+static void mkdirs_makes_parents_and_names_what_fails(void **state) {
+    (void)state;
+    char dir[512], file[512], under[600];
+    snprintf(dir, sizeof dir, "%s/a/b/c/", tmpdir);
+    ts_err e = { 0 };
+    assert_int_equal(ts_mkdirs(dir, &e), TS_OK);
+    struct stat sb;
+    assert_int_equal(stat(dir, &sb), 0);
+    assert_true(S_ISDIR(sb.st_mode));
+    assert_int_equal(ts_mkdirs(dir, &e), TS_OK); /* there already */
+    snprintf(file, sizeof file, "%s/a/f", tmpdir);
+    write_bytes(file, "x", 1);
+    /* a file of that name, and a path through it */
+    assert_int_equal(ts_mkdirs(file, &e), TS_ERR_IO);
+    assert_non_null(strstr(e.msg, "a file of that name exists"));
+    snprintf(under, sizeof under, "%s/d/e", file);
+    assert_int_equal(ts_mkdirs(under, &e), TS_ERR_IO);
+    char want[600];
+    snprintf(want, sizeof want, "cannot create %s/d: ", file);
+    assert_non_null(strstr(e.msg, want));
+    assert_int_equal(ts_mkdirs("", &e), TS_ERR_IO);
 }
 
 int main(void) {
@@ -369,6 +397,7 @@ int main(void) {
         cmocka_unit_test(schedules_follow_their_definitions),
         cmocka_unit_test(clip_grad_norm_scales_to_the_limit),
         cmocka_unit_test(status_strings_cover_every_code),
+        cmocka_unit_test(mkdirs_makes_parents_and_names_what_fails),
     };
     return cmocka_run_group_tests(tests, setup_tmp, teardown_tmp);
 }
