@@ -12,10 +12,13 @@
 
 ts_status ts__cuda_fail(ts_err *err, ts_status code, const char *fmt, ...) {
     if (err) {
+        /* formatted aside first, as ts_fail: a caller may wrap err->msg itself */
+        char msg[sizeof err->msg];
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        vsnprintf(msg, sizeof msg, fmt, ap);
         va_end(ap);
+        memcpy(err->msg, msg, sizeof msg);
         err->code = code;
     }
     return code;
