@@ -10,8 +10,9 @@ source "$(dirname "$0")/clilib.sh"
 # hold the learning bar.
 if [ -n "${TS_SANITIZED:-}" ]; then STEPS=60; else STEPS=400; fi
 
-"$TS" train "$SRC/recipes/quickstart-mlm.yaml" --set train.steps=$STEPS --set train.eval_every=$STEPS \
-  --set train.ckpt_every=0 --set train.out_dir="$WORK/mlm" --set train.threads=2 2> log.txt \
+"$TS" train "$SRC/recipes/quickstart-mlm.yaml" --set train.steps=$STEPS \
+  --set train.eval_every=$STEPS --set train.ckpt_every=0 --set train.out_dir="$WORK/mlm" \
+  --set train.threads=2 2> log.txt \
   || { cat log.txt; fail "text_mlm training failed"; }
 read -r s0 acc0 s1 acc1 base loss0 loss1 <<< "$(/usr/bin/python3 -c "
 import json; rows=[json.loads(l) for l in open('$WORK/mlm/metrics.jsonl')]
