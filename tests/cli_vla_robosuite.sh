@@ -35,7 +35,7 @@ read -r v0 v1 base <<< "$($PY -c "
 import json; ev=[r for r in map(json.loads, open('$WORK/run/metrics.jsonl')) if r['kind']=='eval']
 print(ev[0]['val_action_mse'], ev[-1]['val_action_mse'], ev[-1]['val_mean_action_mse'])")"
 echo "held-out action MSE: untrained $v0, after $STEPS steps $v1, mean training action $base"
-if [ $STEPS = 400 ]; then
+if [ -z "${TS_SANITIZED:-}" ]; then
   $PY -c "import sys; sys.exit(0 if $v1 < 0.7 * $base else 1)" \
     || fail "held-out action error $v1 is not well below the mean action's $base"
 else
